@@ -1,0 +1,105 @@
+//! Key schema. Every key and channel of one lease carries the `{name}` hash tag,
+//! so that on Redis Cluster they all live in one slot and one script can touch them.
+//!
+//! | key                         | type   | TTL        | holds                                   |
+//! |-----------------------------|--------|------------|-----------------------------------------|
+//! | `<prefix>{<name>}:lease`    | hash   | lease TTL  | holder, value, token, ttl               |
+//! | `<prefix>{<name>}:fence`    | string | none       | last fencing token issued               |
+//! | `<prefix>{<name>}:events`   | channel| —          | "acquired T", "released T", "proclaimed T" |
+//! | `<prefix>epoch`             | string | none       | Redis time (ms) this Redis was first used |
+
+use crate::error::{Error, Result};
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "leasehold:";
+/// Longest lease name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// The keys and channel of one lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    pub lease: String,
+    pub fence: String,
+    pub events: String,
+    pub epoch: String,
+}
+
+impl Keys {
+    /// Builds the keys of `name` under `prefix`; both must already be valid.
+    pub fn new(prefix: &str, name: &str) -> Keys {
+        Keys {
+            lease: format!("{prefix}{{{name}}}:lease"),
+            fence: format!("{prefix}{{{name}}}:fence"),
+            events: format!("{prefix}{{{name}}}:events"),
+            epoch: format!("{prefix}epoch"),
+        }
+    }
+}
+
+/// Checks a lease name: 1 to 200 bytes of `A-Z a-z 0-9 - _ . : / @ + =`.
+///
+/// Braces would change the hash tag, and spaces, control bytes or glob
+/// characters would make names ambiguous in logs and key patterns (ACL rules).
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| Error::BadName {
+        name: if name.len() > 64 {
+            format!("{}…", name.chars().take(64).collect::<String>())
+        } else {
+            name.to_string()
+        },
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("a lease name cannot be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(bad("a lease name is at most 200 bytes"));
+    }
+    if !name.bytes().all(is_name_byte) {
+        return Err(bad(
+            "use only letters, digits and - _ . : / @ + = (no spaces, braces or glob characters)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a key prefix: at most 64 bytes of the name characters, no braces.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > 64 || !prefix.bytes().all(is_name_byte) {
+        return Err(Error::BadConfig {
+            what: "key prefix",
+            value: format!("{prefix:?}"),
+            rule: "use at most 64 letters, digits and - _ . : / @ + = (braces would break the hash tag)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.:/@+=".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let k = Keys::new(DEFAULT_PREFIX, "report");
+        assert_eq!(k.lease, "leasehold:{report}:lease");
+        assert_eq!(k.fence, "leasehold:{report}:fence");
+        assert_eq!(k.events, "leasehold:{report}:events");
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("nightly-report.v2:eu/1").is_ok());
+        for bad in ["", "a b", "a{b}", "x*", "\u{0}", "é"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"a".repeat(201)).is_err());
+        assert!(validate_name(&"a".repeat(200)).is_ok());
+        assert!(validate_prefix("app{x}:").is_err());
+        assert!(validate_prefix("").is_ok());
+    }
+}

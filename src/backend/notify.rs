@@ -1,0 +1,265 @@
+//! One shared pub/sub connection per [`crate::Client`], for every lease it waits on.
+//!
+//! Why one connection: a subscription per lock exhausts connections and memory
+//! under many waiting leases (redisson#3577). Channels are reference-counted:
+//! the first waiter on a name subscribes (and waits for Redis to confirm, so no
+//! release published after that can be missed), the last one to leave
+//! unsubscribes.
+//!
+//! Why `notify_one`: a release wakes exactly one local waiter of that name, so
+//! a process with 64 waiters sends one request per release, not 64.
+//!
+//! Failure semantics:
+//! - while the connection is down, subscriptions report `confirmed() == false`
+//!   and waiters fall back to bounded sleeps;
+//! - after a reconnect every channel is subscribed again and every waiter is
+//!   woken once, since events may have been missed in between.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+/// What happened to a lease, as published by the scripts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Acquired(u64),
+    Released(u64),
+    Proclaimed(u64),
+    /// The subscription connection was re-established: events may have been missed.
+    Reconnected,
+}
+
+impl Event {
+    fn parse(payload: &str) -> Option<Event> {
+        let (kind, token) = payload.split_once(' ')?;
+        let token = token.parse().ok()?;
+        match kind {
+            "acquired" => Some(Event::Acquired(token)),
+            "released" => Some(Event::Released(token)),
+            "proclaimed" => Some(Event::Proclaimed(token)),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) struct Channel {
+    name: String,
+    released: Notify,
+    events: broadcast::Sender<Event>,
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<String, (Arc<Channel>, usize)>,
+    /// Channels Redis has confirmed on the current connection.
+    confirmed: std::collections::HashSet<String>,
+}
+
+enum Cmd {
+    Subscribe(String, oneshot::Sender<bool>),
+    Unsubscribe(String),
+}
+
+/// The shared subscriber. Dropping the last handle stops its task.
+#[derive(Clone)]
+pub struct Notifier {
+    registry: Arc<Mutex<Registry>>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Notifier {
+    pub(crate) fn start(client: redis::Client) -> Notifier {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let (cmds, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, rx, registry.clone()));
+        Notifier { registry, cmds }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    /// Joins channel `name`; resolves once Redis confirmed the subscription, or
+    /// as soon as it is known that it could not (then `confirmed()` is false).
+    pub(crate) async fn subscribe(&self, name: &str) -> Subscription {
+        let channel = {
+            let mut reg = self.lock();
+            let entry = reg.channels.entry(name.to_string()).or_insert_with(|| {
+                let (events, _) = broadcast::channel(64);
+                (
+                    Arc::new(Channel {
+                        name: name.to_string(),
+                        released: Notify::new(),
+                        events,
+                    }),
+                    0,
+                )
+            });
+            entry.1 += 1;
+            entry.0.clone()
+        };
+        let sub = Subscription {
+            channel,
+            notifier: self.clone(),
+        };
+        sub.ensure_confirmed().await;
+        sub
+    }
+}
+
+/// A reference to one subscribed channel; unsubscribes when the last one drops.
+pub(crate) struct Subscription {
+    channel: Arc<Channel>,
+    notifier: Notifier,
+}
+
+impl Subscription {
+    pub(crate) fn confirmed(&self) -> bool {
+        self.notifier.lock().confirmed.contains(&self.channel.name)
+    }
+
+    /// Subscribes again if the connection was lost; cheap when already confirmed.
+    pub(crate) async fn ensure_confirmed(&self) -> bool {
+        if self.confirmed() {
+            return true;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .notifier
+            .cmds
+            .send(Cmd::Subscribe(self.channel.name.clone(), tx))
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Resolves when a release was published (one local waiter per release).
+    pub(crate) async fn released(&self) {
+        self.channel.released.notified().await
+    }
+
+    /// Every event on this channel, for observers.
+    pub(crate) fn events(&self) -> broadcast::Receiver<Event> {
+        self.channel.events.subscribe()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut reg = self.notifier.lock();
+        let last = match reg.channels.get_mut(&self.channel.name) {
+            Some(entry) => {
+                entry.1 -= 1;
+                entry.1 == 0
+            }
+            None => false,
+        };
+        if last {
+            reg.channels.remove(&self.channel.name);
+            drop(reg);
+            let _ = self
+                .notifier
+                .cmds
+                .send(Cmd::Unsubscribe(self.channel.name.clone()));
+        }
+    }
+}
+
+fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    // A panic while holding this lock leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wake_all(registry: &Mutex<Registry>) {
+    let reg = lock(registry);
+    for (ch, _) in reg.channels.values() {
+        ch.released.notify_waiters();
+        let _ = ch.events.send(Event::Reconnected);
+    }
+}
+
+async fn run(
+    client: redis::Client,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    registry: Arc<Mutex<Registry>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await;
+        let (mut sink, mut stream) = match pubsub {
+            Ok(Ok(p)) => p.split(),
+            _ => {
+                // Down: refuse subscriptions until we are back, so waiters use timers.
+                let until = tokio::time::sleep(backoff);
+                tokio::pin!(until);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = &mut until => break,
+                        cmd = cmds.recv() => match cmd {
+                            None => return,
+                            Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(false); }
+                            Some(Cmd::Unsubscribe(_)) => {}
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let names: Vec<String> = lock(&registry).channels.keys().cloned().collect();
+        let mut ok = true;
+        for name in &names {
+            if sink.subscribe(name).await.is_err() {
+                ok = false;
+                break;
+            }
+            lock(&registry).confirmed.insert(name.clone());
+        }
+        if ok {
+            wake_all(&registry);
+            loop {
+                tokio::select! {
+                    msg = stream.next() => {
+                        let Some(msg) = msg else { break };
+                        let name = msg.get_channel_name().to_string();
+                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        let Some(event) = Event::parse(&payload) else { continue };
+                        let channel = lock(&registry).channels.get(&name).map(|e| e.0.clone());
+                        if let Some(ch) = channel {
+                            if matches!(event, Event::Released(_)) {
+                                ch.released.notify_one();
+                            }
+                            let _ = ch.events.send(event);
+                        }
+                    }
+                    cmd = cmds.recv() => match cmd {
+                        None => return,
+                        Some(Cmd::Subscribe(name, ack)) => {
+                            let done = sink.subscribe(&name).await.is_ok();
+                            if done {
+                                lock(&registry).confirmed.insert(name);
+                            }
+                            let _ = ack.send(done);
+                            if !done { break; }
+                        }
+                        Some(Cmd::Unsubscribe(name)) => {
+                            let still_wanted = lock(&registry).channels.contains_key(&name);
+                            if !still_wanted {
+                                lock(&registry).confirmed.remove(&name);
+                                if sink.unsubscribe(&name).await.is_err() { break; }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        lock(&registry).confirmed.clear();
+        wake_all(&registry);
+    }
+}

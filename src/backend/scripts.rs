@@ -1,0 +1,17 @@
+//! The Lua scripts, one `.lua` file each, hashed once and run by SHA
+//! (redis-rs `Script::invoke_async`: EVALSHA, and on NOSCRIPT, LOAD and retry).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+pub static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/acquire.lua")));
+pub static RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/renew.lua")));
+pub static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+pub static PROCLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/proclaim.lua")));
+pub static STATUS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/status.lua")));

@@ -1,0 +1,78 @@
+//! Deadline arithmetic, pure so that it can be tested without Redis or a clock.
+//!
+//! A request's outcome is known only when its reply arrives, but the TTL it set
+//! in Redis started counting at some moment after it was *sent*. Measuring from
+//! the send instant therefore never overestimates how long the lease is ours.
+//! The drift margin covers the difference between the rates of our monotonic
+//! clock and Redis's clock, plus timer lateness (Redlock's validity time).
+
+use std::time::{Duration, Instant};
+
+/// Clock drift allowed per TTL: 1 % plus 2 ms, as in Redlock.
+pub fn drift(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
+}
+
+/// The instant until which a lease acquired or renewed by a request sent at
+/// `sent` is certainly ours: `sent + ttl - drift(ttl)`.
+pub fn safety_deadline(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl.saturating_sub(drift(ttl))
+}
+
+/// When to send the next renewal after a successful one sent at `sent`.
+pub fn next_renewal(sent: Instant, renew_every: Duration) -> Instant {
+    sent + renew_every
+}
+
+/// When to try again after a failed renewal, never later than the deadline.
+pub fn retry_at(now: Instant, retry_every: Duration, deadline: Instant) -> Instant {
+    (now + retry_every).min(deadline)
+}
+
+/// The instant at which a supervisor must start stopping its child so that the
+/// child is gone by `deadline`: `deadline - stop_budget`.
+pub fn stop_at(deadline: Instant, stop_budget: Duration) -> Instant {
+    deadline.checked_sub(stop_budget).unwrap_or(deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_is_before_redis_expiry() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let d = safety_deadline(t0, ttl);
+        assert_eq!(d, t0 + Duration::from_millis(10_000 - 102));
+        assert!(d < t0 + ttl);
+    }
+
+    #[test]
+    fn small_ttl_keeps_a_positive_window() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_millis(100);
+        assert_eq!(safety_deadline(t0, ttl), t0 + Duration::from_millis(97));
+    }
+
+    #[test]
+    fn retries_never_pass_the_deadline() {
+        let t0 = Instant::now();
+        let d = t0 + Duration::from_millis(50);
+        assert_eq!(retry_at(t0, Duration::from_millis(100), d), d);
+        assert_eq!(
+            retry_at(t0, Duration::from_millis(10), d),
+            t0 + Duration::from_millis(10)
+        );
+    }
+
+    #[test]
+    fn stop_precedes_deadline_by_budget() {
+        let t0 = Instant::now();
+        let d = t0 + Duration::from_secs(5);
+        assert_eq!(
+            stop_at(d, Duration::from_secs(2)),
+            t0 + Duration::from_secs(3)
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Leader election on top of a lease, in the shape of etcd's `concurrency.Election`:
+//! campaign (block until leader), proclaim (change the value while leader),
+//! resign, and observe the current leader.
+
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use crate::backend::{Event, HolderInfo};
+use crate::client::Client;
+use crate::error::Result;
+use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
+use crate::token::FencingToken;
+
+/// The current leader as others see it.
+pub type LeaderInfo = HolderInfo;
+
+/// An election named after its lease.
+#[derive(Clone, Debug)]
+pub struct Election {
+    client: Client,
+    name: String,
+    ttl: Duration,
+}
+
+/// Being the leader. Same guarantees as [`Lease`], which it wraps.
+#[derive(Debug)]
+pub struct Leadership {
+    lease: Lease,
+}
+
+impl Election {
+    pub(crate) fn new(client: Client, name: String) -> Election {
+        Election {
+            client,
+            name,
+            ttl: DEFAULT_TTL,
+        }
+    }
+
+    /// TTL of the leader's lease (default 10 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Blocks until we are the leader, publishing `value` (e.g. our address).
+    pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {
+        let lease = self
+            .client
+            .lease(self.name.clone())
+            .ttl(self.ttl)
+            .value(value)
+            .acquire()
+            .await?;
+        Ok(Leadership { lease })
+    }
+
+    /// The current leader, if any.
+    pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        Ok(self.client.status(&self.name).await?.holder)
+    }
+
+    /// A stream that yields the current leader at once, then again each time
+    /// the leader or its value changes (`None` while there is none). Woken by
+    /// the lease's events; after a crash, by the old lease's expiry.
+    pub fn observe(&self) -> impl Stream<Item = Result<Option<LeaderInfo>>> + Send + 'static {
+        struct St {
+            client: Client,
+            name: String,
+            sub: Option<crate::backend::Subscription>,
+            events: Option<tokio::sync::broadcast::Receiver<Event>>,
+            last: Option<Option<(String, u64, String)>>,
+            backstop: Duration,
+        }
+        let st = St {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            sub: None,
+            events: None,
+            last: None,
+            backstop: self.ttl,
+        };
+        futures_util::stream::unfold(st, |mut st| async move {
+            loop {
+                if st.sub.is_none() {
+                    match st.client.backend().subscribe(&st.name).await {
+                        Ok(sub) => {
+                            st.events = Some(sub.events());
+                            st.sub = Some(sub);
+                        }
+                        Err(e) => return Some((Err(e), st)),
+                    }
+                }
+                let status = match st.client.status(&st.name).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return Some((Err(e), st));
+                    }
+                };
+                let key = status
+                    .holder
+                    .as_ref()
+                    .map(|h| (h.holder.as_str().to_string(), h.token.0, h.value.clone()));
+                let wait = match &status.holder {
+                    Some(h) => h.ttl_left + Duration::from_millis(2),
+                    None => st.backstop,
+                };
+                let changed = st.last.as_ref() != Some(&key);
+                if changed {
+                    st.last = Some(key);
+                    return Some((Ok(status.holder), st));
+                }
+                let confirmed = match &st.sub {
+                    Some(s) => s.ensure_confirmed().await,
+                    None => false,
+                };
+                let wait = if confirmed {
+                    wait
+                } else {
+                    wait.min(Duration::from_millis(250))
+                };
+                if let Some(ev) = st.events.as_mut() {
+                    tokio::select! {
+                        _ = ev.recv() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        })
+    }
+}
+
+impl Leadership {
+    pub fn token(&self) -> FencingToken {
+        self.lease.token()
+    }
+
+    /// The underlying lease (deadline, state, holder id).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Resolves when leadership is lost; see [`Lease::lost`].
+    pub fn lost(&self) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        self.lease.lost()
+    }
+
+    /// Changes the value observers see, while still leader.
+    pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
+        self.lease.proclaim(value).await
+    }
+
+    /// Gives up leadership; observers and campaigners are woken at once.
+    pub async fn resign(self) -> Result<ReleaseOutcome> {
+        self.lease.release().await
+    }
+}

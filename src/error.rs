@@ -1,0 +1,112 @@
+//! Errors, one enum for the library. Every message says what to do next.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in leasehold's library.
+///
+/// Losing a lease is *not* an error: it is reported by [`crate::Lease::lost`]
+/// and [`crate::ReleaseOutcome`], because it is an expected event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Redis URL could not be parsed.
+    #[error("bad Redis URL {url}: {reason} (expected redis://[user:password@]host:port[/db])")]
+    BadUrl { url: String, reason: String },
+
+    /// No Redis answered at the address.
+    #[error("Redis at {url} is unreachable: {source} (is redis-server running there?)")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// Redis refused our credentials.
+    #[error(
+        "Redis at {url} refused authentication: {source} (check the user and password in the URL or LEASEHOLD_REDIS_PASSWORD)"
+    )]
+    Auth {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// A command failed or timed out after the connection was up.
+    #[error("Redis {op} failed: {source}")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// A request did not complete in time.
+    #[error("Redis {op} timed out after {after:?} (is Redis overloaded or the network down?)")]
+    Timeout { op: &'static str, after: Duration },
+
+    /// Someone else wrote a key of another type where a lease key lives.
+    #[error(
+        "key {key} already exists with type {found}, not written by leasehold: choose another lease name or key prefix, or delete the key"
+    )]
+    ForeignKey { key: String, found: String },
+
+    /// Redis answered something the protocol does not allow.
+    #[error("unexpected reply from Redis to {op}: {detail} (is this a Redis 6.2 or later?)")]
+    Protocol { op: &'static str, detail: String },
+
+    /// A lease name that cannot be used.
+    #[error("bad lease name {name:?}: {reason}")]
+    BadName { name: String, reason: &'static str },
+
+    /// A configuration value that breaks a rule.
+    #[error("bad {what} {value}: {rule}")]
+    BadConfig {
+        what: &'static str,
+        value: String,
+        rule: String,
+    },
+
+    /// `acquire_timeout` elapsed without the lease.
+    #[error("lease {name:?} was not acquired within {after:?}")]
+    AcquireTimeout { name: String, after: Duration },
+
+    /// An operation that needs the lease was called after it was lost.
+    #[error("lease {name:?} is no longer held by us")]
+    NotHolder { name: String },
+}
+
+impl Error {
+    /// True when the error means Redis could not be reached or answered too late,
+    /// i.e. trying again later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_timeout()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn redis(op: &'static str, source: redis::RedisError) -> Error {
+        let text = source.to_string();
+        if let Some(rest) = text.split("LEASEHOLD_FOREIGN ").nth(1) {
+            let mut parts = rest.split_whitespace();
+            let key = parts.next().unwrap_or_default().to_string();
+            let found = parts.next().unwrap_or("unknown").to_string();
+            return Error::ForeignKey { key, found };
+        }
+        if text.contains("WRONGTYPE") {
+            return Error::ForeignKey {
+                key: "(one of the lease's keys)".into(),
+                found: "another type".into(),
+            };
+        }
+        Error::Redis { op, source }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

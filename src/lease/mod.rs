@@ -1,0 +1,286 @@
+//! Holding a lease: acquire (woken, not polling), keep (renewal, deadline,
+//! loss signal), give back.
+//!
+//! What is guaranteed: while [`Lease::is_held`] is true, no other holder of this
+//! name can have been granted the lease by a Redis that kept its data (and, after
+//! data loss, not before every earlier holder's deadline passed). What is *not*
+//! guaranteed: that your code notices loss instantly — a paused process cannot
+//! act on anything — which is why every acquisition carries a [`FencingToken`].
+
+mod keeper;
+mod waiter;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::backend::Backend;
+use crate::config::LeaseConfig;
+use crate::error::{Error, Result};
+use crate::token::{FencingToken, HolderId};
+use keeper::{Ctl, Keeper};
+pub use keeper::{LeaseState, LostReason};
+
+/// Default TTL of a lease.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Settings of one acquisition; made by [`crate::Client::lease`].
+#[derive(Clone, Debug)]
+pub struct LeaseBuilder {
+    backend: Backend,
+    name: String,
+    ttl: Duration,
+    renew_every: Option<Duration>,
+    value: String,
+}
+
+/// What [`Lease::release`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// We held it and gave it back; a waiter has been woken.
+    Released,
+    /// It was no longer ours when we tried; nothing was changed in Redis.
+    AlreadyLost(LostReason),
+}
+
+impl LeaseBuilder {
+    pub(crate) fn new(backend: Backend, name: String) -> Self {
+        LeaseBuilder {
+            backend,
+            name,
+            ttl: DEFAULT_TTL,
+            renew_every: None,
+            value: String::new(),
+        }
+    }
+
+    /// How long Redis keeps the lease without renewal (default 10 s). This is
+    /// the failover time after a crash.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Renewal interval (default TTL/3).
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = Some(every);
+        self
+    }
+
+    /// A value stored with the lease that others can read (e.g. the leader's address).
+    pub fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = value.into();
+        self
+    }
+
+    fn config(&self) -> Result<LeaseConfig> {
+        crate::backend::keys::validate_name(&self.name)?;
+        LeaseConfig::with_intervals(self.ttl, self.renew_every)
+    }
+
+    /// One attempt. `Ok(None)` when someone else holds the lease (or this Redis
+    /// is in its post-data-loss quarantine).
+    ///
+    /// Cancel-safe only in the sense that an attempt whose reply was never read
+    /// may have taken the lease; it then expires after one TTL.
+    pub async fn try_acquire(self) -> Result<Option<Lease>> {
+        let config = self.config()?;
+        let holder = HolderId::generate();
+        let sent = Instant::now();
+        match self
+            .backend
+            .try_acquire(&self.name, &holder, config.ttl(), &self.value)
+            .await?
+        {
+            crate::backend::AcquireReply::Acquired { token } => {
+                Ok(Some(self.start(config, holder, token, sent)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits until the lease is ours: woken when it is released, or when the
+    /// holder's TTL runs out after a crash. Cancel by dropping the future.
+    pub async fn acquire(self) -> Result<Lease> {
+        let config = self.config()?;
+        let holder = HolderId::generate();
+        let won = waiter::acquire(&self.backend, &self.name, &holder, &config, &self.value).await?;
+        Ok(self.start(config, holder, won.token, won.sent))
+    }
+
+    /// Like [`LeaseBuilder::acquire`], giving up after `limit`.
+    ///
+    /// # Errors
+    /// [`Error::AcquireTimeout`] when `limit` elapses.
+    pub async fn acquire_timeout(self, limit: Duration) -> Result<Lease> {
+        let name = self.name.clone();
+        match tokio::time::timeout(limit, self.acquire()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::AcquireTimeout { name, after: limit }),
+        }
+    }
+
+    fn start(
+        self,
+        config: LeaseConfig,
+        holder: HolderId,
+        token: FencingToken,
+        sent: Instant,
+    ) -> Lease {
+        let deadline = crate::deadline::safety_deadline(sent, config.ttl());
+        let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
+        let (ctl_tx, ctl_rx) = oneshot::channel();
+        let keeper = Keeper {
+            backend: self.backend.clone(),
+            name: self.name.clone(),
+            holder: holder.clone(),
+            config: config.clone(),
+            token,
+        };
+        let task = tokio::spawn(keeper.run(sent, state_tx, ctl_rx));
+        Lease {
+            backend: self.backend,
+            name: self.name,
+            value: self.value,
+            holder,
+            token,
+            config,
+            state: state_rx,
+            ctl: Some(ctl_tx),
+            keeper: Some(task),
+        }
+    }
+}
+
+/// A held lease. Renewed in the background until released, dropped or lost.
+///
+/// Dropping it stops renewal and releases it in the background (best effort);
+/// call [`Lease::release`] to know the outcome. Nothing blocks in `Drop`.
+#[derive(Debug)]
+pub struct Lease {
+    backend: Backend,
+    name: String,
+    value: String,
+    holder: HolderId,
+    token: FencingToken,
+    config: LeaseConfig,
+    state: watch::Receiver<LeaseState>,
+    ctl: Option<oneshot::Sender<Ctl>>,
+    keeper: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token of this acquisition.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// This acquisition's holder id, as stored in Redis.
+    pub fn holder(&self) -> &HolderId {
+        &self.holder
+    }
+
+    /// The value published with the lease.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    /// The local instant until which the lease is certainly ours, or `None`
+    /// once lost or released.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &*self.state.borrow() {
+            LeaseState::Held { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// True while held and before the safety deadline.
+    pub fn is_held(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() < d)
+    }
+
+    /// Every state change: `Held` with each new deadline, then `Lost` or `Released`.
+    pub fn state(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
+    /// Resolves when the lease is no longer ours: a renewal was refused, or none
+    /// was confirmed before the safety deadline (which is strictly before Redis
+    /// could give the lease to anyone else), or it was released.
+    ///
+    /// Cancel-safe; may be awaited from many tasks at once.
+    pub fn lost(&self) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        let mut rx = self.state.clone();
+        async move {
+            let outcome = match rx.wait_for(|s| !matches!(s, LeaseState::Held { .. })).await {
+                Ok(s) => s.clone(),
+                // The keeper ended without a final state: only if the runtime is
+                // shutting down. Nothing is held any more.
+                Err(_) => LeaseState::Released,
+            };
+            match outcome {
+                LeaseState::Lost(r) => r,
+                _ => LostReason::Released,
+            }
+        }
+    }
+
+    /// Changes the published value, if the lease is still ours.
+    ///
+    /// # Errors
+    /// [`Error::NotHolder`] when the lease is gone.
+    pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
+        let value = value.into();
+        if self
+            .backend
+            .proclaim(&self.name, &self.holder, &value)
+            .await?
+        {
+            self.value = value;
+            Ok(())
+        } else {
+            Err(Error::NotHolder {
+                name: self.name.clone(),
+            })
+        }
+    }
+
+    /// Stops renewal (waiting for an in-flight renewal to finish), then deletes
+    /// the lease if it is still ours and wakes one waiter.
+    pub async fn release(mut self) -> Result<ReleaseOutcome> {
+        if let Some(ctl) = self.ctl.take() {
+            let _ = ctl.send(Ctl::Stop);
+        }
+        if let Some(task) = self.keeper.take() {
+            let _ = task.await;
+        }
+        let current = self.state.borrow().clone();
+        if let LeaseState::Lost(reason) = current {
+            return Ok(ReleaseOutcome::AlreadyLost(reason));
+        }
+        if self.backend.release(&self.name, &self.holder).await? {
+            Ok(ReleaseOutcome::Released)
+        } else {
+            Ok(ReleaseOutcome::AlreadyLost(LostReason::Refused(
+                "the lease key was gone or held by someone else at release".into(),
+            )))
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Dropping the control sender tells the keeper to release in the
+        // background; it runs on the runtime, so Drop never blocks.
+        self.ctl.take();
+    }
+}

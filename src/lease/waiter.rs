@@ -1,0 +1,88 @@
+//! Waiting for a lease without polling on a fixed interval.
+//!
+//! - Subscribe to the lease's event channel *before* each attempt, so that a
+//!   release published between a failed attempt and the wait is not missed
+//!   (redisson#1763).
+//! - After a failed attempt, sleep until the holder's remaining TTL (plus a
+//!   little jitter) — that is when a crashed holder's lease frees up — or until
+//!   a release is published, whichever comes first.
+//! - While the subscription is not confirmed (Redis pub/sub connection down),
+//!   the sleep is capped so that waiting degrades to slow polling, never to
+//!   waiting forever.
+
+use std::time::{Duration, Instant};
+
+use super::keeper::jitter;
+use crate::backend::{AcquireReply, Backend};
+use crate::config::LeaseConfig;
+use crate::error::Result;
+use crate::token::{FencingToken, HolderId};
+
+/// Cap on a sleep while release events cannot be received.
+const UNCONFIRMED_CAP: Duration = Duration::from_millis(250);
+/// Jitter added to a sleep until expiry.
+const EXPIRY_JITTER: Duration = Duration::from_millis(3);
+
+/// What a successful wait produced.
+pub(crate) struct Won {
+    pub token: FencingToken,
+    pub sent: Instant,
+}
+
+/// Tries until the lease is ours. Cancel-safe: dropping the future leaves
+/// nothing behind in Redis (a waiter holds no state there).
+pub(crate) async fn acquire(
+    backend: &Backend,
+    name: &str,
+    holder: &HolderId,
+    config: &LeaseConfig,
+    value: &str,
+) -> Result<Won> {
+    let sub = backend.subscribe(name).await?;
+    let mut seen: Option<(String, u64)> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let confirmed = sub.ensure_confirmed().await;
+        let sent = Instant::now();
+        let wait = match backend.try_acquire(name, holder, config.ttl(), value).await {
+            Ok(AcquireReply::Acquired { token }) => return Ok(Won { token, sent }),
+            Ok(AcquireReply::Held(h)) => {
+                let key = (h.holder.as_str().to_string(), h.token.0);
+                if seen.as_ref() != Some(&key) {
+                    tracing::info!(
+                        "waiting for '{name}', held by {} (token {}), expires in {:.1}s",
+                        h.holder.readable(),
+                        h.token,
+                        h.ttl_left.as_secs_f64()
+                    );
+                    seen = Some(key);
+                }
+                backoff = Duration::from_millis(50);
+                h.ttl_left + jitter(EXPIRY_JITTER)
+            }
+            Ok(AcquireReply::Quarantined { wait }) => {
+                tracing::info!(
+                    "waiting for '{name}': this Redis lost its data or is new, so no one starts for {:.1}s (until any earlier holder's deadline has passed)",
+                    wait.as_secs_f64()
+                );
+                wait + jitter(EXPIRY_JITTER)
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!("waiting for '{name}': {e}; retrying in {backoff:?}");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                w
+            }
+            Err(e) => return Err(e),
+        };
+        let wait = if confirmed {
+            wait
+        } else {
+            wait.min(UNCONFIRMED_CAP)
+        };
+        tokio::select! {
+            _ = sub.released() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

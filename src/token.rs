@@ -1,0 +1,102 @@
+//! The two identities a lease hands out: who holds it ([`HolderId`]) and which
+//! acquisition this is ([`FencingToken`]).
+
+use std::fmt;
+
+/// A number issued with every successful acquisition of one lease name,
+/// strictly greater than every token issued before for that name.
+///
+/// Pass it to the resources the holder writes to and have them reject writes
+/// with a token lower than the highest they have seen: that is what keeps a
+/// paused or partitioned former holder from doing damage (see `docs/design.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub u64);
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Identifies one acquisition: readable host and pid, plus 128 random bits
+/// from the OS so that no two acquisitions anywhere share an id.
+///
+/// Format: `<host>/<pid>/<32 hex digits>`. The id belongs to the guard that
+/// acquired, not to the process or thread (redis-py#416's lesson).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HolderId(String);
+
+impl HolderId {
+    /// A fresh id for this host and process.
+    pub fn generate() -> HolderId {
+        let mut bytes = [0u8; 16];
+        // The OS RNG failing is not something a caller can act on; fall back to
+        // time and address entropy rather than panic, and keep the id unique.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            bytes = (nanos ^ (&bytes as *const _ as u128)).to_le_bytes();
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        HolderId(format!("{}/{}/{}", hostname(), std::process::id(), hex))
+    }
+
+    /// Wraps an id read back from Redis.
+    pub fn from_raw(s: impl Into<String>) -> HolderId {
+        HolderId(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part, as written by the holder.
+    pub fn host(&self) -> &str {
+        self.0.split('/').next().unwrap_or("")
+    }
+
+    /// The pid part, if the id has one.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.split('/').nth(1).and_then(|p| p.parse().ok())
+    }
+
+    /// "host-b pid 4121", for people.
+    pub fn readable(&self) -> String {
+        match self.pid() {
+            Some(pid) => format!("{} pid {}", self.host(), pid),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for HolderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn hostname() -> String {
+    let raw = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    // '/' separates the id's parts.
+    raw.replace('/', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_readable() {
+        let a = HolderId::generate();
+        let b = HolderId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.pid(), Some(std::process::id()));
+        assert!(a.readable().contains("pid"));
+        assert_eq!(a.as_str().rsplit('/').next().map(str::len), Some(32));
+    }
+}
