@@ -1,0 +1,144 @@
+//! Flags, parsed low (clap) and validated high (durations, URL, grace vs TTL).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "leasehold",
+    version,
+    about = "Exactly one instance across hosts, with failover, coordinated through Redis",
+    after_help = crate::exit::HELP
+)]
+pub struct Cli {
+    /// More log output (-v: what happens, -vv: debugging). Logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run COMMAND only while holding the lease NAME; hand over on exit or loss.
+    #[command(after_help = crate::exit::HELP)]
+    Run(RunArgs),
+    /// Show who holds the lease NAME.
+    Status(StatusArgs),
+    /// Print one line per leadership change of NAME until interrupted.
+    Watch(StatusArgs),
+    /// Start a throwaway redis-server and three supervisors; kill leaders; print the failovers.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Redis URL (env LEASEHOLD_REDIS_URL; default redis://127.0.0.1:6379).
+    /// Passwords may come from LEASEHOLD_REDIS_PASSWORD instead.
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Vec<String>,
+
+    /// Prefix of every key leasehold writes.
+    #[arg(long, default_value = "leasehold:", value_name = "PREFIX")]
+    pub prefix: String,
+}
+
+impl Conn {
+    /// The single Redis URL to use.
+    pub fn url(&self) -> Result<String, String> {
+        match self.redis.len() {
+            0 => Ok(std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())),
+            1 => Ok(self.redis[0].clone()),
+            n => Err(format!(
+                "--redis given {n} times: quorum over several Redis servers is not available in this version; give one URL"
+            )),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Lease name (letters, digits, - _ . : / @ + =).
+    #[arg(long)]
+    pub name: String,
+
+    #[command(flatten)]
+    pub conn: Conn,
+
+    /// Lease TTL: the failover time after a crash.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DUR")]
+    pub ttl: Duration,
+
+    /// How long to wait for the lease before giving up with exit 75 ("forever" to never give up).
+    #[arg(long, default_value = "forever", value_parser = wait, value_name = "DUR|forever")]
+    pub wait: Wait,
+
+    /// After the child exits (or the lease is lost), campaign again instead of exiting.
+    #[arg(long)]
+    pub forever: bool,
+
+    /// Time between SIGTERM and SIGKILL when stopping the child (default TTL/5).
+    /// Must fit in half the TTL.
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub grace: Option<Duration>,
+
+    /// Keep the lease this long after the child exits (so hosts with skewed
+    /// clocks do not run a cron job twice).
+    #[arg(long, default_value = "0s", value_parser = duration, value_name = "DUR")]
+    pub hold_after_exit: Duration,
+
+    /// Value published with the lease (e.g. this instance's address).
+    #[arg(long, default_value = "")]
+    pub value: String,
+
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Lease name.
+    #[arg(long)]
+    pub name: String,
+
+    #[command(flatten)]
+    pub conn: Conn,
+
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many times to kill the leader.
+    #[arg(long, default_value_t = 3)]
+    pub kills: u32,
+
+    /// Lease TTL used by the demo's supervisors.
+    #[arg(long, default_value = "2s", value_parser = duration, value_name = "DUR")]
+    pub ttl: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)"))?;
+    Ok(d)
+}
+
+/// `--wait`: a duration, or `forever` (None).
+#[derive(Clone, Copy, Debug)]
+pub struct Wait(pub Option<Duration>);
+
+fn wait(s: &str) -> Result<Wait, String> {
+    if s == "forever" {
+        Ok(Wait(None))
+    } else {
+        duration(s).map(|d| Wait(Some(d)))
+    }
+}

@@ -1,0 +1,41 @@
+//! The only place exit codes live.
+
+/// Success.
+pub const OK: u8 = 0;
+/// A usage error: bad flag, duration, name or URL (sysexits EX_USAGE).
+pub const USAGE: u8 = 64;
+/// Redis unreachable or refusing us at start (EX_UNAVAILABLE).
+pub const UNAVAILABLE: u8 = 69;
+/// Something unexpected inside leasehold or from Redis (EX_SOFTWARE).
+pub const SOFTWARE: u8 = 70;
+/// `--wait` elapsed without the lease (EX_TEMPFAIL).
+pub const WAIT_ELAPSED: u8 = 75;
+/// The lease was lost while the child ran; the child was stopped.
+pub const LOST: u8 = 79;
+/// The command could not be executed (as in shells).
+pub const NOT_EXECUTABLE: u8 = 126;
+/// The command was not found (as in shells).
+pub const NOT_FOUND: u8 = 127;
+
+/// The table shown in `--help`.
+pub const HELP: &str = "\
+Exit status of `run`:
+  the child's     the child exited (128+N when killed by signal N)
+  64              usage error (bad flag, duration, name, URL, or --grace too long for --ttl)
+  69              Redis unreachable or refusing authentication at start
+  70              unexpected error (e.g. a foreign key at the lease's name)
+  75              --wait elapsed without getting the lease
+  79              the lease was lost while the child ran; the child was stopped
+  126 / 127       the command is not executable / not found";
+
+/// Maps a library error to an exit code.
+pub fn of_error(e: &leasehold::Error) -> u8 {
+    use leasehold::Error as E;
+    match e {
+        E::BadUrl { .. } | E::BadName { .. } | E::BadConfig { .. } => USAGE,
+        E::Unreachable { .. } | E::Auth { .. } | E::Timeout { .. } => UNAVAILABLE,
+        E::AcquireTimeout { .. } => WAIT_ELAPSED,
+        _ if e.is_unavailable() => UNAVAILABLE,
+        _ => SOFTWARE,
+    }
+}

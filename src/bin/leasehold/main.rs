@@ -1,0 +1,97 @@
+//! `leasehold`: thin entry point. Parsing in `cli`, exit codes in `exit`,
+//! one module per subcommand.
+
+mod cli;
+mod demo;
+mod exit;
+mod run;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(usage_error(e)),
+    };
+    init_logging(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leasehold: cannot start the runtime: {e}");
+            return ExitCode::from(exit::SOFTWARE);
+        }
+    };
+    // A current-thread runtime: the child is forked from the main thread, which
+    // lives as long as the supervisor, so the parent-death signal is reliable.
+    ExitCode::from(rt.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(cmd: cli::Command) -> u8 {
+    match cmd {
+        cli::Command::Run(a) => run::run(a).await,
+        cli::Command::Status(a) => status::status(a).await,
+        cli::Command::Watch(a) => status::watch(a).await,
+        cli::Command::Demo(a) => demo::demo(a).await,
+    }
+}
+
+/// Help and version go to stdout with 0; anything else is one line and 64.
+fn usage_error(e: clap::Error) -> u8 {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            exit::OK
+        }
+        _ => {
+            let text = e.render().to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = line.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("leasehold: {line} (see leasehold --help)");
+            exit::USAGE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("leasehold={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Prints an error once, with its chain, prefixed like every message of ours.
+pub fn report(e: &(dyn std::error::Error + 'static)) {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        src = s.source();
+    }
+    eprintln!("leasehold: {text}");
+}

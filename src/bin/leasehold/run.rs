@@ -1,0 +1,180 @@
+//! `leasehold run`: campaign, run the child while holding, hand over.
+
+use std::time::{Duration, Instant};
+
+use leasehold::supervisor::{Outcome, Signals, Supervisor, exit_code};
+use leasehold::{Client, Error, Lease, LeaseConfig, ReleaseOutcome};
+
+use crate::cli::RunArgs;
+use crate::{exit, report};
+
+/// First backoff after a failed child under `--forever`; doubles up to the max.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+pub async fn run(a: RunArgs) -> u8 {
+    // Validate everything before touching Redis: one line, exit 64.
+    let url = match a.conn.url() {
+        Ok(u) => u,
+        Err(msg) => {
+            eprintln!("leasehold: {msg}");
+            return exit::USAGE;
+        }
+    };
+    let config = match LeaseConfig::new(a.ttl) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
+        return fail(&e);
+    }
+    let Some((program, args)) = a.command.split_first() else {
+        eprintln!("leasehold: no command given after --");
+        return exit::USAGE;
+    };
+    let grace = a.grace.unwrap_or(a.ttl / 5);
+    let supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    if let Err(e) = supervisor.check_fits(&config) {
+        return fail(&e);
+    }
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leasehold: cannot install signal handlers: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+
+    let client = match Client::builder(url.as_str())
+        .prefix(a.conn.prefix.clone())
+        .connect()
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+
+    let mut wait_limit = a.wait.0;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let campaign = client
+            .lease(a.name.clone())
+            .ttl(a.ttl)
+            .value(a.value.clone());
+        let acquiring = async {
+            match wait_limit {
+                Some(limit) => campaign.acquire_timeout(limit).await,
+                None => campaign.acquire().await,
+            }
+        };
+        let lease = tokio::select! {
+            r = acquiring => match r {
+                Ok(l) => l,
+                Err(e @ Error::AcquireTimeout { .. }) => {
+                    tracing::info!("{e}");
+                    eprintln!("leasehold: {e}");
+                    return exit::WAIT_ELAPSED;
+                }
+                Err(e) => return fail(&e),
+            },
+            sig = signals.recv() => {
+                tracing::info!("signal {sig} while waiting for '{}'; exiting", a.name);
+                return (128 + sig) as u8;
+            }
+        };
+        // --wait bounds the first campaign only; under --forever later ones wait as long as needed.
+        if a.forever {
+            wait_limit = None;
+        }
+        tracing::info!(
+            "acquired '{}' with token {}; starting {}",
+            a.name,
+            lease.token(),
+            program.to_string_lossy()
+        );
+        let started = Instant::now();
+        let outcome = supervisor.run_while_held(&lease, &mut signals).await;
+        let failed = match outcome {
+            Err(e) => {
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+                    std::io::ErrorKind::PermissionDenied => exit::NOT_EXECUTABLE,
+                    _ => exit::SOFTWARE,
+                };
+                eprintln!("leasehold: cannot run {}: {e}", program.to_string_lossy());
+                give_back(lease).await;
+                return code;
+            }
+            Ok(Outcome::Interrupted { signal, status }) => {
+                tracing::info!("child ended after signal {signal}: {status}");
+                give_back(lease).await;
+                return exit_code(status).clamp(0, 255) as u8;
+            }
+            Ok(Outcome::Lost { reason, status }) => {
+                eprintln!(
+                    "leasehold: lost the lease '{}' ({reason}); the child was stopped ({status})",
+                    a.name
+                );
+                give_back(lease).await;
+                if !a.forever {
+                    return exit::LOST;
+                }
+                true
+            }
+            Ok(Outcome::Exited(status)) => {
+                tracing::info!("child exited: {status}");
+                if !a.hold_after_exit.is_zero()
+                    && let Some(sig) = hold(&lease, a.hold_after_exit, &mut signals).await
+                {
+                    give_back(lease).await;
+                    return (128 + sig) as u8;
+                }
+                give_back(lease).await;
+                if !a.forever {
+                    return exit_code(status).clamp(0, 255) as u8;
+                }
+                !status.success()
+            }
+        };
+        // --forever: back to campaigning, slower while the child keeps failing.
+        backoff = if !failed || started.elapsed() > BACKOFF_MAX {
+            Duration::ZERO
+        } else {
+            (backoff * 2).clamp(BACKOFF_START, BACKOFF_MAX)
+        };
+        if !backoff.is_zero() {
+            tracing::info!("child failed; campaigning again in {backoff:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                sig = signals.recv() => return (128 + sig) as u8,
+            }
+        }
+    }
+}
+
+/// Keeps the lease for `d` after the child exited. Returns a signal if one came.
+async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> {
+    tracing::info!(
+        "holding '{}' for {d:?} after the child exited",
+        lease.name()
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(d) => None,
+        _ = lease.lost() => None,
+        sig = signals.recv() => Some(sig),
+    }
+}
+
+async fn give_back(lease: Lease) {
+    let name = lease.name().to_string();
+    match lease.release().await {
+        Ok(ReleaseOutcome::Released) => tracing::info!("released '{name}'"),
+        Ok(ReleaseOutcome::AlreadyLost(r)) => tracing::info!("'{name}' was already lost: {r}"),
+        Err(e) => tracing::warn!("could not release '{name}' (it expires by itself): {e}"),
+    }
+}
+
+fn fail(e: &Error) -> u8 {
+    report(e);
+    exit::of_error(e)
+}

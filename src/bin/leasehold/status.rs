@@ -1,0 +1,126 @@
+//! `leasehold status` and `leasehold watch`.
+
+use futures_util::StreamExt;
+use leasehold::{Client, HolderInfo};
+
+use crate::cli::StatusArgs;
+use crate::{exit, report};
+
+async fn connect(a: &StatusArgs) -> Result<Client, u8> {
+    let url = a.conn.url().map_err(|msg| {
+        eprintln!("leasehold: {msg}");
+        exit::USAGE
+    })?;
+    if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
+        report(&e);
+        return Err(exit::USAGE);
+    }
+    Client::builder(url)
+        .prefix(a.conn.prefix.clone())
+        .connect()
+        .await
+        .map_err(|e| {
+            report(&e);
+            exit::of_error(&e)
+        })
+}
+
+fn json(name: &str, h: Option<&HolderInfo>, last_token: Option<u64>) -> String {
+    let mut v = match h {
+        Some(h) => serde_json::json!({
+            "name": name,
+            "state": "held",
+            "holder": h.holder.as_str(),
+            "host": h.holder.host(),
+            "pid": h.holder.pid(),
+            "value": h.value,
+            "token": h.token.0,
+            "ttl_ms": h.ttl_left.as_millis() as u64,
+        }),
+        None => serde_json::json!({ "name": name, "state": "free" }),
+    };
+    if let Some(t) = last_token {
+        v["last_token"] = serde_json::json!(t);
+    }
+    v.to_string()
+}
+
+fn text(name: &str, h: Option<&HolderInfo>) -> String {
+    match h {
+        Some(h) => {
+            let value = if h.value.is_empty() {
+                String::new()
+            } else {
+                format!(", value {:?}", h.value)
+            };
+            format!(
+                "'{name}' is held by {} (token {}){value}, expires in {:.1}s unless renewed; holder id {}",
+                h.holder.readable(),
+                h.token,
+                h.ttl_left.as_secs_f64(),
+                h.holder
+            )
+        }
+        None => format!("'{name}' is free"),
+    }
+}
+
+pub async fn status(a: StatusArgs) -> u8 {
+    let client = match connect(&a).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.status(&a.name).await {
+        Ok(s) => {
+            if a.json {
+                println!("{}", json(&a.name, s.holder.as_ref(), Some(s.last_token)));
+            } else {
+                println!("{}", text(&a.name, s.holder.as_ref()));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            report(&e);
+            exit::of_error(&e)
+        }
+    }
+}
+
+pub async fn watch(a: StatusArgs) -> u8 {
+    let client = match connect(&a).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stream = client.election(a.name.clone()).observe();
+    tokio::pin!(stream);
+    let mut interrupt = match leasehold::supervisor::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leasehold: cannot install signal handlers: {e}");
+            return exit::SOFTWARE;
+        }
+    };
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(h)) => {
+                    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                    let line = if a.json {
+                        json(&a.name, h.as_ref(), None)
+                    } else {
+                        format!("{now} {}", text(&a.name, h.as_ref()))
+                    };
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    // A closed pipe (e.g. `| head`) ends the watch quietly.
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        return exit::OK;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!("watch: {e}"),
+                None => return exit::OK,
+            },
+            _ = interrupt.recv() => return exit::OK,
+        }
+    }
+}
