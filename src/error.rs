@@ -92,8 +92,15 @@ impl Error {
 
     pub(crate) fn redis(op: &'static str, source: redis::RedisError) -> Error {
         let text = source.to_string();
-        if let Some(rest) = text.split("LEASEHOLD_FOREIGN ").nth(1) {
-            let mut parts = rest.split_whitespace();
+        if source.code() == Some("LEASEHOLD_FOREIGN") || text.contains("LEASEHOLD_FOREIGN") {
+            let detail = source.detail().map(str::to_string).unwrap_or_else(|| {
+                text.split("LEASEHOLD_FOREIGN")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_start_matches(['"', ':', ' '])
+                    .to_string()
+            });
+            let mut parts = detail.split_whitespace();
             let key = parts.next().unwrap_or_default().to_string();
             let found = parts.next().unwrap_or("unknown").to_string();
             return Error::ForeignKey { key, found };
