@@ -54,7 +54,7 @@ impl LeaseConfig {
                 "must be at most 1 day; renewal keeps a lease as long as needed".into(),
             ));
         }
-        if ttl.subsec_nanos() % 1_000_000 != 0 {
+        if !ttl.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(bad("must be a whole number of milliseconds".into()));
         }
         let renew_every = renew_every.unwrap_or(ttl / 3);

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: installs Redis when missing, then every test against
+# redis-server processes the tests start themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-redis.sh
+cargo test --all-targets --locked "$@"
+cargo test --doc --locked
