@@ -163,6 +163,7 @@ impl Backend {
             .query_async(&mut probe)
             .await
             .map_err(classify)?;
+        warn_on_eviction(&mut probe).await;
         drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -303,6 +304,25 @@ impl Backend {
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let k = self.keys(name)?;
         Ok(self.notifier.subscribe(&k.events).await)
+    }
+}
+
+/// Lease keys carry a TTL, so any eviction policy other than `noeviction` may
+/// delete a held lease under memory pressure and let a second holder in. Say
+/// so once at connect; managed Redis often forbids CONFIG, which is fine.
+async fn warn_on_eviction(conn: &mut redis::aio::MultiplexedConnection) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(kv) = reply
+        && let Some(policy) = kv.get(1)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict a held lease and let a second holder in; use noeviction (see docs/design.md)"
+        );
     }
 }
 
