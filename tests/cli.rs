@@ -415,3 +415,30 @@ fn status_and_watch_show_the_holder() {
     assert_eq!(lines[1]["value"], "host-a:8080");
     assert_eq!(lines[2]["state"], "free");
 }
+
+#[test]
+fn overwritten_lease_key_stops_the_child() {
+    let r = RedisServer::start();
+    seed_epoch(&r);
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("work.log");
+    let log_s = log.to_string_lossy().to_string();
+    let url = r.url();
+    let mut sup = leasehold(
+        dir.path(),
+        &run_args(&url, "900ms", &["--grace", "200ms"]),
+        &[("LOG", &log_s)],
+    );
+    let first =
+        wait_for(Duration::from_secs(10), || starts(&log).into_iter().next()).expect("start");
+    r.cmd(&["DEL", "leasehold:{job}:lease"]);
+    r.cmd(&["SET", "leasehold:{job}:lease", "garbage"]);
+    assert_eq!(
+        sup.wait_exit(Duration::from_secs(3)),
+        Some(79),
+        "{}",
+        sup.stderr()
+    );
+    assert!(!pid_alive(first.pid));
+    assert!(sup.stderr().contains("foreign type"), "{}", sup.stderr());
+}
