@@ -5,7 +5,9 @@
 //! |-----------------------------|--------|------------|-----------------------------------------|
 //! | `<prefix>{<name>}:lease`    | hash   | lease TTL  | holder, value, token, ttl               |
 //! | `<prefix>{<name>}:fence`    | string | none       | last fencing token issued               |
-//! | `<prefix>{<name>}:events`   | channel| —          | "acquired T", "released T", "proclaimed T" |
+//! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
+//! | `<prefix>{<name>}:qexp`     | zset   | longest wait | waiter id → when its place lapses (ms)  |
+//! | `<prefix>{<name>}:events`   | channel| —          | "acquired T", "released T HEAD", "proclaimed T" |
 //! | `<prefix>epoch`             | string | none       | Redis time (ms) this Redis was first used |
 
 use crate::error::{Error, Result};
@@ -20,6 +22,8 @@ pub const MAX_NAME_LEN: usize = 200;
 pub struct Keys {
     pub lease: String,
     pub fence: String,
+    pub queue: String,
+    pub qexp: String,
     pub events: String,
     pub epoch: String,
 }
@@ -30,6 +34,8 @@ impl Keys {
         Keys {
             lease: format!("{prefix}{{{name}}}:lease"),
             fence: format!("{prefix}{{{name}}}:fence"),
+            queue: format!("{prefix}{{{name}}}:queue"),
+            qexp: format!("{prefix}{{{name}}}:qexp"),
             events: format!("{prefix}{{{name}}}:events"),
             epoch: format!("{prefix}epoch"),
         }

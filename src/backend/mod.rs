@@ -28,6 +28,9 @@ pub enum AcquireReply {
     Held(HolderInfo),
     /// This Redis lost its data recently: nobody may start for `wait`.
     Quarantined { wait: Duration },
+    /// Free, but another waiter (`head`) is first in line; its place lapses
+    /// in `wait` unless it comes for the lease.
+    Queued { wait: Duration, head: HolderId },
 }
 
 /// What a renewal found.
@@ -205,7 +208,8 @@ impl Backend {
     }
 
     /// One attempt to take `name` for `holder` with `ttl`, publishing a
-    /// value others can read.
+    /// value others can read. Does not join the queue: when waiters are queued
+    /// for a free lease, the first of them gets it, not this attempt.
     pub async fn try_acquire(
         &self,
         name: &str,
@@ -213,29 +217,66 @@ impl Backend {
         ttl: Duration,
         value: &str,
     ) -> Result<AcquireReply> {
+        self.attempt(name, holder, ttl, value, false).await
+    }
+
+    /// One attempt; when it fails and `queue` is set, `holder` keeps (or takes)
+    /// its place in the lease's first-come-first-served queue until its next
+    /// attempt is due, plus a margin.
+    pub async fn attempt(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+        queue: bool,
+    ) -> Result<AcquireReply> {
         let k = self.keys(name)?;
         let mut inv = scripts::ACQUIRE.prepare_invoke();
         inv.key(&k.lease)
             .key(&k.fence)
             .key(&k.epoch)
+            .key(&k.queue)
+            .key(&k.qexp)
             .arg(holder.as_str())
             .arg(ttl.as_millis() as u64)
             .arg(value)
-            .arg(&k.events);
+            .arg(&k.events)
+            .arg(if queue { "wait" } else { "try" })
+            .arg(queue_margin(ttl).as_millis() as u64);
         let reply = array("acquire", self.invoke("acquire", inv).await?)?;
+        let ms = |i| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                int_at("acquire", &reply, i)?.max(0) as u64
+            ))
+        };
         match int_at("acquire", &reply, 0)? {
             1 => Ok(AcquireReply::Acquired {
                 token: FencingToken(u64_at("acquire", &reply, 1)?),
             }),
             0 => Ok(AcquireReply::Held(holder_info("acquire", &reply, 1)?)),
-            2 => Ok(AcquireReply::Quarantined {
-                wait: Duration::from_millis(int_at("acquire", &reply, 1)?.max(0) as u64),
+            2 => Ok(AcquireReply::Quarantined { wait: ms(1)? }),
+            3 => Ok(AcquireReply::Queued {
+                wait: ms(1)?,
+                head: HolderId::from_raw(string_at("acquire", &reply, 2)?),
             }),
             other => Err(Error::Protocol {
                 op: "acquire",
                 detail: format!("status {other}"),
             }),
         }
+    }
+
+    /// Gives up `holder`'s place in the queue of `name` (it stopped waiting).
+    pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::LEAVE.prepare_invoke();
+        inv.key(&k.queue)
+            .key(&k.qexp)
+            .key(&k.lease)
+            .arg(holder.as_str())
+            .arg(&k.events);
+        self.invoke("leave", inv).await.map(|_| ())
     }
 
     /// Extends `name` by `ttl` if `holder` still holds it. Never re-creates it.
@@ -265,7 +306,11 @@ impl Backend {
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let k = self.keys(name)?;
         let mut inv = scripts::RELEASE.prepare_invoke();
-        inv.key(&k.lease).arg(holder.as_str()).arg(&k.events);
+        inv.key(&k.lease)
+            .key(&k.queue)
+            .key(&k.qexp)
+            .arg(holder.as_str())
+            .arg(&k.events);
         Ok(int("release", &self.invoke("release", inv).await?)? == 1)
     }
 
@@ -324,6 +369,13 @@ async fn warn_on_eviction(conn: &mut redis::aio::MultiplexedConnection) {
             "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict a held lease and let a second holder in; use noeviction (see docs/design.md)"
         );
     }
+}
+
+/// How long past its next due attempt a waiter's place in line is kept: long
+/// enough for a late wake-up, short enough that a crashed waiter holds up the
+/// line only briefly.
+pub fn queue_margin(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 fn bad(op: &'static str, detail: impl Into<String>) -> Error {

@@ -6,8 +6,10 @@
 //! release published after that can be missed), the last one to leave
 //! unsubscribes.
 //!
-//! Why `notify_one`: a release wakes exactly one local waiter of that name, so
-//! a process with 64 waiters sends one request per release, not 64.
+//! Why per-waiter slots: a release names the waiter first in line (the head
+//! of the lease's queue in Redis); only that waiter, in whichever process it
+//! lives, is woken. A release costs one attempt, not one per waiter or per
+//! process. A release naming nobody wakes one local waiter.
 //!
 //! Failure semantics:
 //! - while the connection is down, subscriptions report `confirmed() == false`
@@ -26,7 +28,8 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Acquired(u64),
-    Released(u64),
+    /// Released; the waiter first in line, if any, should come for it.
+    Released(u64, Option<String>),
     Proclaimed(u64),
     /// The subscription connection was re-established: events may have been missed.
     Reconnected,
@@ -34,11 +37,15 @@ pub enum Event {
 
 impl Event {
     fn parse(payload: &str) -> Option<Event> {
-        let (kind, token) = payload.split_once(' ')?;
-        let token = token.parse().ok()?;
+        let mut parts = payload.splitn(3, ' ');
+        let kind = parts.next()?;
+        let token = parts.next()?.parse().ok()?;
         match kind {
             "acquired" => Some(Event::Acquired(token)),
-            "released" => Some(Event::Released(token)),
+            "released" => Some(Event::Released(
+                token,
+                parts.next().filter(|h| !h.is_empty()).map(str::to_string),
+            )),
             "proclaimed" => Some(Event::Proclaimed(token)),
             _ => None,
         }
@@ -47,8 +54,17 @@ impl Event {
 
 pub(crate) struct Channel {
     name: String,
+    /// Wakes one local waiter when a release names nobody.
     released: Notify,
+    /// Local waiters by id, woken when a release names them.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
     events: broadcast::Sender<Event>,
+}
+
+impl Channel {
+    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -93,6 +109,7 @@ impl Notifier {
                     Arc::new(Channel {
                         name: name.to_string(),
                         released: Notify::new(),
+                        waiters: Mutex::new(HashMap::new()),
                         events,
                     }),
                     0,
@@ -138,14 +155,48 @@ impl Subscription {
         rx.await.unwrap_or(false)
     }
 
-    /// Resolves when a release was published (one local waiter per release).
+    /// Resolves when a release naming no waiter was published (one local
+    /// waiter per such release).
     pub(crate) async fn released(&self) {
         self.channel.released.notified().await
+    }
+
+    /// A slot for waiter `id`, woken when a release names it.
+    pub(crate) fn slot(&self, id: &str) -> WaiterSlot {
+        let notify = Arc::new(Notify::new());
+        self.channel
+            .waiters()
+            .insert(id.to_string(), notify.clone());
+        WaiterSlot {
+            channel: self.channel.clone(),
+            id: id.to_string(),
+            notify,
+        }
     }
 
     /// Every event on this channel, for observers.
     pub(crate) fn events(&self) -> broadcast::Receiver<Event> {
         self.channel.events.subscribe()
+    }
+}
+
+/// One waiter's wake-up; deregisters on drop.
+pub(crate) struct WaiterSlot {
+    channel: Arc<Channel>,
+    id: String,
+    notify: Arc<Notify>,
+}
+
+impl WaiterSlot {
+    /// Resolves when a release named this waiter (or events may have been missed).
+    pub(crate) async fn called(&self) {
+        self.notify.notified().await
+    }
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        self.channel.waiters().remove(&self.id);
     }
 }
 
@@ -179,6 +230,9 @@ fn wake_all(registry: &Mutex<Registry>) {
     let reg = lock(registry);
     for (ch, _) in reg.channels.values() {
         ch.released.notify_waiters();
+        for w in ch.waiters().values() {
+            w.notify_one();
+        }
         let _ = ch.events.send(Event::Reconnected);
     }
 }
@@ -232,8 +286,15 @@ async fn run(
                         let Some(event) = Event::parse(&payload) else { continue };
                         let channel = lock(&registry).channels.get(&name).map(|e| e.0.clone());
                         if let Some(ch) = channel {
-                            if matches!(event, Event::Released(_)) {
-                                ch.released.notify_one();
+                            if let Event::Released(_, head) = &event {
+                                match head {
+                                    Some(h) => {
+                                        if let Some(w) = ch.waiters().get(h) {
+                                            w.notify_one();
+                                        }
+                                    }
+                                    None => ch.released.notify_one(),
+                                }
                             }
                             let _ = ch.events.send(event);
                         }

@@ -15,3 +15,5 @@ pub static PROCLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/proclaim.lua")));
 pub static STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/status.lua")));
+pub static LEAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/leave.lua")));

@@ -6,6 +6,9 @@
 //! - After a failed attempt, sleep until the holder's remaining TTL (plus a
 //!   little jitter) — that is when a crashed holder's lease frees up — or until
 //!   a release is published, whichever comes first.
+//! - Each failed attempt keeps this waiter's place in the lease's queue in
+//!   Redis; a release names the first waiter in line, and only that one is
+//!   woken. A waiter that gives up (its future is dropped) leaves the queue.
 //! - While the subscription is not confirmed (Redis pub/sub connection down),
 //!   the sleep is capped so that waiting degrades to slow polling, never to
 //!   waiting forever.
@@ -39,13 +42,33 @@ pub(crate) async fn acquire(
     value: &str,
 ) -> Result<Won> {
     let sub = backend.subscribe(name).await?;
+    let slot = sub.slot(holder.as_str());
+    let mut queued = LeaveOnDrop {
+        backend: backend.clone(),
+        name: name.to_string(),
+        holder: holder.clone(),
+        armed: true,
+    };
     let mut seen: Option<(String, u64)> = None;
     let mut backoff = Duration::from_millis(50);
     loop {
         let confirmed = sub.ensure_confirmed().await;
         let sent = Instant::now();
-        let wait = match backend.try_acquire(name, holder, config.ttl(), value).await {
-            Ok(AcquireReply::Acquired { token }) => return Ok(Won { token, sent }),
+        let reply = backend
+            .attempt(name, holder, config.ttl(), value, true)
+            .await;
+        let wait = match reply {
+            Ok(AcquireReply::Acquired { token }) => {
+                queued.armed = false;
+                return Ok(Won { token, sent });
+            }
+            Ok(AcquireReply::Queued { wait, head }) => {
+                tracing::debug!(
+                    "waiting for '{name}': free, but {} is first in line",
+                    head.readable()
+                );
+                wait + jitter(EXPIRY_JITTER)
+            }
             Ok(AcquireReply::Held(h)) => {
                 let key = (h.holder.as_str().to_string(), h.token.0);
                 if seen.as_ref() != Some(&key) {
@@ -81,8 +104,32 @@ pub(crate) async fn acquire(
             wait.min(UNCONFIRMED_CAP)
         };
         tokio::select! {
+            _ = slot.called() => {}
             _ = sub.released() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Leaves the queue when a waiter stops waiting without the lease, so that it
+/// does not hold up the line until its place lapses.
+struct LeaveOnDrop {
+    backend: Backend,
+    name: String,
+    holder: HolderId,
+    armed: bool,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (b, n, h) = (self.backend.clone(), self.name.clone(), self.holder.clone());
+            rt.spawn(async move {
+                let _ = b.leave(&n, &h).await;
+            });
         }
     }
 }

@@ -1,43 +1,68 @@
--- acquire.lua: take a free lease, issuing a fencing token.
+-- acquire.lua: take a free lease, issuing a fencing token; or join its queue.
 --
 -- KEYS[1]  lease hash   <prefix>{<name>}:lease   fields holder, value, token, ttl
 -- KEYS[2]  fence        <prefix>{<name>}:fence   last token issued (no TTL)
 -- KEYS[3]  epoch marker <prefix>epoch            Redis time (ms) this Redis was first seen (no TTL)
+-- KEYS[4]  queue        <prefix>{<name>}:queue   zset: waiter id -> arrival (Redis time, us)
+-- KEYS[5]  queue expiry <prefix>{<name>}:qexp    zset: waiter id -> registration expiry (Redis time, ms)
 -- ARGV[1]  holder id
 -- ARGV[2]  TTL in milliseconds
 -- ARGV[3]  holder value (free text, may be empty)
 -- ARGV[4]  event channel <prefix>{<name>}:events
+-- ARGV[5]  "wait": join the queue when not acquired; "try": do not
+-- ARGV[6]  registration margin in milliseconds (how long past its next retry a
+--          waiter's place is kept)
 --
 -- Returns one of
 --   {1, token}                            acquired; token is a decimal string
 --   {0, pttl, holder, value, token}       held by someone else
 --   {2, wait_ms}                          this Redis lost its data recently: quarantine
+--   {3, wait_ms, head}                    free, but waiter `head` is first in line;
+--                                         its place lapses in wait_ms
 -- Errors: "LEASEHOLD_FOREIGN <key> <type>" when a key has a type we did not write.
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = tonumber(ARGV[2])
+local me = ARGV[1]
+local waiting = ARGV[5] == 'wait'
+local margin = tonumber(ARGV[6])
 
-local function check_type(key, want)
+local function foreign(key, want)
   local ty = redis.call('TYPE', key)['ok']
   if ty ~= 'none' and ty ~= want then
     return redis.error_reply('LEASEHOLD_FOREIGN ' .. key .. ' ' .. ty)
   end
-  return ty
+  return nil
+end
+local err = foreign(KEYS[1], 'hash') or foreign(KEYS[2], 'string') or foreign(KEYS[3], 'string')
+  or foreign(KEYS[4], 'zset') or foreign(KEYS[5], 'zset')
+if err then return err end
+
+-- Waiters that stopped refreshing their place (crashed) leave the queue.
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms)
+for _, w in ipairs(lapsed) do redis.call('ZREM', KEYS[4], w) end
+if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms) end
+
+-- Keep (or take) a place in line until `wait_ms` from now plus the margin.
+local function queue_up(wait_ms)
+  if not waiting then return end
+  redis.call('ZADD', KEYS[4], 'NX', now_us, me)
+  local until_ms = now_ms + wait_ms + margin
+  redis.call('ZADD', KEYS[5], until_ms, me)
+  local life = until_ms - now_ms
+  for i = 4, 5 do
+    if redis.call('PTTL', KEYS[i]) < life then redis.call('PEXPIRE', KEYS[i], life) end
+  end
 end
 
-local ty = check_type(KEYS[1], 'hash')
-if type(ty) == 'table' then return ty end
-if ty == 'hash' then
+if redis.call('EXISTS', KEYS[1]) == 1 then
   local h = redis.call('HMGET', KEYS[1], 'holder', 'value', 'token')
-  return {0, redis.call('PTTL', KEYS[1]), h[1] or '', h[2] or '', h[3] or '0'}
+  local pttl = redis.call('PTTL', KEYS[1])
+  queue_up(math.max(pttl, 0))
+  return {0, pttl, h[1] or '', h[2] or '', h[3] or '0'}
 end
-
-local e = check_type(KEYS[2], 'string')
-if type(e) == 'table' then return e end
-e = check_type(KEYS[3], 'string')
-if type(e) == 'table' then return e end
 
 -- A missing epoch marker means this Redis is new or lost its data, so a holder
 -- from before may still be running on its own deadline. Nobody starts until one
@@ -50,7 +75,20 @@ if not born then
 end
 local ready = tonumber(born) + ttl
 if now_ms < ready then
+  queue_up(ready - now_ms)
   return {2, ready - now_ms}
+end
+
+-- First come, first served: a free lease goes to the head of the queue.
+local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+if head and head ~= me then
+  local lapses = tonumber(redis.call('ZSCORE', KEYS[5], head)) - now_ms
+  queue_up(lapses)
+  return {3, lapses, head}
+end
+if head then
+  redis.call('ZREM', KEYS[4], me)
+  redis.call('ZREM', KEYS[5], me)
 end
 
 -- Tokens never go backwards: one more than the last one this Redis remembers,
@@ -60,7 +98,7 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local token = math.max(last + 1, now_us)
 local tok = string.format('%.0f', token)
 redis.call('SET', KEYS[2], tok)
-redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'value', ARGV[3], 'token', tok, 'ttl', ARGV[2])
+redis.call('HSET', KEYS[1], 'holder', me, 'value', ARGV[3], 'token', tok, 'ttl', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[4], 'acquired ' .. tok)
 return {1, tok}
