@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use crate::backend::{Backend, LeaseStatus, keys::DEFAULT_PREFIX};
+use crate::backend::{Backend, ConnectOptions, LeaseStatus, keys::DEFAULT_PREFIX};
 use crate::election::Election;
 use crate::error::Result;
 use crate::lease::LeaseBuilder;
 
-/// A connection to Redis, cheap to clone. No globals: make one per Redis (or
-/// set of Redis servers) and pass it around.
+/// A connection to Redis (one server, a Sentinel group, a Cluster, or a quorum
+/// of independent servers), cheap to clone. No globals: make one and pass it around.
 #[derive(Clone, Debug)]
 pub struct Client {
     backend: Backend,
@@ -17,12 +17,18 @@ pub struct Client {
 /// Options for [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    url: String,
+    urls: Vec<String>,
     prefix: String,
-    op_timeout: Duration,
+    opts: ConnectOptions,
 }
 
 impl ClientBuilder {
+    /// Adds another server: three or more `redis://` URLs form a quorum.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
     /// Prefix of every key (default `leasehold:`); no braces.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -32,7 +38,14 @@ impl ClientBuilder {
     /// How long one request may take before it counts as failed (default 5 s).
     /// Renewals are additionally bounded by the lease's safety deadline.
     pub fn op_timeout(mut self, d: Duration) -> Self {
-        self.op_timeout = d;
+        self.opts.op_timeout = d;
+        self
+    }
+
+    /// Single server or Sentinel: acquire and renew count only once `n`
+    /// replicas have the write (`WAIT`), so that a failover keeps the lease.
+    pub fn min_replicas(mut self, n: u32) -> Self {
+        self.opts.min_replicas = n;
         self
     }
 
@@ -40,20 +53,34 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// [`crate::Error::BadUrl`], [`crate::Error::Unreachable`], [`crate::Error::Auth`],
-    /// [`crate::Error::BadConfig`] (prefix).
+    /// [`crate::Error::BadConfig`] (prefix), [`crate::Error::NoQuorum`].
     pub async fn connect(self) -> Result<Client> {
-        let backend = Backend::connect(&self.url, &self.prefix, self.op_timeout).await?;
+        let backend = Backend::connect(&self.urls, &self.prefix, &self.opts).await?;
         Ok(Client { backend })
     }
 }
 
 impl Client {
-    /// Options for a client of the Redis at `url`.
+    /// Options for a client of the Redis at `url` (`redis://`, `rediss://`,
+    /// `redis+sentinel://`, `redis+cluster://`).
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
             prefix: DEFAULT_PREFIX.to_string(),
-            op_timeout: Duration::from_secs(5),
+            opts: ConnectOptions::default(),
+        }
+    }
+
+    /// Options for a client of several servers (a quorum when three or more).
+    pub fn builder_many<I, S>(urls: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            urls: urls.into_iter().map(Into::into).collect(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            opts: ConnectOptions::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 
-use crate::backend::{Event, HolderInfo};
+use crate::backend::HolderInfo;
 use crate::client::Client;
 use crate::error::Result;
 use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
@@ -69,7 +69,7 @@ impl Election {
             client: Client,
             name: String,
             sub: Option<crate::backend::Subscription>,
-            events: Option<tokio::sync::broadcast::Receiver<Event>>,
+            events: Option<crate::backend::Events>,
             last: Option<Option<(String, u64, String)>>,
             backstop: Duration,
         }

@@ -39,6 +39,24 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// Fewer quorum nodes answered than a majority.
+    #[error(
+        "quorum {op} failed: {answered} of {total} Redis servers answered, {needed} needed (last error: {last}); bring servers back or check the network"
+    )]
+    NoQuorum {
+        op: &'static str,
+        answered: usize,
+        needed: usize,
+        total: usize,
+        last: String,
+    },
+
+    /// `WAIT` did not see the write on enough replicas in time.
+    #[error(
+        "{op} was not confirmed by {want} replica(s) in time: a failover could lose it (check the replicas, or lower --min-replicas)"
+    )]
+    NotReplicated { op: &'static str, want: u32 },
+
     /// A request did not complete in time.
     #[error("Redis {op} timed out after {after:?} (is Redis overloaded or the network down?)")]
     Timeout { op: &'static str, after: Duration },
@@ -79,7 +97,10 @@ impl Error {
     /// i.e. trying again later may succeed.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Timeout { .. } => true,
+            Error::Unreachable { .. }
+            | Error::Timeout { .. }
+            | Error::NoQuorum { .. }
+            | Error::NotReplicated { .. } => true,
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use leasehold::backend::{AcquireReply, RenewReply};
-use leasehold::{Client, Error, HolderId, LostReason, ReleaseOutcome};
+use leasehold::{Client, Error, FencingToken, HolderId, LostReason, ReleaseOutcome};
 use support::RedisServer;
 
 async fn client(r: &RedisServer) -> Client {
@@ -147,9 +147,15 @@ async fn non_holder_can_neither_renew_nor_release() {
     let stranger = HolderId::generate();
     let b = c.backend();
     assert!(matches!(
-        b.renew("mine", &stranger, Duration::from_secs(60))
-            .await
-            .expect("renew"),
+        b.renew(
+            "mine",
+            &stranger,
+            Duration::from_secs(60),
+            FencingToken(0),
+            ""
+        )
+        .await
+        .expect("renew"),
         RenewReply::Refused { .. }
     ));
     assert!(!b.release("mine", &stranger).await.expect("release"));
@@ -160,9 +166,15 @@ async fn non_holder_can_neither_renew_nor_release() {
     // Renewing a lease that expired never re-creates it.
     let gone = HolderId::generate();
     assert!(matches!(
-        b.renew("never-held", &gone, Duration::from_secs(5))
-            .await
-            .expect("renew"),
+        b.renew(
+            "never-held",
+            &gone,
+            Duration::from_secs(5),
+            FencingToken(0),
+            ""
+        )
+        .await
+        .expect("renew"),
         RenewReply::Refused { .. }
     ));
     assert!(

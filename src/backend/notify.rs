@@ -74,6 +74,32 @@ struct Registry {
     confirmed: std::collections::HashSet<String>,
 }
 
+/// Where the subscription connection goes; asked again on every reconnect.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// Any of these servers (tried in turn); on Cluster, PUBLISH reaches all nodes.
+    Clients(Vec<redis::Client>),
+    /// The current master of a Sentinel group.
+    Sentinel(std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+impl Source {
+    async fn connect(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
+        match self {
+            Source::Clients(cs) => {
+                let c = cs
+                    .get(attempt % cs.len().max(1))
+                    .ok_or_else(|| std::io::Error::other("no server to subscribe on"))?;
+                c.get_async_pubsub().await
+            }
+            Source::Sentinel(sc) => {
+                let client = sc.lock().await.async_get_client().await?;
+                client.get_async_pubsub().await
+            }
+        }
+    }
+}
+
 enum Cmd {
     Subscribe(String, oneshot::Sender<bool>),
     Unsubscribe(String),
@@ -87,7 +113,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn start(client: redis::Client) -> Notifier {
+    pub(crate) fn start(client: Source) -> Notifier {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (cmds, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(client, rx, registry.clone()));
@@ -238,13 +264,15 @@ fn wake_all(registry: &Mutex<Registry>) {
 }
 
 async fn run(
-    client: redis::Client,
+    client: Source,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     registry: Arc<Mutex<Registry>>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0usize;
     loop {
-        let pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await;
+        let pubsub = tokio::time::timeout(Duration::from_secs(5), client.connect(attempt)).await;
+        attempt += 1;
         let (mut sink, mut stream) = match pubsub {
             Ok(Ok(p)) => p.split(),
             _ => {

@@ -17,3 +17,5 @@ pub static STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/status.lua")));
 pub static LEAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/leave.lua")));
+pub static CONFIRM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/confirm.lua")));

@@ -59,6 +59,7 @@ pub(crate) struct Keeper {
     pub holder: HolderId,
     pub config: LeaseConfig,
     pub token: FencingToken,
+    pub value: String,
 }
 
 impl Keeper {
@@ -102,7 +103,8 @@ impl Keeper {
             // the deadline) before release runs, so the two never cross.
             let reply = timeout_at(
                 deadline.into(),
-                self.backend.renew(&self.name, &self.holder, cfg.ttl()),
+                self.backend
+                    .renew(&self.name, &self.holder, cfg.ttl(), self.token, &self.value),
             )
             .await;
             match reply {

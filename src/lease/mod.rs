@@ -7,7 +7,7 @@
 //! guaranteed: that your code notices loss instantly — a paused process cannot
 //! act on anything — which is why every acquisition carries a [`FencingToken`].
 
-mod keeper;
+pub(crate) mod keeper;
 mod waiter;
 
 use std::time::{Duration, Instant};
@@ -137,6 +137,7 @@ impl LeaseBuilder {
             holder: holder.clone(),
             config: config.clone(),
             token,
+            value: self.value.clone(),
         };
         let task = tokio::spawn(keeper.run(sent, state_tx, ctl_rx));
         Lease {

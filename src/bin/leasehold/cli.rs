@@ -38,10 +38,18 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// Redis URL (env LEASEHOLD_REDIS_URL; default redis://127.0.0.1:6379).
-    /// Passwords may come from LEASEHOLD_REDIS_PASSWORD instead.
+    /// Redis URL (env LEASEHOLD_REDIS_URL; default redis://127.0.0.1:6379):
+    /// redis://, rediss://, redis+sentinel://h1:26379,h2:26379/MASTER,
+    /// redis+cluster://h1:7000,h2:7001. Repeat with 3 or more independent
+    /// redis:// servers for a quorum. Passwords may come from
+    /// LEASEHOLD_REDIS_PASSWORD instead.
     #[arg(long = "redis", value_name = "URL")]
     pub redis: Vec<String>,
+
+    /// Single server or Sentinel: count an acquire or renewal only once N
+    /// replicas have it (WAIT), so that a failover does not drop a held lease.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub min_replicas: u32,
 
     /// Prefix of every key leasehold writes.
     #[arg(long, default_value = "leasehold:", value_name = "PREFIX")]
@@ -49,15 +57,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The single Redis URL to use.
-    pub fn url(&self) -> Result<String, String> {
-        match self.redis.len() {
-            0 => Ok(std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())),
-            1 => Ok(self.redis[0].clone()),
-            n => Err(format!(
-                "--redis given {n} times: quorum over several Redis servers is not available in this version; give one URL"
-            )),
+    /// The Redis URL(s) to use.
+    pub fn urls(&self) -> Vec<String> {
+        if self.redis.is_empty() {
+            vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
+        } else {
+            self.redis.clone()
         }
+    }
+
+    /// Connects as these flags say.
+    pub async fn connect(&self) -> leasehold::Result<leasehold::Client> {
+        leasehold::Client::builder_many(self.urls())
+            .prefix(self.prefix.clone())
+            .min_replicas(self.min_replicas)
+            .connect()
+            .await
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use leasehold::supervisor::{Outcome, Signals, Supervisor, exit_code};
-use leasehold::{Client, Error, Lease, LeaseConfig, ReleaseOutcome};
+use leasehold::{Error, Lease, LeaseConfig, ReleaseOutcome};
 
 use crate::cli::RunArgs;
 use crate::{exit, report};
@@ -14,13 +14,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub async fn run(a: RunArgs) -> u8 {
     // Validate everything before touching Redis: one line, exit 64.
-    let url = match a.conn.url() {
-        Ok(u) => u,
-        Err(msg) => {
-            eprintln!("leasehold: {msg}");
-            return exit::USAGE;
-        }
-    };
     let config = match LeaseConfig::new(a.ttl) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -45,11 +38,7 @@ pub async fn run(a: RunArgs) -> u8 {
         }
     };
 
-    let client = match Client::builder(url.as_str())
-        .prefix(a.conn.prefix.clone())
-        .connect()
-        .await
-    {
+    let client = match a.conn.connect().await {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

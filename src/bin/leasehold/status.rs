@@ -7,22 +7,14 @@ use crate::cli::StatusArgs;
 use crate::{exit, report};
 
 async fn connect(a: &StatusArgs) -> Result<Client, u8> {
-    let url = a.conn.url().map_err(|msg| {
-        eprintln!("leasehold: {msg}");
-        exit::USAGE
-    })?;
     if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
         report(&e);
         return Err(exit::USAGE);
     }
-    Client::builder(url)
-        .prefix(a.conn.prefix.clone())
-        .connect()
-        .await
-        .map_err(|e| {
-            report(&e);
-            exit::of_error(&e)
-        })
+    a.conn.connect().await.map_err(|e| {
+        report(&e);
+        exit::of_error(&e)
+    })
 }
 
 fn json(name: &str, h: Option<&HolderInfo>, last_token: Option<u64>) -> String {

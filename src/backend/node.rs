@@ -1,0 +1,658 @@
+//! One logical Redis: a standalone server, a Sentinel-managed master, or a
+//! Cluster. The same scripts run on all three; only the connection differs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+use super::notify::{Notifier, Source};
+use super::url::{Target, parse, redact_url};
+use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, keys, scripts};
+use crate::error::{Error, Result};
+use crate::token::{FencingToken, HolderId};
+
+/// How requests reach the Redis.
+#[derive(Clone)]
+enum Conn {
+    /// Reconnects to the same address after an I/O error.
+    Plain(ConnectionManager),
+    /// Asks the sentinels for the current master after an error that may mean
+    /// a failover (I/O, READONLY, timeout).
+    Sentinel(Arc<SentinelConn>),
+    /// Follows MOVED/ASK and slot migrations (redis-rs cluster-async).
+    Cluster(ClusterConnection),
+}
+
+struct SentinelConn {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: Mutex<Option<MultiplexedConnection>>,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    async fn get(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = lock(&self.current).clone() {
+            return Ok(c);
+        }
+        let mut sc = self.client.lock().await;
+        if let Some(c) = lock(&self.current).clone() {
+            return Ok(c);
+        }
+        let client = sc.async_get_client().await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *lock(&self.current) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn forget(&self) {
+        lock(&self.current).take();
+    }
+}
+
+/// A connection of any kind, so that one code path runs every request.
+enum AnyConn {
+    Plain(ConnectionManager),
+    Multi(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for AnyConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            AnyConn::Plain(c) => c.req_packed_command(cmd),
+            AnyConn::Multi(c) => c.req_packed_command(cmd),
+            AnyConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            AnyConn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+            AnyConn::Multi(c) => c.req_packed_commands(pipeline, offset, count),
+            AnyConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AnyConn::Plain(c) => c.get_db(),
+            AnyConn::Multi(c) => c.get_db(),
+            AnyConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn failover_hint(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || text.contains("READONLY")
+        || text.contains("LOADING")
+        || text.contains("MASTERDOWN")
+}
+
+/// One logical Redis.
+#[derive(Clone)]
+pub struct Node {
+    conn: Conn,
+    prefix: String,
+    url: String,
+    op_timeout: Duration,
+    min_replicas: u32,
+    notifier: Notifier,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("url", &self.url).finish()
+    }
+}
+
+/// Per-slot epoch markers on Cluster: a hash tag that lands in each slot, so
+/// that the marker shares the slot of the lease it guards.
+static SLOT_TAGS: LazyLock<HashMap<redis::cluster_routing::Slot, String>> = LazyLock::new(|| {
+    let mut tags = HashMap::with_capacity(16_384);
+    let mut i: u64 = 0;
+    while tags.len() < 16_384 {
+        let tag = format!("e{i}");
+        tags.entry(redis::cluster_routing::Slot::for_key(&tag))
+            .or_insert(tag);
+        i += 1;
+    }
+    tags
+});
+
+fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
+    move |e: redis::RedisError| {
+        let text = e.to_string();
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || text.contains("WRONGPASS")
+            || text.contains("NOAUTH")
+            || text.contains("NOPERM")
+        {
+            Error::Auth {
+                url: shown.to_string(),
+                source: e,
+            }
+        } else {
+            Error::Unreachable {
+                url: shown.to_string(),
+                source: e,
+            }
+        }
+    }
+}
+
+fn client_for(url: &str, shown: &str) -> Result<redis::Client> {
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| Error::BadUrl {
+            url: shown.to_string(),
+            reason: e.to_string().replace(url, shown),
+        })?;
+    if let Ok(pw) = std::env::var("LEASEHOLD_REDIS_PASSWORD")
+        && info.redis_settings().password().is_none()
+    {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info).map_err(|e| Error::BadUrl {
+        url: shown.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Node {
+    /// Connects to the Redis named by `url` and checks that it answers.
+    pub async fn connect(url: &str, prefix: &str, opts: &ConnectOptions) -> Result<Node> {
+        Self::open(url, prefix, opts, false).await
+    }
+
+    /// Like [`Node::connect`] for a plain server, but connects on first use, so
+    /// that a quorum member may be down at start.
+    pub async fn connect_lazy(url: &str, prefix: &str, opts: &ConnectOptions) -> Result<Node> {
+        Self::open(url, prefix, opts, true).await
+    }
+
+    /// Checks that the server answers.
+    pub async fn ping(&self) -> Result<()> {
+        let shown = self.url.clone();
+        self.run("ping", async |c| {
+            redis::cmd("PING").query_async::<String>(c).await
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::Redis { source, .. } => classify(&shown)(source),
+            other => other,
+        })
+    }
+
+    async fn open(url: &str, prefix: &str, opts: &ConnectOptions, lazy: bool) -> Result<Node> {
+        keys::validate_prefix(prefix)?;
+        let shown = redact_url(url);
+        let timeout = opts.op_timeout.min(Duration::from_secs(5));
+        let aconfig = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let (conn, source) = match parse(url)? {
+            Target::Single(u) if lazy => {
+                let client = client_for(&u, &shown)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(200));
+                let mgr = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map_err(classify(&shown))?;
+                (Conn::Plain(mgr), Source::Clients(vec![client]))
+            }
+            Target::Single(u) => {
+                let client = client_for(&u, &shown)?;
+                // One direct attempt first, so that a wrong address or password
+                // is reported at once instead of after the manager's backoff.
+                let mut probe = client
+                    .get_multiplexed_async_connection_with_config(&aconfig)
+                    .await
+                    .map_err(classify(&shown))?;
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut probe)
+                    .await
+                    .map_err(classify(&shown))?;
+                warn_on_eviction(&mut probe).await;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_number_of_retries(3)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(500));
+                let mgr = ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map_err(classify(&shown))?;
+                (Conn::Plain(mgr), Source::Clients(vec![client]))
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                user,
+                password,
+                db,
+            } => {
+                let mut rci = redis::RedisConnectionInfo::default().set_db(db);
+                let password = password.or_else(|| std::env::var("LEASEHOLD_REDIS_PASSWORD").ok());
+                if let Some(u) = user {
+                    rci = rci.set_username(u);
+                }
+                if let Some(p) = password {
+                    rci = rci.set_password(p);
+                }
+                let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(rci);
+                let sc = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    Some(node_info.clone()),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| Error::BadUrl {
+                    url: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                let sc2 = redis::sentinel::SentinelClient::build(
+                    sentinels,
+                    master,
+                    Some(node_info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| Error::BadUrl {
+                    url: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                let conn = Arc::new(SentinelConn {
+                    client: tokio::sync::Mutex::new(sc),
+                    current: Mutex::new(None),
+                    config: aconfig.clone(),
+                });
+                let mut probe = conn.get().await.map_err(classify(&shown))?;
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut probe)
+                    .await
+                    .map_err(classify(&shown))?;
+                warn_on_eviction(&mut probe).await;
+                (
+                    Conn::Sentinel(conn),
+                    Source::Sentinel(Arc::new(tokio::sync::Mutex::new(sc2))),
+                )
+            }
+            Target::Cluster(seeds) => {
+                let mut clients = Vec::new();
+                for s in &seeds {
+                    clients.push(client_for(s, &shown)?);
+                }
+                let cc = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(6)
+                    .build()
+                    .map_err(|e| Error::BadUrl {
+                        url: shown.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let mut conn = cc.get_async_connection().await.map_err(classify(&shown))?;
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(classify(&shown))?;
+                if opts.min_replicas > 0 {
+                    return Err(Error::BadConfig {
+                        what: "min-replicas",
+                        value: opts.min_replicas.to_string(),
+                        rule: "is supported with a single Redis or Sentinel, not on Cluster".into(),
+                    });
+                }
+                (Conn::Cluster(conn), Source::Clients(clients))
+            }
+        };
+        Ok(Node {
+            conn,
+            prefix: prefix.to_string(),
+            url: shown,
+            op_timeout: opts.op_timeout,
+            min_replicas: opts.min_replicas,
+            notifier: Notifier::start(source),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key schema of `name` (validated), with the epoch marker placed in
+    /// the lease's slot on Cluster.
+    pub fn keys(&self, name: &str) -> Result<keys::Keys> {
+        keys::validate_name(name)?;
+        let mut k = keys::Keys::new(&self.prefix, name);
+        if matches!(self.conn, Conn::Cluster(_)) {
+            let slot = redis::cluster_routing::Slot::for_key(&k.lease);
+            if let Some(tag) = SLOT_TAGS.get(&slot) {
+                k.epoch = format!("{}{{{tag}}}:epoch", self.prefix);
+            }
+        }
+        Ok(k)
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        f: impl AsyncFnOnce(&mut AnyConn) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let fut = async {
+            match &self.conn {
+                Conn::Plain(m) => f(&mut AnyConn::Plain(m.clone())).await,
+                Conn::Cluster(cc) => f(&mut AnyConn::Cluster(cc.clone())).await,
+                Conn::Sentinel(s) => {
+                    let mut c = AnyConn::Multi(s.get().await?);
+                    let r = f(&mut c).await;
+                    if let Err(e) = &r
+                        && failover_hint(e)
+                    {
+                        s.forget();
+                    }
+                    r
+                }
+            }
+        };
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(r) => r.map_err(|e| Error::redis(op, e)),
+            Err(_) => {
+                if let Conn::Sentinel(s) = &self.conn {
+                    s.forget();
+                }
+                Err(Error::Timeout {
+                    op,
+                    after: self.op_timeout,
+                })
+            }
+        }
+    }
+
+    async fn invoke(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<Value> {
+        self.run(op, async |c| inv.invoke_async::<Value>(c).await)
+            .await
+    }
+
+    /// Waits until `min_replicas` replicas have our writes; false if they did
+    /// not within `limit`.
+    async fn replicated(&self, limit: Duration) -> Result<bool> {
+        if self.min_replicas == 0 {
+            return Ok(true);
+        }
+        let want = self.min_replicas;
+        let ms = limit.as_millis().max(1) as u64;
+        let acked: i64 = self
+            .run("wait", async |c| {
+                redis::cmd("WAIT").arg(want).arg(ms).query_async(c).await
+            })
+            .await?;
+        Ok(acked >= want as i64)
+    }
+
+    pub async fn attempt(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+        queue: bool,
+    ) -> Result<AcquireReply> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::ACQUIRE.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.fence)
+            .key(&k.epoch)
+            .key(&k.queue)
+            .key(&k.qexp)
+            .arg(holder.as_str())
+            .arg(ttl.as_millis() as u64)
+            .arg(value)
+            .arg(&k.events)
+            .arg(if queue { "wait" } else { "try" })
+            .arg(super::queue_margin(ttl).as_millis() as u64);
+        let reply = array("acquire", self.invoke("acquire", &inv).await?)?;
+        let ms = |i| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                int_at("acquire", &reply, i)?.max(0) as u64
+            ))
+        };
+        match int_at("acquire", &reply, 0)? {
+            1 => {
+                let token = FencingToken(u64_at("acquire", &reply, 1)?);
+                if !self.replicated(ttl / 5).await.unwrap_or(false) {
+                    // Not on enough replicas: a failover could drop it. Give it back.
+                    let _ = self.release(name, holder).await;
+                    return Err(Error::NotReplicated {
+                        op: "acquire",
+                        want: self.min_replicas,
+                    });
+                }
+                Ok(AcquireReply::Acquired { token })
+            }
+            0 => Ok(AcquireReply::Held(holder_info("acquire", &reply, 1)?)),
+            2 => Ok(AcquireReply::Quarantined { wait: ms(1)? }),
+            3 => Ok(AcquireReply::Queued {
+                wait: ms(1)?,
+                head: HolderId::from_raw(string_at("acquire", &reply, 2)?),
+            }),
+            other => Err(Error::Protocol {
+                op: "acquire",
+                detail: format!("status {other}"),
+            }),
+        }
+    }
+
+    pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::LEAVE.prepare_invoke();
+        inv.key(&k.queue)
+            .key(&k.qexp)
+            .key(&k.lease)
+            .arg(holder.as_str())
+            .arg(&k.events);
+        self.invoke("leave", &inv).await.map(|_| ())
+    }
+
+    /// Renews; with `repair = Some((token, value))` a missing key is re-created
+    /// for us (quorum repair after a node lost its data), never a foreign one.
+    pub async fn renew(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        repair: Option<(FencingToken, &str)>,
+    ) -> Result<RenewReply> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::RENEW.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.fence)
+            .arg(holder.as_str())
+            .arg(ttl.as_millis() as u64);
+        if let Some((token, value)) = repair {
+            inv.arg(token.0).arg(value);
+        }
+        let reply = array("renew", self.invoke("renew", &inv).await?)?;
+        if int_at("renew", &reply, 0)? == 1 {
+            if !self.replicated(ttl / 5).await? {
+                return Err(Error::NotReplicated {
+                    op: "renew",
+                    want: self.min_replicas,
+                });
+            }
+            return Ok(RenewReply::Renewed);
+        }
+        let now = string_at("renew", &reply, 1)?;
+        let reason = if now.is_empty() {
+            "the lease key is gone (expired, deleted, or Redis lost its data)".to_string()
+        } else if now.starts_with("foreign type") {
+            format!("the lease key was overwritten: {now}")
+        } else {
+            format!("now held by {}", HolderId::from_raw(now).readable())
+        };
+        Ok(RenewReply::Refused { reason })
+    }
+
+    pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::RELEASE.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.queue)
+            .key(&k.qexp)
+            .arg(holder.as_str())
+            .arg(&k.events);
+        Ok(int("release", &self.invoke("release", &inv).await?)? == 1)
+    }
+
+    /// Raises the fence to at least `token` and records it as the lease's token,
+    /// if `holder` holds it (quorum: the token agreed on by a majority).
+    pub async fn confirm(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        token: FencingToken,
+    ) -> Result<bool> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::CONFIRM.prepare_invoke();
+        inv.key(&k.lease)
+            .key(&k.fence)
+            .arg(holder.as_str())
+            .arg(token.0);
+        Ok(int("confirm", &self.invoke("confirm", &inv).await?)? == 1)
+    }
+
+    pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::PROCLAIM.prepare_invoke();
+        inv.key(&k.lease)
+            .arg(holder.as_str())
+            .arg(value)
+            .arg(&k.events);
+        Ok(int("proclaim", &self.invoke("proclaim", &inv).await?)? == 1)
+    }
+
+    pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::STATUS.prepare_invoke();
+        inv.key(&k.lease).key(&k.fence);
+        let reply = array("status", self.invoke("status", &inv).await?)?;
+        let pttl = int_at("status", &reply, 0)?;
+        let last_token = u64_at("status", &reply, 4)?;
+        let holder = if pttl == -2 {
+            None
+        } else {
+            Some(holder_info("status", &reply, 0)?)
+        };
+        Ok(LeaseStatus {
+            name: name.to_string(),
+            holder,
+            last_token,
+        })
+    }
+
+    pub(crate) async fn subscribe(&self, name: &str) -> Result<super::notify::Subscription> {
+        let k = self.keys(name)?;
+        Ok(self.notifier.subscribe(&k.events).await)
+    }
+}
+
+/// Lease keys carry a TTL, so any eviction policy other than `noeviction` may
+/// delete a held lease under memory pressure and let a second holder in. Say
+/// so once at connect; managed Redis often forbids CONFIG, which is fine.
+async fn warn_on_eviction(conn: &mut MultiplexedConnection) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(kv) = reply
+        && let Some(policy) = kv.get(1)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict a held lease and let a second holder in; use noeviction (see docs/design.md)"
+        );
+    }
+}
+
+fn bad(op: &'static str, detail: impl Into<String>) -> Error {
+    Error::Protocol {
+        op,
+        detail: detail.into(),
+    }
+}
+
+fn array(op: &'static str, v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(bad(op, format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn int(op: &'static str, v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(op, "expected an integer")),
+        other => Err(bad(op, format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn int_at(op: &'static str, items: &[Value], i: usize) -> Result<i64> {
+    int(op, items.get(i).ok_or_else(|| bad(op, "reply too short"))?)
+}
+
+fn u64_at(op: &'static str, items: &[Value], i: usize) -> Result<u64> {
+    u64::try_from(int_at(op, items, i)?).map_err(|_| bad(op, "negative token"))
+}
+
+fn string_at(op: &'static str, items: &[Value], i: usize) -> Result<String> {
+    match items.get(i) {
+        Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        Some(Value::Int(i)) => Ok(i.to_string()),
+        Some(Value::Nil) | None => Ok(String::new()),
+        Some(other) => Err(bad(op, format!("expected a string, got {other:?}"))),
+    }
+}
+
+/// Parses `{pttl, holder, value, token}` starting at `at`.
+fn holder_info(op: &'static str, items: &[Value], at: usize) -> Result<HolderInfo> {
+    let pttl = int_at(op, items, at)?;
+    Ok(HolderInfo {
+        // -1 means a lease key without TTL, which only a foreign writer makes;
+        // treat it as expiring now rather than never.
+        ttl_left: Duration::from_millis(pttl.max(0) as u64),
+        holder: HolderId::from_raw(string_at(op, items, at + 1)?),
+        value: string_at(op, items, at + 2)?,
+        token: FencingToken(u64_at(op, items, at + 3).unwrap_or(0)),
+    })
+}

@@ -1,0 +1,317 @@
+//! A quorum of N ≥ 3 independent Redis servers: the Redlock algorithm, done
+//! carefully.
+//!
+//! - Requests go to every node at once (never one after another), each bounded
+//!   by a per-node timeout much shorter than the TTL.
+//! - **Acquire** counts only when a majority granted it and the whole attempt,
+//!   including the token write-back below, finished within the validity time
+//!   `TTL - drift` measured from when it was sent. Otherwise every grant is
+//!   released again.
+//! - **Fencing tokens**: each node issues its own `max(fence+1, now_us)`. The
+//!   lease's token is the maximum over the granting majority, written back to
+//!   that majority (`confirm.lua`) before the lease counts as held. Any two
+//!   majorities share a node, and that node's fence already holds the previous
+//!   lease's token, so the next maximum is strictly larger.
+//! - **Renew** on every node; a majority must confirm. Nodes that lost the key
+//!   (restarted empty) get it back (repair), never taking a key held by
+//!   someone else.
+//! - **Release** on every node.
+//! - No waiting queue: a quorum's waiters wake on any node's release event,
+//!   or when enough nodes' keys will have expired.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use super::node::Node;
+use super::notify;
+use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, redact_url};
+use crate::deadline;
+use crate::error::{Error, Result};
+use crate::lease::keeper::jitter;
+use crate::token::{FencingToken, HolderId};
+
+#[derive(Clone, Debug)]
+pub struct Quorum {
+    nodes: Vec<Node>,
+    urls: String,
+}
+
+fn node_timeout(ttl: Duration) -> Duration {
+    // Redlock: small against the TTL, so that a dead node costs little of the
+    // validity time.
+    (ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+impl Quorum {
+    pub async fn connect(urls: &[String], prefix: &str, opts: &ConnectOptions) -> Result<Quorum> {
+        if opts.min_replicas > 0 {
+            return Err(Error::BadConfig {
+                what: "min-replicas",
+                value: opts.min_replicas.to_string(),
+                rule: "does not apply to a quorum of independent servers".into(),
+            });
+        }
+        for u in urls {
+            if !matches!(super::url::parse(u)?, super::url::Target::Single(_)) {
+                return Err(Error::BadUrl {
+                    url: redact_url(u),
+                    reason: "a quorum is made of independent redis:// servers".into(),
+                });
+            }
+        }
+        let shown = urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let nodes = join_all(urls.iter().map(|u| Node::connect_lazy(u, prefix, opts))).await;
+        let nodes: Vec<Node> = nodes.into_iter().collect::<Result<_>>()?;
+        let q = Quorum { nodes, urls: shown };
+        // At least a majority must answer now; the rest may come back later.
+        let answered = join_all(q.nodes.iter().map(|n| n.ping())).await;
+        let up = answered.iter().filter(|r| r.is_ok()).count();
+        if up < q.majority() {
+            let first_err = answered.into_iter().find_map(|r| r.err());
+            return Err(match first_err {
+                Some(e @ Error::Auth { .. }) => e,
+                other => Error::NoQuorum {
+                    op: "connect",
+                    answered: up,
+                    needed: q.majority(),
+                    total: q.nodes.len(),
+                    last: other.map(|e| e.to_string()).unwrap_or_default(),
+                },
+            });
+        }
+        Ok(q)
+    }
+
+    pub fn url(&self) -> String {
+        self.urls.clone()
+    }
+
+    pub fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    async fn all<'a, T, F>(&'a self, ttl: Duration, f: impl Fn(&'a Node) -> F) -> Vec<Result<T>>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let limit = node_timeout(ttl);
+        join_all(self.nodes.iter().map(|n| {
+            let fut = f(n);
+            async move {
+                match tokio::time::timeout(limit, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout {
+                        op: "quorum request",
+                        after: limit,
+                    }),
+                }
+            }
+        }))
+        .await
+    }
+
+    pub async fn attempt(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+    ) -> Result<AcquireReply> {
+        let sent = Instant::now();
+        let validity = ttl.saturating_sub(deadline::drift(ttl));
+        let replies = self
+            .all(ttl, |n| n.attempt(name, holder, ttl, value, false))
+            .await;
+        let mut granted = Vec::new();
+        let mut held: Vec<HolderInfo> = Vec::new();
+        let mut quarantine = Duration::ZERO;
+        let mut failed = Vec::new();
+        for (i, r) in replies.into_iter().enumerate() {
+            match r {
+                Ok(AcquireReply::Acquired { token }) => granted.push((i, token)),
+                Ok(AcquireReply::Held(h)) => held.push(h),
+                Ok(AcquireReply::Quarantined { wait }) => quarantine = quarantine.max(wait),
+                Ok(AcquireReply::Queued { wait, .. }) => quarantine = quarantine.max(wait),
+                Err(e @ (Error::ForeignKey { .. } | Error::BadName { .. })) => return Err(e),
+                Err(e) => failed.push(e),
+            }
+        }
+        let majority = self.majority();
+        if granted.len() >= majority && sent.elapsed() < validity {
+            let token = granted
+                .iter()
+                .map(|(_, t)| *t)
+                .max()
+                .unwrap_or(FencingToken(0));
+            let confirmed = join_all(granted.iter().map(|(i, _)| {
+                let n = &self.nodes[*i];
+                async move {
+                    tokio::time::timeout(node_timeout(ttl), n.confirm(name, holder, token))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or(false)
+                }
+            }))
+            .await;
+            if confirmed.iter().filter(|c| **c).count() >= majority && sent.elapsed() < validity {
+                return Ok(AcquireReply::Acquired { token });
+            }
+        }
+        // Not ours: give back what we got, so that others need not wait it out.
+        if !granted.is_empty() {
+            join_all(
+                granted
+                    .iter()
+                    .map(|(i, _)| self.nodes[*i].release(name, holder)),
+            )
+            .await;
+        }
+        if failed.len() > self.nodes.len() - majority {
+            return Err(Error::NoQuorum {
+                op: "acquire",
+                answered: self.nodes.len() - failed.len(),
+                needed: majority,
+                total: self.nodes.len(),
+                last: failed.last().map(|e| e.to_string()).unwrap_or_default(),
+            });
+        }
+        if !quarantine.is_zero() {
+            return Ok(AcquireReply::Quarantined { wait: quarantine });
+        }
+        // When will enough nodes be free? Sort the holders' remaining TTLs.
+        let free_now = self.nodes.len() - held.len();
+        held.sort_by_key(|h| h.ttl_left);
+        let wait = match majority.checked_sub(free_now) {
+            Some(k) if k >= 1 && k <= held.len() => held[k - 1].ttl_left,
+            // A split vote or a slow attempt: try again shortly, spread out.
+            _ => Duration::from_millis(20) + jitter(Duration::from_millis(80)),
+        };
+        let mut info = held.into_iter().next().unwrap_or(HolderInfo {
+            holder: HolderId::from_raw("(no majority: split vote)"),
+            value: String::new(),
+            token: FencingToken(0),
+            ttl_left: wait,
+        });
+        info.ttl_left = wait;
+        Ok(AcquireReply::Held(info))
+    }
+
+    pub async fn renew(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        token: FencingToken,
+        value: &str,
+    ) -> Result<RenewReply> {
+        let replies = self
+            .all(ttl, |n| n.renew(name, holder, ttl, Some((token, value))))
+            .await;
+        let majority = self.majority();
+        let renewed = replies
+            .iter()
+            .filter(|r| matches!(r, Ok(RenewReply::Renewed)))
+            .count();
+        if renewed >= majority {
+            return Ok(RenewReply::Renewed);
+        }
+        let refused: Vec<&String> = replies
+            .iter()
+            .filter_map(|r| match r {
+                Ok(RenewReply::Refused { reason }) => Some(reason),
+                _ => None,
+            })
+            .collect();
+        if refused.len() > self.nodes.len() - majority {
+            return Ok(RenewReply::Refused {
+                reason: format!(
+                    "refused by {} of {} nodes: {}",
+                    refused.len(),
+                    self.nodes.len(),
+                    refused[0]
+                ),
+            });
+        }
+        Err(Error::NoQuorum {
+            op: "renew",
+            answered: renewed,
+            needed: majority,
+            total: self.nodes.len(),
+            last: replies
+                .into_iter()
+                .find_map(|r| r.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
+        let replies = self
+            .all(Duration::from_secs(10), |n| n.release(name, holder))
+            .await;
+        Ok(replies.iter().any(|r| matches!(r, Ok(true))))
+    }
+
+    pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
+        let replies = self
+            .all(Duration::from_secs(10), |n| n.proclaim(name, holder, value))
+            .await;
+        Ok(replies.iter().filter(|r| matches!(r, Ok(true))).count() >= self.majority())
+    }
+
+    /// The holder a majority agrees on, if any.
+    pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
+        let replies = self.all(Duration::from_secs(10), |n| n.status(name)).await;
+        let ok: Vec<LeaseStatus> = replies.into_iter().filter_map(|r| r.ok()).collect();
+        let majority = self.majority();
+        if ok.len() < majority {
+            return Err(Error::NoQuorum {
+                op: "status",
+                answered: ok.len(),
+                needed: majority,
+                total: self.nodes.len(),
+                last: String::new(),
+            });
+        }
+        let last_token = ok.iter().map(|s| s.last_token).max().unwrap_or(0);
+        let mut best: Option<HolderInfo> = None;
+        for s in &ok {
+            let Some(h) = &s.holder else { continue };
+            let same: Vec<&HolderInfo> = ok
+                .iter()
+                .filter_map(|o| o.holder.as_ref())
+                .filter(|o| o.holder == h.holder)
+                .collect();
+            if same.len() >= majority {
+                let mut info = h.clone();
+                info.ttl_left = same.iter().map(|o| o.ttl_left).min().unwrap_or_default();
+                info.token = same.iter().map(|o| o.token).max().unwrap_or(info.token);
+                best = Some(info);
+                break;
+            }
+        }
+        Ok(LeaseStatus {
+            name: name.to_string(),
+            holder: best,
+            last_token,
+        })
+    }
+
+    pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<notify::Subscription>> {
+        let mut parts = Vec::new();
+        for n in &self.nodes {
+            parts.push(n.subscribe(name).await?);
+        }
+        Ok(parts)
+    }
+}
