@@ -382,3 +382,129 @@ impl Drop for Proxy {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A Redis Cluster of `n` masters on loopback, made with `redis-cli --cluster create`.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    &bus,
+                ])
+            })
+            .collect();
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for r in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", r.port));
+        }
+        let out = cmd
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (install redis-tools; scripts/test.sh does)");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes };
+        wait_for(Duration::from_secs(20), || {
+            c.nodes
+                .iter()
+                .all(|r| r.cmd(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                .then_some(())
+        })
+        .expect("cluster_state:ok on every node");
+        c
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The node id of `node`.
+    pub fn id(&self, node: usize) -> String {
+        let reply = self.nodes[node].cmd(&["CLUSTER", "MYID"]);
+        reply.lines().nth(1).unwrap_or_default().trim().to_string()
+    }
+
+    /// The index of the node that serves `slot`.
+    pub fn owner(&self, slot: u16) -> usize {
+        for (i, r) in self.nodes.iter().enumerate() {
+            let nodes = r.cmd(&["CLUSTER", "NODES"]);
+            for line in nodes.lines() {
+                if line.contains("myself") {
+                    for range in line.split_whitespace().skip(8) {
+                        let (a, b) = match range.split_once('-') {
+                            Some((a, b)) => (a.parse().unwrap_or(u16::MAX), b.parse().unwrap_or(0)),
+                            None => {
+                                let v = range.parse().unwrap_or(u16::MAX);
+                                (v, v)
+                            }
+                        };
+                        if a <= slot && slot <= b {
+                            return i;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no owner for slot {slot}");
+    }
+
+    /// Moves `slot` with its keys from node `from` to node `to`, the way
+    /// `redis-cli --cluster reshard` does.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        assert!(
+            self.nodes[to]
+                .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])
+                .contains("OK")
+        );
+        assert!(
+            self.nodes[from]
+                .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])
+                .contains("OK")
+        );
+        let keys = self.nodes[from].cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
+        let keys: Vec<String> = keys
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+            .map(|l| l.to_string())
+            .collect();
+        if !keys.is_empty() {
+            let port = self.nodes[to].port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            let reply = self.nodes[from].cmd(&args);
+            assert!(reply.contains("OK"), "MIGRATE: {reply}");
+        }
+        for r in &self.nodes {
+            r.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        }
+    }
+
+    /// The slot of `key`, as the cluster computes it.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let reply = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
+        reply.trim().trim_start_matches(':').parse().expect("slot")
+    }
+}
