@@ -102,10 +102,23 @@ impl Error {
             | Error::NoQuorum { .. }
             | Error::NotReplicated { .. } => true,
             Error::Redis { source, .. } => {
+                let text = source.to_string();
                 source.is_io_error()
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.is_timeout()
+                    // Failover and resharding in progress: transient by nature.
+                    || [
+                        "READONLY",
+                        "LOADING",
+                        "MASTERDOWN",
+                        "TRYAGAIN",
+                        "CLUSTERDOWN",
+                        "MasterNameNotFoundBySentinel",
+                        "NoValidReplicasFoundBySentinel",
+                    ]
+                    .iter()
+                    .any(|m| text.contains(m))
             }
             _ => false,
         }

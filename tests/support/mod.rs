@@ -122,8 +122,13 @@ impl RedisServer {
 
     /// Stop, then start empty on the same port.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Stop, then start empty on the same port with `extra` arguments.
+    pub fn restart_with(&mut self, extra: &[&str]) {
         self.stop();
-        self.spawn(&[]);
+        self.spawn(extra);
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -507,4 +512,148 @@ impl Cluster {
         let reply = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
         reply.trim().trim_start_matches(':').parse().expect("slot")
     }
+}
+
+/// One master, one replica and three sentinels watching them as `mymaster`.
+pub struct SentinelGroup {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<(Child, u16, tempfile::TempDir)>,
+}
+
+impl SentinelGroup {
+    pub fn start() -> SentinelGroup {
+        let master = RedisServer::start();
+        let mp = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mp]);
+        wait_for(Duration::from_secs(10), || {
+            master
+                .cmd(&["INFO", "replication"])
+                .contains("connected_slaves:1")
+                .then_some(())
+        })
+        .expect("replica connected");
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("dir");
+            let port = free_port();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\nsentinel monitor mymaster 127.0.0.1 {mp} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\nsentinel parallel-syncs mymaster 1\n",
+                    dir.path().display(),
+                    dir.path().join("sentinel.log").display()
+                ),
+            )
+            .expect("write sentinel.conf");
+            let bin = std::env::var("LEASEHOLD_REDIS_SENTINEL")
+                .unwrap_or_else(|_| "redis-sentinel".into());
+            let child = Command::new(&bin)
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {bin}: {e} (scripts/test.sh installs redis-sentinel)")
+                });
+            sentinels.push((child, port, dir));
+        }
+        let g = SentinelGroup {
+            master,
+            replica,
+            sentinels,
+        };
+        // Every sentinel knows the replica and the other two sentinels.
+        wait_for(Duration::from_secs(20), || {
+            g.sentinels
+                .iter()
+                .all(|(_, port, _)| {
+                    let info = raw_cmd(*port, &["SENTINEL", "MASTER", "mymaster"]);
+                    info.contains("num-slaves\r\n$1\r\n1\r\n")
+                        && info.contains("num-other-sentinels\r\n$1\r\n2\r\n")
+                })
+                .then_some(())
+        })
+        .expect("sentinels discovered each other");
+        g
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(_, p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+    }
+
+    /// Kills the master, waits for the sentinels to promote the replica, then
+    /// brings the old master back empty as the new master's replica (so that
+    /// `WAIT 1` can succeed again). Returns how long the promotion took.
+    pub fn fail_over(&mut self) -> Duration {
+        let old = self.master.port;
+        self.master.stop();
+        let t = Instant::now();
+        let new = wait_for(Duration::from_secs(20), || {
+            self.master_port().filter(|p| *p != old)
+        })
+        .expect("sentinels promoted the replica");
+        assert_eq!(new, self.replica.port);
+        let took = t.elapsed();
+        let np = new.to_string();
+        self.master.restart_with(&["--replicaof", "127.0.0.1", &np]);
+        std::mem::swap(&mut self.master, &mut self.replica);
+        wait_for(Duration::from_secs(10), || {
+            self.master
+                .cmd(&["INFO", "replication"])
+                .contains("connected_slaves:1")
+                .then_some(())
+        })
+        .expect("old master rejoined as replica");
+        took
+    }
+
+    /// The master's port according to the first sentinel.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply = raw_cmd(
+            self.sentinels[0].1,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+        );
+        reply.lines().nth(4).and_then(|l| l.trim().parse().ok())
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        for (c, _, _) in &mut self.sentinels {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One command over raw RESP to a server on `port`.
+pub fn raw_cmd(port: u16, args: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
