@@ -5,13 +5,15 @@ use std::time::Duration;
 use crate::backend::{Backend, ConnectOptions, LeaseStatus, keys::DEFAULT_PREFIX};
 use crate::election::Election;
 use crate::error::Result;
-use crate::lease::LeaseBuilder;
+use crate::lease::{Keepers, LeaseBuilder};
 
 /// A connection to Redis (one server, a Sentinel group, a Cluster, or a quorum
 /// of independent servers), cheap to clone. No globals: make one and pass it around.
 #[derive(Clone, Debug)]
 pub struct Client {
     backend: Backend,
+    /// One renewal service for every lease this client holds.
+    keepers: Keepers,
 }
 
 /// Options for [`Client`].
@@ -56,7 +58,8 @@ impl ClientBuilder {
     /// [`crate::Error::BadConfig`] (prefix), [`crate::Error::NoQuorum`].
     pub async fn connect(self) -> Result<Client> {
         let backend = Backend::connect(&self.urls, &self.prefix, &self.opts).await?;
-        Ok(Client { backend })
+        let keepers = Keepers::start(backend.clone());
+        Ok(Client { backend, keepers })
     }
 }
 
@@ -91,7 +94,7 @@ impl Client {
 
     /// A lease named `name`; see [`LeaseBuilder`].
     pub fn lease(&self, name: impl Into<String>) -> LeaseBuilder {
-        LeaseBuilder::new(self.backend.clone(), name.into())
+        LeaseBuilder::new(self.backend.clone(), self.keepers.clone(), name.into())
     }
 
     /// An election named `name` (a lease whose value names the leader).

@@ -575,3 +575,30 @@ async fn acquire_timeout_and_try_acquire_when_held() {
         .expect_err("timeout");
     assert!(matches!(e, Error::AcquireTimeout { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_leases_are_kept_by_one_service() {
+    let r = RedisServer::start();
+    let c = warmed(&r).await;
+    let ttl = Duration::from_millis(600);
+    let mut leases = Vec::new();
+    for i in 0..2000 {
+        leases.push(
+            c.lease(format!("many-{i}"))
+                .ttl(ttl)
+                .try_acquire()
+                .await
+                .expect("acquire")
+                .expect("free"),
+        );
+    }
+    tokio::time::sleep(ttl * 4).await;
+    let lost = leases.iter().filter(|l| !l.is_held()).count();
+    assert_eq!(lost, 0, "{lost} of 2000 leases lost while renewing");
+    for l in leases {
+        assert_eq!(
+            l.release().await.expect("release"),
+            ReleaseOutcome::Released
+        );
+    }
+}

@@ -23,7 +23,7 @@ use futures_util::future::select_all;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 pub use keys::Keys;
-pub use node::Node;
+pub use node::{Node, RenewItem};
 pub use notify::Event;
 pub use quorum::Quorum;
 pub use url::redact_url;
@@ -188,6 +188,27 @@ impl Backend {
         match self {
             Backend::Node(n) => n.renew(name, holder, ttl, None).await,
             Backend::Quorum(q) => q.renew(name, holder, ttl, token, value).await,
+        }
+    }
+
+    /// Renews many leases at once: one round trip per node (a pipeline).
+    /// `items` carry each lease's token and value for quorum repair.
+    pub async fn renew_many(&self, items: &[RenewItem<'_>]) -> Vec<Result<RenewReply>> {
+        match self {
+            Backend::Node(n) => {
+                // Repair is a quorum concern: a single Redis never re-creates.
+                let plain: Vec<RenewItem<'_>> = items
+                    .iter()
+                    .map(|i| RenewItem {
+                        name: i.name,
+                        holder: i.holder,
+                        ttl: i.ttl,
+                        repair: None,
+                    })
+                    .collect();
+                n.renew_many(&plain).await
+            }
+            Backend::Quorum(q) => q.renew_many(items).await,
         }
     }
 

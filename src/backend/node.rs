@@ -498,25 +498,102 @@ impl Node {
         if let Some((token, value)) = repair {
             inv.arg(token.0).arg(value);
         }
-        let reply = array("renew", self.invoke("renew", &inv).await?)?;
-        if int_at("renew", &reply, 0)? == 1 {
-            if !self.replicated(ttl / 5).await? {
-                return Err(Error::NotReplicated {
-                    op: "renew",
-                    want: self.min_replicas,
-                });
-            }
-            return Ok(RenewReply::Renewed);
+        let reply = parse_renew(self.invoke("renew", &inv).await?)?;
+        if reply == RenewReply::Renewed && !self.replicated(ttl / 5).await? {
+            return Err(Error::NotReplicated {
+                op: "renew",
+                want: self.min_replicas,
+            });
         }
-        let now = string_at("renew", &reply, 1)?;
-        let reason = if now.is_empty() {
-            "the lease key is gone (expired, deleted, or Redis lost its data)".to_string()
-        } else if now.starts_with("foreign type") {
-            format!("the lease key was overwritten: {now}")
-        } else {
-            format!("now held by {}", HolderId::from_raw(now).readable())
+        Ok(reply)
+    }
+
+    /// Renews many leases in one round trip: one pipeline of EVALSHAs (one
+    /// `WAIT` for all when `min_replicas` is set). On Cluster the requests go
+    /// out concurrently instead (a pipeline may span slots on several nodes).
+    pub async fn renew_many(&self, items: &[RenewItem<'_>]) -> Vec<Result<RenewReply>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if matches!(self.conn, Conn::Cluster(_)) || items.len() == 1 {
+            return futures_util::future::join_all(
+                items
+                    .iter()
+                    .map(|i| self.renew(i.name, i.holder, i.ttl, i.repair)),
+            )
+            .await;
+        }
+        let mut keys = Vec::with_capacity(items.len());
+        for i in items {
+            keys.push(self.keys(i.name));
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (i, k) in items.iter().zip(&keys) {
+            let Ok(k) = k else { continue };
+            let c = pipe
+                .cmd("EVALSHA")
+                .arg(scripts::RENEW.get_hash())
+                .arg(2)
+                .arg(&k.lease)
+                .arg(&k.fence)
+                .arg(i.holder.as_str())
+                .arg(i.ttl.as_millis() as u64);
+            if let Some((token, value)) = i.repair {
+                c.arg(token.0).arg(value);
+            }
+        }
+        let mut values = self
+            .run("renew", async |c| pipe.query_async::<Vec<Value>>(c).await)
+            .await;
+        let noscript = |v: &Value| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT");
+        if matches!(&values, Ok(vs) if vs.iter().any(noscript)) {
+            // Redis restarted or flushed its scripts: load, then once more.
+            let loaded = self
+                .run("load", async |c| {
+                    scripts::RENEW.prepare_invoke().load_async(c).await
+                })
+                .await;
+            values = match loaded {
+                Ok(_) => {
+                    self.run("renew", async |c| pipe.query_async::<Vec<Value>>(c).await)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let replicated = match &values {
+            Ok(_) if self.min_replicas > 0 => {
+                let ttl = items.iter().map(|i| i.ttl).min().unwrap_or_default();
+                self.replicated(ttl / 5).await.unwrap_or(false)
+            }
+            _ => true,
         };
-        Ok(RenewReply::Refused { reason })
+        let mut values = match values {
+            Ok(v) => v.into_iter(),
+            Err(e) => return items.iter().map(|_| Err(clone_unavailable(&e))).collect(),
+        };
+        keys.into_iter()
+            .map(|k| {
+                k?;
+                let v = values
+                    .next()
+                    .ok_or_else(|| bad("renew", "pipeline reply too short"))?;
+                let reply = match v {
+                    Value::ServerError(e) => {
+                        return Err(Error::redis("renew", redis::RedisError::from(e)));
+                    }
+                    v => parse_renew(v)?,
+                };
+                if reply == RenewReply::Renewed && !replicated {
+                    return Err(Error::NotReplicated {
+                        op: "renew",
+                        want: self.min_replicas,
+                    });
+                }
+                Ok(reply)
+            })
+            .collect()
     }
 
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
@@ -598,6 +675,42 @@ async fn warn_on_eviction(conn: &mut MultiplexedConnection) {
         tracing::warn!(
             "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict a held lease and let a second holder in; use noeviction (see docs/design.md)"
         );
+    }
+}
+
+/// One lease to renew in a batch.
+pub struct RenewItem<'a> {
+    pub name: &'a str,
+    pub holder: &'a HolderId,
+    pub ttl: Duration,
+    /// Quorum repair: re-create the key with this token and value if missing.
+    pub repair: Option<(FencingToken, &'a str)>,
+}
+
+fn parse_renew(v: Value) -> Result<RenewReply> {
+    let reply = array("renew", v)?;
+    if int_at("renew", &reply, 0)? == 1 {
+        return Ok(RenewReply::Renewed);
+    }
+    let now = string_at("renew", &reply, 1)?;
+    let reason = if now.is_empty() {
+        "the lease key is gone (expired, deleted, or Redis lost its data)".to_string()
+    } else if now.starts_with("foreign type") {
+        format!("the lease key was overwritten: {now}")
+    } else {
+        format!("now held by {}", HolderId::from_raw(now).readable())
+    };
+    Ok(RenewReply::Refused { reason })
+}
+
+/// The same failure for every item of a failed batch.
+fn clone_unavailable(e: &Error) -> Error {
+    match e {
+        Error::Timeout { op, after } => Error::Timeout { op, after: *after },
+        other => Error::Redis {
+            op: "renew",
+            source: redis::RedisError::from(std::io::Error::other(other.to_string())),
+        },
     }
 }
 

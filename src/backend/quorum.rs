@@ -217,6 +217,10 @@ impl Quorum {
         let replies = self
             .all(ttl, |n| n.renew(name, holder, ttl, Some((token, value))))
             .await;
+        self.tally_renew(replies)
+    }
+
+    fn tally_renew(&self, replies: Vec<Result<RenewReply>>) -> Result<RenewReply> {
         let majority = self.majority();
         let renewed = replies
             .iter()
@@ -253,6 +257,42 @@ impl Quorum {
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
         })
+    }
+
+    /// Renews many leases with one pipeline per node, then tallies each lease's
+    /// majority as [`Quorum::renew`] does.
+    pub async fn renew_many(&self, items: &[super::RenewItem<'_>]) -> Vec<Result<RenewReply>> {
+        let ttl = items.iter().map(|i| i.ttl).min().unwrap_or_default();
+        let limit = node_timeout(ttl);
+        let per_node: Vec<Vec<Result<RenewReply>>> =
+            join_all(self.nodes.iter().map(|n| async move {
+                match tokio::time::timeout(limit, n.renew_many(items)).await {
+                    Ok(r) => r,
+                    Err(_) => items
+                        .iter()
+                        .map(|_| {
+                            Err(Error::Timeout {
+                                op: "quorum request",
+                                after: limit,
+                            })
+                        })
+                        .collect(),
+                }
+            }))
+            .await;
+        let mut columns: Vec<Vec<Result<RenewReply>>> =
+            (0..items.len()).map(|_| Vec::new()).collect();
+        for node in per_node {
+            for (i, r) in node.into_iter().enumerate() {
+                if let Some(col) = columns.get_mut(i) {
+                    col.push(r);
+                }
+            }
+        }
+        columns
+            .into_iter()
+            .map(|replies| self.tally_renew(replies))
+            .collect()
     }
 
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {

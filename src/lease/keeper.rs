@@ -1,20 +1,34 @@
-//! The renewal task of one held lease.
+//! The renewal service: one task per [`crate::Client`] keeps every lease it
+//! holds, so that holding 100,000 leases costs one timer and a few pipelined
+//! round trips per tick, not a task, a timer and a round trip per lease.
 //!
-//! It owns the lease's [`LeaseState`]: `Held` with the current safety deadline,
-//! then exactly one of `Lost` or `Released`. Renewal is sent every
-//! `renew_every`; a failed or unanswered renewal is retried every
-//! `retry_every` until the deadline. A renewal whose outcome is unknown never
-//! moves the deadline (the lease may or may not have been extended).
+//! For each lease it owns the [`LeaseState`]: `Held` with the current safety
+//! deadline, then exactly one of `Lost` or `Released`.
+//! - Renewals fall due every `renew_every` after the last confirmed one; all
+//!   leases due within [`COALESCE`] go out together (one pipeline per node).
+//! - A failed or unanswered renewal is retried every `retry_every`, never past
+//!   the deadline; its outcome is unknown, so the deadline does not move.
+//! - At the deadline without confirmation, or at the first refusal, the lease
+//!   is lost — at the deadline exactly, even while a renewal is in flight.
+//! - Stopping a lease (release) waits until no renewal of it is in flight, so
+//!   a renewal never lands after the release (redis-semaphore#205).
 
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep_until, timeout_at};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::backend::{Backend, RenewReply};
+use crate::backend::{Backend, RenewItem, RenewReply};
 use crate::config::LeaseConfig;
 use crate::deadline;
+use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
+
+/// Renewals due within this window of each other go out in one batch.
+pub const COALESCE: Duration = Duration::from_millis(20);
 
 /// Where a lease stands, as seen by its holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,93 +60,346 @@ pub enum LostReason {
     Released,
 }
 
-/// What the guard asks of its keeper.
-#[derive(Debug)]
-pub(crate) enum Ctl {
-    /// Stop renewing; the guard releases itself.
-    Stop,
-}
-
-pub(crate) struct Keeper {
-    pub backend: Backend,
+/// A lease handed to the service.
+pub(crate) struct Entry {
     pub name: String,
     pub holder: HolderId,
     pub config: LeaseConfig,
     pub token: FencingToken,
     pub value: String,
+    /// When the acquiring request was sent.
+    pub sent: Instant,
+    pub state: watch::Sender<LeaseState>,
 }
 
-impl Keeper {
-    /// Runs until the lease is lost, or the guard stops it (`Ctl::Stop`), or the
-    /// guard is dropped (then it releases, best effort).
-    pub(crate) async fn run(
-        self,
-        sent: Instant,
-        state: watch::Sender<LeaseState>,
-        mut ctl: oneshot::Receiver<Ctl>,
-    ) {
-        let cfg = &self.config;
-        let mut deadline = deadline::safety_deadline(sent, cfg.ttl());
-        let mut next = deadline::next_renewal(sent, cfg.renew_every());
-        let mut last_error = String::from("none");
-        loop {
-            tokio::select! {
-                biased;
-                msg = &mut ctl => {
-                    if msg.is_err() {
-                        // Guard dropped without release(): give the lease back now
-                        // rather than making the next holder wait out the TTL.
-                        let give_back = timeout_at(
-                            deadline.into(),
-                            self.backend.release(&self.name, &self.holder),
-                        );
-                        let _ = give_back.await;
-                        state.send_replace(LeaseState::Released);
-                    }
-                    return;
-                }
-                _ = sleep_until(next.min(deadline).into()) => {}
+struct Kept {
+    e: Entry,
+    due: Instant,
+    deadline: Instant,
+    /// The key under which it sits in the schedule.
+    slot: Instant,
+    in_flight: bool,
+    last_error: String,
+    /// Callers waiting for it to stop (release) or to be dropped (abandon).
+    stop: Vec<oneshot::Sender<()>>,
+    abandon: bool,
+}
+
+enum Cmd {
+    Add(u64, Entry),
+    /// Stop renewing; ack once no renewal is in flight.
+    Stop(u64, oneshot::Sender<()>),
+    /// The guard was dropped: stop, then release in the background.
+    Abandon(u64),
+}
+
+/// A handle to one client's renewal service.
+#[derive(Clone, Debug)]
+pub(crate) struct Keepers {
+    tx: mpsc::UnboundedSender<Cmd>,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Keepers {
+    /// Starts the service for `backend` (needs a runtime).
+    pub(crate) fn start(backend: Backend) -> Keepers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(backend, rx));
+        Keepers {
+            tx,
+            next_id: Default::default(),
+        }
+    }
+
+    /// Hands a freshly acquired lease over; returns its id.
+    pub(crate) fn add(&self, e: Entry) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(Cmd::Add(_, e))) = self.tx.send(Cmd::Add(id, e)) {
+            // The service is gone (runtime shutting down): nothing will renew.
+            e.state
+                .send_replace(LeaseState::Lost(LostReason::Unconfirmed(
+                    "the renewal service has stopped".into(),
+                )));
+        }
+        id
+    }
+
+    /// Stops renewing `id`; resolves once no renewal of it is in flight.
+    pub(crate) async fn stop(&self, id: u64) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Cmd::Stop(id, ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// For `Drop`: stop and release in the background. Never blocks.
+    pub(crate) fn abandon(&self, id: u64) {
+        let _ = self.tx.send(Cmd::Abandon(id));
+    }
+}
+
+type Batch =
+    Pin<Box<dyn std::future::Future<Output = (Vec<u64>, Instant, Vec<Result<RenewReply>>)> + Send>>;
+
+struct Service {
+    backend: Backend,
+    kept: HashMap<u64, Kept>,
+    schedule: BTreeSet<(Instant, u64)>,
+    in_flight: FuturesUnordered<Batch>,
+}
+
+async fn run(backend: Backend, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut s = Service {
+        backend,
+        kept: HashMap::new(),
+        schedule: BTreeSet::new(),
+        in_flight: FuturesUnordered::new(),
+    };
+    let mut open = true;
+    loop {
+        if !open && s.kept.is_empty() && s.in_flight.is_empty() {
+            return;
+        }
+        let next = s.schedule.first().map(|(t, _)| *t);
+        tokio::select! {
+            cmd = rx.recv(), if open => match cmd {
+                Some(c) => s.command(c),
+                None => open = false,
+            },
+            Some((ids, sent, replies)) = s.in_flight.next(), if !s.in_flight.is_empty() => {
+                s.apply(ids, sent, replies);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                tracing::warn!(lease = %self.name, "lost: no renewal confirmed before the safety deadline ({last_error})");
-                state.send_replace(LeaseState::Lost(LostReason::Unconfirmed(last_error)));
-                return;
-            }
-            // Not cancelled by Ctl: an in-flight renewal finishes (or times out at
-            // the deadline) before release runs, so the two never cross.
-            let reply = timeout_at(
-                deadline.into(),
-                self.backend
-                    .renew(&self.name, &self.holder, cfg.ttl(), self.token, &self.value),
-            )
-            .await;
-            match reply {
-                Ok(Ok(RenewReply::Renewed)) => {
-                    deadline = deadline::safety_deadline(now, cfg.ttl());
-                    next = deadline::next_renewal(now, cfg.renew_every());
-                    state.send_replace(LeaseState::Held {
-                        token: self.token,
+            _ = sleep_until_opt(next) => s.tick(),
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Service {
+    fn reschedule(&mut self, id: u64) {
+        let Some(k) = self.kept.get_mut(&id) else {
+            return;
+        };
+        self.schedule.remove(&(k.slot, id));
+        k.slot = if k.in_flight {
+            k.deadline
+        } else {
+            k.due.min(k.deadline)
+        };
+        self.schedule.insert((k.slot, id));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Kept> {
+        let k = self.kept.remove(&id)?;
+        self.schedule.remove(&(k.slot, id));
+        Some(k)
+    }
+
+    /// Removes `id` for good, answering whoever waits and releasing if abandoned.
+    fn finish(&mut self, id: u64) {
+        let Some(Kept {
+            e,
+            deadline,
+            stop,
+            abandon,
+            ..
+        }) = self.remove(id)
+        else {
+            return;
+        };
+        for ack in stop {
+            let _ = ack.send(());
+        }
+        let held = matches!(&*e.state.borrow(), LeaseState::Held { .. });
+        if abandon && held {
+            // Give the lease back now rather than making the next holder wait
+            // out the TTL.
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout_at(deadline.into(), backend.release(&e.name, &e.holder))
+                        .await;
+                e.state.send_replace(LeaseState::Released);
+            });
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Add(id, e) => {
+                let cfg = &e.config;
+                let deadline = deadline::safety_deadline(e.sent, cfg.ttl());
+                let due = deadline::next_renewal(e.sent, cfg.renew_every());
+                self.kept.insert(
+                    id,
+                    Kept {
+                        e,
+                        due,
                         deadline,
-                    });
+                        slot: due,
+                        in_flight: false,
+                        last_error: "none".into(),
+                        stop: Vec::new(),
+                        abandon: false,
+                    },
+                );
+                self.reschedule(id);
+            }
+            Cmd::Stop(id, ack) => match self.kept.get_mut(&id) {
+                Some(k) if k.in_flight => k.stop.push(ack),
+                Some(_) => {
+                    self.remove(id);
+                    let _ = ack.send(());
                 }
-                Ok(Ok(RenewReply::Refused { reason })) => {
-                    tracing::warn!(lease = %self.name, "lost: {reason}");
-                    state.send_replace(LeaseState::Lost(LostReason::Refused(reason)));
-                    return;
+                None => {
+                    let _ = ack.send(());
                 }
-                Ok(Err(e)) => {
-                    last_error = e.to_string();
-                    tracing::debug!(lease = %self.name, "renewal failed, retrying: {e}");
-                    next = deadline::retry_at(Instant::now(), cfg.retry_every(), deadline);
+            },
+            Cmd::Abandon(id) => match self.kept.get_mut(&id) {
+                Some(k) => {
+                    k.abandon = true;
+                    if !k.in_flight {
+                        self.finish(id);
+                    }
                 }
-                Err(_) => {
-                    last_error = format!(
-                        "renewal unanswered for {:?}",
-                        Instant::now().saturating_duration_since(now)
-                    );
-                    next = deadline;
+                None => {}
+            },
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        // Losses first: at the deadline, even with a renewal in flight.
+        let expired: Vec<u64> = self
+            .schedule
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .filter(|id| self.kept.get(id).is_some_and(|k| k.deadline <= now))
+            .collect();
+        for id in expired {
+            if let Some(k) = self.kept.get(&id) {
+                tracing::warn!(
+                    lease = %k.e.name,
+                    "lost: no renewal confirmed before the safety deadline ({})",
+                    k.last_error
+                );
+                k.e.state
+                    .send_replace(LeaseState::Lost(LostReason::Unconfirmed(
+                        k.last_error.clone(),
+                    )));
+            }
+            self.finish(id);
+        }
+        // Everything due now or within the coalescing window goes out together.
+        let horizon = now + COALESCE;
+        let due: Vec<u64> = self
+            .schedule
+            .iter()
+            .take_while(|(t, _)| *t <= horizon)
+            .map(|(_, id)| *id)
+            .filter(|id| {
+                self.kept
+                    .get(id)
+                    .is_some_and(|k| !k.in_flight && k.due <= horizon)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut owned = Vec::with_capacity(due.len());
+        let mut first_deadline = now + Duration::from_secs(86_400);
+        for id in &due {
+            if let Some(k) = self.kept.get_mut(id) {
+                k.in_flight = true;
+                first_deadline = first_deadline.min(k.deadline);
+                owned.push((
+                    k.e.name.clone(),
+                    k.e.holder.clone(),
+                    k.e.config.ttl(),
+                    k.e.token,
+                    k.e.value.clone(),
+                ));
+            }
+            self.reschedule(*id);
+        }
+        let backend = self.backend.clone();
+        let ids = due;
+        self.in_flight.push(Box::pin(async move {
+            let items: Vec<RenewItem<'_>> = owned
+                .iter()
+                .map(|(name, holder, ttl, token, value)| RenewItem {
+                    name,
+                    holder,
+                    ttl: *ttl,
+                    repair: Some((*token, value.as_str())),
+                })
+                .collect();
+            let replies =
+                match tokio::time::timeout_at(first_deadline.into(), backend.renew_many(&items))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => items
+                        .iter()
+                        .map(|_| {
+                            Err(crate::Error::Timeout {
+                                op: "renew",
+                                after: first_deadline.saturating_duration_since(now),
+                            })
+                        })
+                        .collect(),
+                };
+            (ids, now, replies)
+        }));
+    }
+
+    fn apply(&mut self, ids: Vec<u64>, sent: Instant, replies: Vec<Result<RenewReply>>) {
+        let now = Instant::now();
+        for (id, reply) in ids.into_iter().zip(replies) {
+            let Some(k) = self.kept.get_mut(&id) else {
+                continue;
+            };
+            k.in_flight = false;
+            let still_ours = !k.abandon && k.stop.is_empty();
+            match reply {
+                Ok(RenewReply::Renewed) => {
+                    let cfg = &k.e.config;
+                    k.deadline = deadline::safety_deadline(sent, cfg.ttl());
+                    k.due = deadline::next_renewal(sent, cfg.renew_every());
+                    if still_ours {
+                        k.e.state.send_replace(LeaseState::Held {
+                            token: k.e.token,
+                            deadline: k.deadline,
+                        });
+                    }
                 }
+                Ok(RenewReply::Refused { reason }) => {
+                    tracing::warn!(lease = %k.e.name, "lost: {reason}");
+                    k.e.state
+                        .send_replace(LeaseState::Lost(LostReason::Refused(reason)));
+                    k.abandon = false;
+                    self.finish(id);
+                    continue;
+                }
+                Err(e) => {
+                    k.last_error = e.to_string();
+                    tracing::debug!(lease = %k.e.name, "renewal failed, retrying: {e}");
+                    k.due = deadline::retry_at(now, k.e.config.retry_every(), k.deadline);
+                }
+            }
+            if still_ours {
+                self.reschedule(id);
+            } else {
+                self.finish(id);
             }
         }
     }

@@ -12,14 +12,14 @@ mod waiter;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
-use keeper::{Ctl, Keeper};
+use keeper::Entry;
+pub(crate) use keeper::Keepers;
 pub use keeper::{LeaseState, LostReason};
 
 /// Default TTL of a lease.
@@ -29,6 +29,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct LeaseBuilder {
     backend: Backend,
+    keepers: Keepers,
     name: String,
     ttl: Duration,
     renew_every: Option<Duration>,
@@ -45,9 +46,10 @@ pub enum ReleaseOutcome {
 }
 
 impl LeaseBuilder {
-    pub(crate) fn new(backend: Backend, name: String) -> Self {
+    pub(crate) fn new(backend: Backend, keepers: Keepers, name: String) -> Self {
         LeaseBuilder {
             backend,
+            keepers,
             name,
             ttl: DEFAULT_TTL,
             renew_every: None,
@@ -130,26 +132,26 @@ impl LeaseBuilder {
     ) -> Lease {
         let deadline = crate::deadline::safety_deadline(sent, config.ttl());
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
-        let (ctl_tx, ctl_rx) = oneshot::channel();
-        let keeper = Keeper {
-            backend: self.backend.clone(),
+        let id = self.keepers.add(Entry {
             name: self.name.clone(),
             holder: holder.clone(),
             config: config.clone(),
             token,
             value: self.value.clone(),
-        };
-        let task = tokio::spawn(keeper.run(sent, state_tx, ctl_rx));
+            sent,
+            state: state_tx,
+        });
         Lease {
             backend: self.backend,
+            keepers: self.keepers,
+            id,
             name: self.name,
             value: self.value,
             holder,
             token,
             config,
             state: state_rx,
-            ctl: Some(ctl_tx),
-            keeper: Some(task),
+            done: false,
         }
     }
 }
@@ -161,14 +163,17 @@ impl LeaseBuilder {
 #[derive(Debug)]
 pub struct Lease {
     backend: Backend,
+    keepers: Keepers,
+    /// This lease's id in the renewal service.
+    id: u64,
     name: String,
     value: String,
     holder: HolderId,
     token: FencingToken,
     config: LeaseConfig,
     state: watch::Receiver<LeaseState>,
-    ctl: Option<oneshot::Sender<Ctl>>,
-    keeper: Option<JoinHandle<()>>,
+    /// Set once released, so that Drop does nothing more.
+    done: bool,
 }
 
 impl Lease {
@@ -258,12 +263,8 @@ impl Lease {
     /// Stops renewal (waiting for an in-flight renewal to finish), then deletes
     /// the lease if it is still ours and wakes one waiter.
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
-        if let Some(ctl) = self.ctl.take() {
-            let _ = ctl.send(Ctl::Stop);
-        }
-        if let Some(task) = self.keeper.take() {
-            let _ = task.await;
-        }
+        self.done = true;
+        self.keepers.stop(self.id).await;
         let current = self.state.borrow().clone();
         if let LeaseState::Lost(reason) = current {
             return Ok(ReleaseOutcome::AlreadyLost(reason));
@@ -280,8 +281,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Dropping the control sender tells the keeper to release in the
-        // background; it runs on the runtime, so Drop never blocks.
-        self.ctl.take();
+        // The renewal service releases in the background; Drop never blocks.
+        if !self.done {
+            self.keepers.abandon(self.id);
+        }
     }
 }
