@@ -263,15 +263,14 @@ impl Service {
                     let _ = ack.send(());
                 }
             },
-            Cmd::Abandon(id) => match self.kept.get_mut(&id) {
-                Some(k) => {
+            Cmd::Abandon(id) => {
+                if let Some(k) = self.kept.get_mut(&id) {
                     k.abandon = true;
                     if !k.in_flight {
                         self.finish(id);
                     }
                 }
-                None => {}
-            },
+            }
         }
     }
 
