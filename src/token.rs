@@ -77,13 +77,16 @@ impl fmt::Display for HolderId {
     }
 }
 
-fn hostname() -> String {
-    let raw = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".into());
-    // '/' separates the id's parts.
-    raw.replace('/', "_")
+fn hostname() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let raw = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown-host".into());
+        // '/' separates the id's parts.
+        raw.replace('/', "_")
+    })
 }
 
 #[cfg(test)]

@@ -226,6 +226,11 @@ impl Drop for WaiterSlot {
     }
 }
 
+/// How long a channel nobody waits on stays subscribed: a process that takes
+/// the same lease again and again (a loop, a busy job) then pays no
+/// SUBSCRIBE/UNSUBSCRIBE round trips.
+const LINGER: Duration = Duration::from_secs(2);
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut reg = self.notifier.lock();
@@ -236,13 +241,27 @@ impl Drop for Subscription {
             }
             None => false,
         };
+        drop(reg);
         if last {
-            reg.channels.remove(&self.channel.name);
-            drop(reg);
-            let _ = self
-                .notifier
-                .cmds
-                .send(Cmd::Unsubscribe(self.channel.name.clone()));
+            let notifier = self.notifier.clone();
+            let name = self.channel.name.clone();
+            let unsubscribe = move || {
+                let mut reg = notifier.lock();
+                if reg.channels.get(&name).is_some_and(|e| e.1 == 0) {
+                    reg.channels.remove(&name);
+                    drop(reg);
+                    let _ = notifier.cmds.send(Cmd::Unsubscribe(name));
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        tokio::time::sleep(LINGER).await;
+                        unsubscribe();
+                    });
+                }
+                Err(_) => unsubscribe(),
+            }
         }
     }
 }

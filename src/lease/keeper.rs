@@ -15,11 +15,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::backend::{Backend, RenewItem, RenewReply};
 use crate::config::LeaseConfig;
@@ -60,6 +62,33 @@ pub enum LostReason {
     Released,
 }
 
+/// What the guard and the service share about one lease, so that releasing it
+/// takes no round trip through the service unless a renewal is in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// IDLE, IN_FLIGHT or STOPPED.
+    flag: AtomicU8,
+    /// Signalled when a renewal that was in flight at stop time has finished.
+    landed: Notify,
+}
+
+const IDLE: u8 = 0;
+const IN_FLIGHT: u8 = 1;
+const STOPPED: u8 = 2;
+
+impl Shared {
+    /// Stops renewal; resolves once no renewal of this lease is in flight.
+    pub(crate) async fn stop(&self) {
+        if self.flag.swap(STOPPED, Ordering::AcqRel) == IN_FLIGHT {
+            self.landed.notified().await;
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire) == STOPPED
+    }
+}
+
 /// A lease handed to the service.
 pub(crate) struct Entry {
     pub name: String,
@@ -70,6 +99,7 @@ pub(crate) struct Entry {
     /// When the acquiring request was sent.
     pub sent: Instant,
     pub state: watch::Sender<LeaseState>,
+    pub shared: Arc<Shared>,
 }
 
 struct Kept {
@@ -80,15 +110,14 @@ struct Kept {
     slot: Instant,
     in_flight: bool,
     last_error: String,
-    /// Callers waiting for it to stop (release) or to be dropped (abandon).
-    stop: Vec<oneshot::Sender<()>>,
+    /// The guard was dropped: release once no renewal is in flight.
     abandon: bool,
+    /// Lost at its deadline while a renewal was in flight: drop it when that lands.
+    lost: bool,
 }
 
 enum Cmd {
     Add(u64, Entry),
-    /// Stop renewing; ack once no renewal is in flight.
-    Stop(u64, oneshot::Sender<()>),
     /// The guard was dropped: stop, then release in the background.
     Abandon(u64),
 }
@@ -124,14 +153,6 @@ impl Keepers {
                 )));
         }
         id
-    }
-
-    /// Stops renewing `id`; resolves once no renewal of it is in flight.
-    pub(crate) async fn stop(&self, id: u64) {
-        let (ack, done) = oneshot::channel();
-        if self.tx.send(Cmd::Stop(id, ack)).is_ok() {
-            let _ = done.await;
-        }
     }
 
     /// For `Drop`: stop and release in the background. Never blocks.
@@ -208,16 +229,12 @@ impl Service {
         let Some(Kept {
             e,
             deadline,
-            stop,
             abandon,
             ..
         }) = self.remove(id)
         else {
             return;
         };
-        for ack in stop {
-            let _ = ack.send(());
-        }
         let held = matches!(&*e.state.borrow(), LeaseState::Held { .. });
         if abandon && held {
             // Give the lease back now rather than making the next holder wait
@@ -247,22 +264,12 @@ impl Service {
                         slot: due,
                         in_flight: false,
                         last_error: "none".into(),
-                        stop: Vec::new(),
                         abandon: false,
+                        lost: false,
                     },
                 );
                 self.reschedule(id);
             }
-            Cmd::Stop(id, ack) => match self.kept.get_mut(&id) {
-                Some(k) if k.in_flight => k.stop.push(ack),
-                Some(_) => {
-                    self.remove(id);
-                    let _ = ack.send(());
-                }
-                None => {
-                    let _ = ack.send(());
-                }
-            },
             Cmd::Abandon(id) => {
                 if let Some(k) = self.kept.get_mut(&id) {
                     k.abandon = true;
@@ -285,7 +292,17 @@ impl Service {
             .filter(|id| self.kept.get(id).is_some_and(|k| k.deadline <= now))
             .collect();
         for id in expired {
-            if let Some(k) = self.kept.get(&id) {
+            if self.kept.get(&id).is_some_and(|k| k.e.shared.stopped()) {
+                // Released by its guard meanwhile: nothing to report.
+                if !self.kept.get(&id).is_some_and(|k| k.in_flight) {
+                    self.remove(id);
+                }
+                continue;
+            }
+            if let Some(k) = self.kept.get_mut(&id) {
+                if k.lost {
+                    continue;
+                }
                 tracing::warn!(
                     lease = %k.e.name,
                     "lost: no renewal confirmed before the safety deadline ({})",
@@ -316,8 +333,22 @@ impl Service {
         }
         let mut owned = Vec::with_capacity(due.len());
         let mut first_deadline = now + Duration::from_secs(86_400);
-        for id in &due {
-            if let Some(k) = self.kept.get_mut(id) {
+        let mut ids = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(k) = self.kept.get_mut(&id) else {
+                continue;
+            };
+            if k.e
+                .shared
+                .flag
+                .compare_exchange(IDLE, IN_FLIGHT, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Released by its guard: forget it quietly.
+                self.remove(id);
+                continue;
+            }
+            {
                 k.in_flight = true;
                 first_deadline = first_deadline.min(k.deadline);
                 owned.push((
@@ -328,10 +359,13 @@ impl Service {
                     k.e.value.clone(),
                 ));
             }
-            self.reschedule(*id);
+            self.reschedule(id);
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return;
         }
         let backend = self.backend.clone();
-        let ids = due;
         self.in_flight.push(Box::pin(async move {
             let items: Vec<RenewItem<'_>> = owned
                 .iter()
@@ -368,7 +402,22 @@ impl Service {
                 continue;
             };
             k.in_flight = false;
-            let still_ours = !k.abandon && k.stop.is_empty();
+            let released =
+                k.e.shared
+                    .flag
+                    .compare_exchange(IN_FLIGHT, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err();
+            if released {
+                // The guard is waiting in release() for this renewal to land.
+                k.e.shared.landed.notify_one();
+                self.remove(id);
+                continue;
+            }
+            if k.lost {
+                self.finish(id);
+                continue;
+            }
+            let still_ours = !k.abandon;
             match reply {
                 Ok(RenewReply::Renewed) => {
                     let cfg = &k.e.config;

@@ -18,8 +18,8 @@ use crate::backend::Backend;
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
-use keeper::Entry;
 pub(crate) use keeper::Keepers;
+use keeper::{Entry, Shared};
 pub use keeper::{LeaseState, LostReason};
 
 /// Default TTL of a lease.
@@ -132,6 +132,7 @@ impl LeaseBuilder {
     ) -> Lease {
         let deadline = crate::deadline::safety_deadline(sent, config.ttl());
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
+        let shared = std::sync::Arc::new(Shared::default());
         let id = self.keepers.add(Entry {
             name: self.name.clone(),
             holder: holder.clone(),
@@ -140,6 +141,7 @@ impl LeaseBuilder {
             value: self.value.clone(),
             sent,
             state: state_tx,
+            shared: shared.clone(),
         });
         Lease {
             backend: self.backend,
@@ -151,6 +153,7 @@ impl LeaseBuilder {
             token,
             config,
             state: state_rx,
+            shared,
             done: false,
         }
     }
@@ -172,6 +175,8 @@ pub struct Lease {
     token: FencingToken,
     config: LeaseConfig,
     state: watch::Receiver<LeaseState>,
+    /// Shared with the renewal service: stop without a round trip through it.
+    shared: std::sync::Arc<Shared>,
     /// Set once released, so that Drop does nothing more.
     done: bool,
 }
@@ -264,7 +269,7 @@ impl Lease {
     /// the lease if it is still ours and wakes one waiter.
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.done = true;
-        self.keepers.stop(self.id).await;
+        self.shared.stop().await;
         let current = self.state.borrow().clone();
         if let LeaseState::Lost(reason) = current {
             return Ok(ReleaseOutcome::AlreadyLost(reason));

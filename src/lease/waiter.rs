@@ -41,14 +41,25 @@ pub(crate) async fn acquire(
     config: &LeaseConfig,
     value: &str,
 ) -> Result<Won> {
-    let sub = backend.subscribe(name).await?;
-    let slot = sub.slot(holder.as_str());
     let mut queued = LeaveOnDrop {
         backend: backend.clone(),
         name: name.to_string(),
         holder: holder.clone(),
         armed: true,
     };
+    // Fast path: a free lease costs one round trip, no subscription. If this
+    // fails, the release we might miss while subscribing is caught by the
+    // attempt that follows the subscription.
+    let sent = Instant::now();
+    if let Ok(AcquireReply::Acquired { token }) = backend
+        .attempt(name, holder, config.ttl(), value, true)
+        .await
+    {
+        queued.armed = false;
+        return Ok(Won { token, sent });
+    }
+    let sub = backend.subscribe(name).await?;
+    let slot = sub.slot(holder.as_str());
     let mut seen: Option<(String, u64)> = None;
     let mut backoff = Duration::from_millis(50);
     loop {

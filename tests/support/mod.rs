@@ -657,3 +657,25 @@ pub fn raw_cmd(port: u16, args: &[&str]) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Everything the server on `port` executes for `d` (MONITOR), for debugging.
+pub fn raw_monitor(port: u16, d: Duration) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"MONITOR\r\n");
+    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while t.elapsed() < d {
+        if let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -29,28 +29,26 @@ local me = ARGV[1]
 local waiting = ARGV[5] == 'wait'
 local margin = tonumber(ARGV[6])
 
-local function foreign(key, want)
-  local ty = redis.call('TYPE', key)['ok']
-  if ty ~= 'none' and ty ~= want then
-    return redis.error_reply('LEASEHOLD_FOREIGN ' .. key .. ' ' .. ty)
+-- Type checks cost a command each, so they run only after a command failed:
+-- a key of a type we did not write then gets a precise error.
+local function foreign_error()
+  local want = {'hash', 'string', 'string', 'zset', 'zset'}
+  for i = 1, 5 do
+    local ty = redis.call('TYPE', KEYS[i])['ok']
+    if ty ~= 'none' and ty ~= want[i] then
+      return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[i] .. ' ' .. ty)
+    end
   end
-  return nil
+  return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[1] .. ' unknown')
 end
-local err = foreign(KEYS[1], 'hash') or foreign(KEYS[2], 'string') or foreign(KEYS[3], 'string')
-  or foreign(KEYS[4], 'zset') or foreign(KEYS[5], 'zset')
-if err then return err end
-
--- Waiters that stopped refreshing their place (crashed) leave the queue.
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms)
-for _, w in ipairs(lapsed) do redis.call('ZREM', KEYS[4], w) end
-if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms) end
+local function failed(r) return type(r) == 'table' and r['err'] ~= nil end
 
 -- Keep (or take) a place in line until `wait_ms` from now plus the margin.
 local function queue_up(wait_ms)
   if not waiting then return end
-  redis.call('ZADD', KEYS[4], 'NX', now_us, me)
+  if failed(redis.pcall('ZADD', KEYS[4], 'NX', now_us, me)) then return end
   local until_ms = now_ms + wait_ms + margin
-  redis.call('ZADD', KEYS[5], until_ms, me)
+  if failed(redis.pcall('ZADD', KEYS[5], until_ms, me)) then return end
   local life = until_ms - now_ms
   for i = 4, 5 do
     if redis.call('PTTL', KEYS[i]) < life then redis.call('PEXPIRE', KEYS[i], life) end
@@ -58,7 +56,8 @@ local function queue_up(wait_ms)
 end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local h = redis.call('HMGET', KEYS[1], 'holder', 'value', 'token')
+  local h = redis.pcall('HMGET', KEYS[1], 'holder', 'value', 'token')
+  if failed(h) then return foreign_error() end
   local pttl = redis.call('PTTL', KEYS[1])
   queue_up(math.max(pttl, 0))
   return {0, pttl, h[1] or '', h[2] or '', h[3] or '0'}
@@ -68,7 +67,8 @@ end
 -- from before may still be running on its own deadline. Nobody starts until one
 -- TTL after the marker was written: by then every earlier holder's deadline
 -- (last renewal sent before the wipe, plus at most one TTL) has passed.
-local born = redis.call('GET', KEYS[3])
+local born = redis.pcall('GET', KEYS[3])
+if failed(born) then return foreign_error() end
 if not born then
   redis.call('SET', KEYS[3], string.format('%.0f', now_ms))
   born = now_ms
@@ -80,9 +80,21 @@ if now_ms < ready then
 end
 
 -- First come, first served: a free lease goes to the head of the queue.
-local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+-- Waiters that stopped refreshing their place (crashed) leave it first.
+local head = redis.pcall('ZRANGE', KEYS[4], 0, 0)
+if failed(head) then return foreign_error() end
+head = head[1]
+if head then
+  local lapsed = redis.pcall('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms)
+  if failed(lapsed) then return foreign_error() end
+  for _, w in ipairs(lapsed) do redis.call('ZREM', KEYS[4], w) end
+  if #lapsed > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms)
+    head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+  end
+end
 if head and head ~= me then
-  local lapses = tonumber(redis.call('ZSCORE', KEYS[5], head)) - now_ms
+  local lapses = tonumber(redis.call('ZSCORE', KEYS[5], head) or now_ms) - now_ms
   queue_up(lapses)
   return {3, lapses, head}
 end
@@ -94,8 +106,9 @@ end
 -- Tokens never go backwards: one more than the last one this Redis remembers,
 -- and never below Redis's own clock in microseconds, which still holds after the
 -- counter itself was lost (restart without persistence, failover to a lagging replica).
-local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local token = math.max(last + 1, now_us)
+local last = redis.pcall('GET', KEYS[2])
+if failed(last) then return foreign_error() end
+local token = math.max((tonumber(last or '0') or 0) + 1, now_us)
 local tok = string.format('%.0f', token)
 redis.call('SET', KEYS[2], tok)
 redis.call('HSET', KEYS[1], 'holder', me, 'value', ARGV[3], 'token', tok, 'ttl', ARGV[2])
