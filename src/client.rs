@@ -102,6 +102,16 @@ impl Client {
         Election::new(self.clone(), name.into())
     }
 
+    /// A quota of `limit` per `per` (e.g. 3 per day); see [`crate::quota`].
+    pub fn quota(&self, limit: u64, per: Duration) -> crate::quota::QuotaBuilder {
+        crate::quota::QuotaBuilder::new(self.clone(), limit, per)
+    }
+
+    /// A shared token cache; see [`crate::cache`].
+    pub fn token_cache(&self) -> crate::cache::TokenCacheBuilder {
+        crate::cache::TokenCacheBuilder::new(self.clone())
+    }
+
     /// Who holds `name` right now, as Redis sees it.
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         self.backend.status(name).await

@@ -87,6 +87,20 @@ pub enum Error {
     #[error("lease {name:?} was not acquired within {after:?}")]
     AcquireTimeout { name: String, after: Duration },
 
+    /// The token cache's daily fetch budget is spent and nothing valid is cached.
+    #[error(
+        "token cache {name:?}: the budget of {limit} fetches per day is spent and no valid value is cached; it resets at {reset}"
+    )]
+    BudgetExhausted {
+        name: String,
+        limit: u64,
+        reset: String,
+    },
+
+    /// The token cache's fetch failed (here or in the process that refreshed).
+    #[error("token cache {name:?}: fetching a new value failed: {message}")]
+    FetchFailed { name: String, message: String },
+
     /// An operation that needs the lease was called after it was lost.
     #[error("lease {name:?} is no longer held by us")]
     NotHolder { name: String },

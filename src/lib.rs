@@ -25,25 +25,31 @@
 //! - [`token`]: fencing tokens and holder ids.
 //! - [`election`]: etcd-style leader election on a lease.
 //! - [`supervisor`]: running a child process only while a lease is held.
+//! - [`quota`]: atomic quota counters (fixed windows in a time zone, sliding).
+//! - [`cache`]: a shared token cache with a single refresher.
 //! - [`error`]: the one error enum.
 //!
 //! `docs/design.md` explains the design: the keys, the scripts, the deadline
 //! arithmetic and why fencing tokens never go backwards.
 
 pub mod backend;
+pub mod cache;
 mod client;
 pub mod config;
 pub mod deadline;
 pub mod election;
 pub mod error;
 pub mod lease;
+pub mod quota;
 pub mod supervisor;
 pub mod token;
 
 pub use backend::{HolderInfo, LeaseStatus};
+pub use cache::{TokenCache, TokenCacheBuilder};
 pub use client::{Client, ClientBuilder};
 pub use config::LeaseConfig;
 pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseBuilder, LeaseState, LostReason, ReleaseOutcome};
+pub use quota::{Quota, QuotaBuilder, Taken};
 pub use token::{FencingToken, HolderId};

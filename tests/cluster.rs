@@ -74,3 +74,59 @@ async fn leases_spread_over_all_masters_and_survive_slot_migration() {
         .expect("acquire after move");
     assert!(next.token() > token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_and_token_cache_work_on_cluster() {
+    let cluster = Cluster::start(3);
+    let c = Client::connect(&cluster.url()).await.expect("connect");
+    let q = std::sync::Arc::new(
+        c.quota(3, Duration::from_secs(86_400))
+            .build()
+            .expect("quota"),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(
+            async move { q.take("votes:cluster", 1).await },
+        ));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.expect("task").expect("take").allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3);
+    let sliding = c
+        .quota(2, Duration::from_secs(5))
+        .sliding()
+        .build()
+        .expect("q");
+    assert!(sliding.take("s", 2).await.expect("take").allowed);
+    assert!(!sliding.take("s", 1).await.expect("take").allowed);
+
+    let cache = c
+        .token_cache()
+        .fetch_timeout(Duration::from_secs(2))
+        .build()
+        .expect("cache");
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (cache, fetched) = (cache.clone(), fetched.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_refresh("tok", || async move {
+                    fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(("v".to_string(), Duration::from_secs(60)))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task").expect("value"), "v");
+    }
+    assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -237,6 +237,23 @@ impl Backend {
         }
     }
 
+    /// The one logical Redis behind this backend, for features that need a
+    /// single source of truth (quotas, the token cache).
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] on a quorum.
+    pub fn single(&self, feature: &'static str) -> Result<&Node> {
+        match self {
+            Backend::Node(n) => Ok(n),
+            Backend::Quorum(_) => Err(Error::BadConfig {
+                what: feature,
+                value: "a quorum".into(),
+                rule: "needs one logical Redis (single server, Sentinel or Cluster), not a quorum"
+                    .into(),
+            }),
+        }
+    }
+
     /// Joins the event channel of `name` (one shared connection per node).
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let parts = match self {

@@ -653,6 +653,104 @@ impl Node {
         })
     }
 
+    /// Redis's own clock.
+    pub async fn redis_time(&self) -> Result<std::time::SystemTime> {
+        let (secs, micros): (u64, u64) = self
+            .run("time", async |c| redis::cmd("TIME").query_async(c).await)
+            .await?;
+        Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+    }
+
+    /// `quota_fixed.lua` on `<prefix>{quota:<key>}:<window>`: (allowed, remaining).
+    pub async fn quota_fixed(
+        &self,
+        key: &str,
+        window: u64,
+        limit: u64,
+        n: u64,
+        expire_at_ms: u64,
+    ) -> Result<(bool, u64)> {
+        keys::validate_name(key)?;
+        let k = format!("{}{{quota:{key}}}:{window}", self.prefix);
+        let mut inv = scripts::QUOTA_FIXED.prepare_invoke();
+        inv.key(&k).arg(limit).arg(n).arg(expire_at_ms);
+        let r = array("quota", self.invoke("quota", &inv).await?)?;
+        Ok((
+            int_at("quota", &r, 0)? == 1,
+            int_at("quota", &r, 1)?.max(0) as u64,
+        ))
+    }
+
+    /// `quota_sliding.lua`: (allowed, remaining, until the oldest take leaves).
+    pub async fn quota_sliding(
+        &self,
+        key: &str,
+        limit: u64,
+        n: u64,
+        period: Duration,
+    ) -> Result<(bool, u64, Duration)> {
+        keys::validate_name(key)?;
+        let k = format!("{}{{quota:{key}}}:sliding", self.prefix);
+        let mut inv = scripts::QUOTA_SLIDING.prepare_invoke();
+        inv.key(&k)
+            .arg(limit)
+            .arg(n)
+            .arg(period.as_millis() as u64)
+            .arg(
+                HolderId::generate()
+                    .as_str()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(""),
+            );
+        let r = array("quota", self.invoke("quota", &inv).await?)?;
+        Ok((
+            int_at("quota", &r, 0)? == 1,
+            int_at("quota", &r, 1)?.max(0) as u64,
+            Duration::from_millis(int_at("quota", &r, 2)?.max(0) as u64),
+        ))
+    }
+
+    /// The cached value of `name` and how long it stays valid, if any.
+    pub async fn cache_get(&self, name: &str) -> Result<Option<(String, Duration)>> {
+        keys::validate_name(name)?;
+        let k = format!("{}{{cache:{name}}}:value", self.prefix);
+        let mut inv = scripts::CACHE_GET.prepare_invoke();
+        inv.key(&k);
+        let r = array("cache get", self.invoke("cache get", &inv).await?)?;
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let value = string_at("cache get", &r, 0)?;
+        let pttl = int_at("cache get", &r, 1)?;
+        Ok(Some((value, Duration::from_millis(pttl.max(0) as u64))))
+    }
+
+    /// Stores `value` for `lifetime` (or, with `Err(msg)`, announces a failed
+    /// fetch) if `holder` still holds the refresher lease `cache:<name>`.
+    pub async fn cache_store(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        outcome: std::result::Result<(&str, Duration), &str>,
+    ) -> Result<bool> {
+        let lease = self.keys(&format!("cache:{name}"))?;
+        let k = format!("{}{{cache:{name}}}:value", self.prefix);
+        let (value, life, failure) = match outcome {
+            Ok((v, life)) => (v, life.as_millis().max(1) as u64, ""),
+            Err(msg) => ("", 0, msg),
+        };
+        let mut inv = scripts::CACHE_STORE.prepare_invoke();
+        inv.key(&k)
+            .key(&lease.lease)
+            .arg(holder.as_str())
+            .arg(value)
+            .arg(life)
+            .arg(&lease.events)
+            .arg(failure);
+        Ok(int("cache store", &self.invoke("cache store", &inv).await?)? == 1)
+    }
+
     pub(crate) async fn subscribe(&self, name: &str) -> Result<super::notify::Subscription> {
         let k = self.keys(name)?;
         Ok(self.notifier.subscribe(&k.events).await)

@@ -31,6 +31,10 @@ pub enum Event {
     /// Released; the waiter first in line, if any, should come for it.
     Released(u64, Option<String>),
     Proclaimed(u64),
+    /// The token cache stored a fresh value.
+    Stored,
+    /// The token cache's fetch failed, with this message.
+    Failed(String),
     /// The subscription connection was re-established: events may have been missed.
     Reconnected,
 }
@@ -47,6 +51,8 @@ impl Event {
                 parts.next().filter(|h| !h.is_empty()).map(str::to_string),
             )),
             "proclaimed" => Some(Event::Proclaimed(token)),
+            "stored" => Some(Event::Stored),
+            "failed" => Some(Event::Failed(parts.next().unwrap_or("").to_string())),
             _ => None,
         }
     }

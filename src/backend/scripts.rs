@@ -19,3 +19,11 @@ pub static LEAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/leave.lua")));
 pub static CONFIRM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/confirm.lua")));
+pub static QUOTA_FIXED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/quota_fixed.lua")));
+pub static QUOTA_SLIDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/quota_sliding.lua")));
+pub static CACHE_GET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cache_get.lua")));
+pub static CACHE_STORE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cache_store.lua")));

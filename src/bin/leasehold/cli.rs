@@ -34,6 +34,93 @@ pub enum Command {
     Watch(StatusArgs),
     /// Start a throwaway redis-server and three supervisors; kill leaders; print the failovers.
     Demo(DemoArgs),
+    /// Quota counters: at most N per period per key.
+    #[command(subcommand)]
+    Quota(QuotaCmd),
+    /// A shared token cache with a single refresher.
+    #[command(subcommand)]
+    Cache(CacheCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCmd {
+    /// Take N from KEY's quota. Exit 0 when allowed, 1 when denied.
+    Take(QuotaTakeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QuotaTakeArgs {
+    /// The counter's key (e.g. votes:user-42).
+    pub key: String,
+
+    #[command(flatten)]
+    pub conn: Conn,
+
+    /// How many are allowed per period.
+    #[arg(long)]
+    pub limit: u64,
+
+    /// The period (e.g. 1d, 1h, 10s).
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub per: Duration,
+
+    /// Time zone whose calendar the windows follow (IANA name; default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+
+    /// A sliding window: at most LIMIT in any interval of the period.
+    #[arg(long)]
+    pub sliding: bool,
+
+    /// How many to take.
+    #[arg(short = 'n', long = "count", default_value_t = 1)]
+    pub count: u64,
+
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCmd {
+    /// Print NAME's cached value; FETCH_CMD fetches a new one when it is
+    /// missing or about to expire (exactly one process at a time).
+    Get(CacheGetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheGetArgs {
+    /// The cache entry's name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub conn: Conn,
+
+    /// Refresh when less than this is left of the value's life.
+    #[arg(long, default_value = "1m", value_parser = duration, value_name = "DUR")]
+    pub refresh_before: Duration,
+
+    /// At most this many fetches per day, across all hosts.
+    #[arg(long, value_name = "N")]
+    pub max_fetches_per_day: Option<u64>,
+
+    /// How long FETCH_CMD may run.
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DUR")]
+    pub fetch_timeout: Duration,
+
+    /// Lifetime of a value when FETCH_CMD does not print one.
+    #[arg(long, default_value = "1h", value_parser = duration, value_name = "DUR")]
+    pub default_lifetime: Duration,
+
+    /// Time zone whose day the fetch budget counts (IANA name; default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+
+    /// The fetch command, after `--`. It prints the value on stdout's first
+    /// line and, optionally, its lifetime on the second (e.g. 7200 or 2h); or
+    /// a JSON object {"value": "...", "expires_in": 7200}.
+    #[arg(last = true, required = true, value_name = "FETCH_CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,6 +2,8 @@
 
 /// Success.
 pub const OK: u8 = 0;
+/// `quota take`: denied.
+pub const DENIED: u8 = 1;
 /// A usage error: bad flag, duration, name or URL (sysexits EX_USAGE).
 pub const USAGE: u8 = 64;
 /// Redis unreachable or refusing us at start (EX_UNAVAILABLE).
@@ -26,7 +28,10 @@ Exit status of `run`:
   70              unexpected error (e.g. a foreign key at the lease's name)
   75              --wait elapsed without getting the lease
   79              the lease was lost while the child ran; the child was stopped
-  126 / 127       the command is not executable / not found";
+  126 / 127       the command is not executable / not found
+
+quota take: 0 allowed, 1 denied. cache get: 0 value printed, 70 fetch failed,
+75 fetch budget spent and nothing valid cached. 64 and 69 as above.";
 
 /// Maps a library error to an exit code.
 pub fn of_error(e: &leasehold::Error) -> u8 {

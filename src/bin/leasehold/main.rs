@@ -1,9 +1,11 @@
 //! `leasehold`: thin entry point. Parsing in `cli`, exit codes in `exit`,
 //! one module per subcommand.
 
+mod cache;
 mod cli;
 mod demo;
 mod exit;
+mod quota;
 mod run;
 mod status;
 
@@ -39,6 +41,8 @@ async fn dispatch(cmd: cli::Command) -> u8 {
         cli::Command::Status(a) => status::status(a).await,
         cli::Command::Watch(a) => status::watch(a).await,
         cli::Command::Demo(a) => demo::demo(a).await,
+        cli::Command::Quota(cli::QuotaCmd::Take(a)) => quota::take(a).await,
+        cli::Command::Cache(cli::CacheCmd::Get(a)) => cache::get(a).await,
     }
 }
 
