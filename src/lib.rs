@@ -27,6 +27,7 @@
 //! - [`supervisor`]: running a child process only while a lease is held.
 //! - [`quota`]: atomic quota counters (fixed windows in a time zone, sliding).
 //! - [`cache`]: a shared token cache with a single refresher.
+//! - [`chaos`]: fault-injection tools (proxy, fenced resource, analysis).
 //! - [`error`]: the one error enum.
 //!
 //! `docs/design.md` explains the design: the keys, the scripts, the deadline
@@ -34,6 +35,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod chaos;
 mod client;
 pub mod config;
 pub mod deadline;

@@ -90,7 +90,8 @@ impl QuotaBuilder {
                 rule: "a quota allows at least 1".into(),
             });
         }
-        if self.per < Duration::from_millis(1) || !self.per.subsec_nanos().is_multiple_of(1_000_000) {
+        if self.per < Duration::from_millis(1) || !self.per.subsec_nanos().is_multiple_of(1_000_000)
+        {
             return Err(Error::BadConfig {
                 what: "period",
                 value: humantime::format_duration(self.per).to_string(),

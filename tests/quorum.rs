@@ -109,7 +109,10 @@ async fn tokens_increase_across_node_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_partitioned_into_a_minority_cannot_acquire() {
     let nodes = five();
-    let proxies: Vec<Proxy> = nodes[2..].iter().map(|r| Proxy::start(r.port)).collect();
+    let proxies: Vec<Proxy> = nodes[2..]
+        .iter()
+        .map(|r| Proxy::start(r.port).expect("proxy"))
+        .collect();
     let mut minority_urls: Vec<String> = nodes[..2].iter().map(|r| r.url()).collect();
     minority_urls.extend(proxies.iter().map(|p| p.url()));
     let partitioned = client_of(minority_urls).await;

@@ -34,12 +34,69 @@ pub enum Command {
     Watch(StatusArgs),
     /// Start a throwaway redis-server and three supervisors; kill leaders; print the failovers.
     Demo(DemoArgs),
+    /// Inject faults into local contenders against your Redis and report what
+    /// was guaranteed: overlap, stale writes, failover times, a timeline SVG.
+    Chaos(ChaosArgs),
+    /// (internal) the worker `chaos` supervises: writes to a fenced resource.
+    #[command(hide = true)]
+    ChaosWorker(ChaosWorkerArgs),
     /// Quota counters: at most N per period per key.
     #[command(subcommand)]
     Quota(QuotaCmd),
     /// A shared token cache with a single refresher.
     #[command(subcommand)]
     Cache(CacheCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// Redis URL(s), as for `run`. Partitions are injected only for redis://
+    /// URLs (through a local proxy per contender).
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Vec<String>,
+
+    /// Lease TTL of the contenders.
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DUR")]
+    pub ttl: Duration,
+
+    /// How long to inject faults.
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DUR")]
+    pub duration: Duration,
+
+    /// How many contenders (`leasehold run --forever` each).
+    #[arg(long, default_value_t = 3)]
+    pub contenders: usize,
+
+    /// Faults to inject, in turn: kill, term, partition, pause, none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,term,partition,pause"
+    )]
+    pub faults: Vec<String>,
+
+    /// Pick faults at random (with this seed) instead of in turn.
+    #[arg(long, value_name = "SEED")]
+    pub random: Option<u64>,
+
+    /// Where to write the timeline picture.
+    #[arg(long, default_value = "leasehold-chaos.svg", value_name = "PATH")]
+    pub svg: std::path::PathBuf,
+
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Key prefix for the contenders' lease.
+    #[arg(long, default_value = "leasehold:", value_name = "PREFIX")]
+    pub prefix: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ChaosWorkerArgs {
+    /// host:port of the fenced resource.
+    #[arg(long)]
+    pub resource: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! one module per subcommand.
 
 mod cache;
+mod chaos;
 mod cli;
 mod demo;
 mod exit;
@@ -41,6 +42,8 @@ async fn dispatch(cmd: cli::Command) -> u8 {
         cli::Command::Status(a) => status::status(a).await,
         cli::Command::Watch(a) => status::watch(a).await,
         cli::Command::Demo(a) => demo::demo(a).await,
+        cli::Command::Chaos(a) => chaos::chaos(a).await,
+        cli::Command::ChaosWorker(a) => chaos::worker(a),
         cli::Command::Quota(cli::QuotaCmd::Take(a)) => quota::take(a).await,
         cli::Command::Cache(cli::CacheCmd::Get(a)) => cache::get(a).await,
     }
