@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs Redis when missing, then every test against
-# redis-server processes the tests start themselves.
+# redis-server processes the tests start themselves. (Benchmarks: cargo bench.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
-cargo test --all-targets --locked "$@"
-cargo test --doc --locked
+cargo test --locked "$@"
