@@ -97,6 +97,18 @@ impl Client {
         LeaseBuilder::new(self.backend.clone(), self.keepers.clone(), name.into())
     }
 
+    /// One of `limit` slots of the semaphore `name`: at most `limit` holders at
+    /// once, each with its own expiring entry, fencing token, renewal, `lost()`
+    /// and safety deadline, exactly like a lease (the guard is a [`crate::Lease`]).
+    pub fn semaphore(&self, name: impl Into<String>, limit: u32) -> LeaseBuilder {
+        self.lease(name).slots(limit)
+    }
+
+    /// The holders of semaphore `name`, as Redis sees them.
+    pub async fn semaphore_status(&self, name: &str) -> Result<Vec<crate::HolderInfo>> {
+        self.backend.single("semaphore")?.sem_status(name).await
+    }
+
     /// An election named `name` (a lease whose value names the leader).
     pub fn election(&self, name: impl Into<String>) -> Election {
         Election::new(self.clone(), name.into())

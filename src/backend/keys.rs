@@ -8,6 +8,8 @@
 //! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
 //! | `<prefix>{<name>}:qexp`     | zset   | longest wait | waiter id → when its place lapses (ms)  |
 //! | `<prefix>{<name>}:events`   | channel| —          | "acquired T", "released T HEAD", "proclaimed T" |
+//! | `<prefix>{<name>}:slots`    | zset   | longest slot | semaphore: holder id → expiry (Redis ms) |
+//! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |
 //! | `<prefix>epoch`             | string | none       | Redis time (ms) this Redis was first used |
 
 use crate::error::{Error, Result};
@@ -24,6 +26,8 @@ pub struct Keys {
     pub fence: String,
     pub queue: String,
     pub qexp: String,
+    pub slots: String,
+    pub slotinfo: String,
     pub events: String,
     pub epoch: String,
 }
@@ -36,6 +40,8 @@ impl Keys {
             fence: format!("{prefix}{{{name}}}:fence"),
             queue: format!("{prefix}{{{name}}}:queue"),
             qexp: format!("{prefix}{{{name}}}:qexp"),
+            slots: format!("{prefix}{{{name}}}:slots"),
+            slotinfo: format!("{prefix}{{{name}}}:slotinfo"),
             events: format!("{prefix}{{{name}}}:events"),
             epoch: format!("{prefix}epoch"),
         }

@@ -42,6 +42,13 @@ pub enum AcquireReply {
     Queued { wait: Duration, head: HolderId },
 }
 
+/// What is held: a lease (one holder) or a slot of a semaphore (N holders).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Lease,
+    Slot { limit: u32 },
+}
+
 /// What a renewal found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RenewReply {
@@ -161,6 +168,26 @@ impl Backend {
         value: &str,
         queue: bool,
     ) -> Result<AcquireReply> {
+        self.attempt_as(Kind::Lease, name, holder, ttl, value, queue)
+            .await
+    }
+
+    /// One attempt at a lease or a semaphore slot.
+    pub async fn attempt_as(
+        &self,
+        kind: Kind,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+        queue: bool,
+    ) -> Result<AcquireReply> {
+        if let Kind::Slot { limit } = kind {
+            return self
+                .single("semaphore")?
+                .sem_attempt(name, holder, ttl, value, limit)
+                .await;
+        }
         match self {
             Backend::Node(n) => n.attempt(name, holder, ttl, value, queue).await,
             Backend::Quorum(q) => q.attempt(name, holder, ttl, value).await,
@@ -186,7 +213,7 @@ impl Backend {
         value: &str,
     ) -> Result<RenewReply> {
         match self {
-            Backend::Node(n) => n.renew(name, holder, ttl, None).await,
+            Backend::Node(n) => n.renew(name, holder, ttl, None, Kind::Lease).await,
             Backend::Quorum(q) => q.renew(name, holder, ttl, token, value).await,
         }
     }
@@ -200,6 +227,7 @@ impl Backend {
                 let plain: Vec<RenewItem<'_>> = items
                     .iter()
                     .map(|i| RenewItem {
+                        kind: i.kind,
                         name: i.name,
                         holder: i.holder,
                         ttl: i.ttl,
@@ -215,6 +243,14 @@ impl Backend {
     /// Deletes `name` if `holder` holds it and wakes the next waiter. Returns
     /// false when it was not ours (any more).
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
+        self.release_as(Kind::Lease, name, holder).await
+    }
+
+    /// Gives back a lease or a semaphore slot.
+    pub async fn release_as(&self, kind: Kind, name: &str, holder: &HolderId) -> Result<bool> {
+        if let Kind::Slot { .. } = kind {
+            return self.single("semaphore")?.sem_release(name, holder).await;
+        }
         match self {
             Backend::Node(n) => n.release(name, holder).await,
             Backend::Quorum(q) => q.release(name, holder).await,

@@ -11,7 +11,9 @@ use redis::{AsyncConnectionConfig, Value};
 
 use super::notify::{Notifier, Source};
 use super::url::{Target, parse, redact_url};
-use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, keys, scripts};
+use super::{
+    AcquireReply, ConnectOptions, HolderInfo, Kind, LeaseStatus, RenewReply, keys, scripts,
+};
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 
@@ -488,14 +490,19 @@ impl Node {
         holder: &HolderId,
         ttl: Duration,
         repair: Option<(FencingToken, &str)>,
+        kind: Kind,
     ) -> Result<RenewReply> {
         let k = self.keys(name)?;
-        let mut inv = scripts::RENEW.prepare_invoke();
-        inv.key(&k.lease)
-            .key(&k.fence)
-            .arg(holder.as_str())
-            .arg(ttl.as_millis() as u64);
-        if let Some((token, value)) = repair {
+        let mut inv = match kind {
+            Kind::Lease => scripts::RENEW.prepare_invoke(),
+            Kind::Slot { .. } => scripts::SEM_RENEW.prepare_invoke(),
+        };
+        match kind {
+            Kind::Lease => inv.key(&k.lease).key(&k.fence),
+            Kind::Slot { .. } => inv.key(&k.slots).key(&k.slotinfo),
+        };
+        inv.arg(holder.as_str()).arg(ttl.as_millis() as u64);
+        if let (Some((token, value)), Kind::Lease) = (repair, kind) {
             inv.arg(token.0).arg(value);
         }
         let reply = parse_renew(self.invoke("renew", &inv).await?)?;
@@ -519,7 +526,7 @@ impl Node {
             return futures_util::future::join_all(
                 items
                     .iter()
-                    .map(|i| self.renew(i.name, i.holder, i.ttl, i.repair)),
+                    .map(|i| self.renew(i.name, i.holder, i.ttl, i.repair, i.kind)),
             )
             .await;
         }
@@ -531,15 +538,22 @@ impl Node {
         pipe.ignore_errors();
         for (i, k) in items.iter().zip(&keys) {
             let Ok(k) = k else { continue };
-            let c = pipe
-                .cmd("EVALSHA")
-                .arg(scripts::RENEW.get_hash())
-                .arg(2)
-                .arg(&k.lease)
-                .arg(&k.fence)
-                .arg(i.holder.as_str())
-                .arg(i.ttl.as_millis() as u64);
-            if let Some((token, value)) = i.repair {
+            let c = match i.kind {
+                Kind::Lease => pipe
+                    .cmd("EVALSHA")
+                    .arg(scripts::RENEW.get_hash())
+                    .arg(2)
+                    .arg(&k.lease)
+                    .arg(&k.fence),
+                Kind::Slot { .. } => pipe
+                    .cmd("EVALSHA")
+                    .arg(scripts::SEM_RENEW.get_hash())
+                    .arg(2)
+                    .arg(&k.slots)
+                    .arg(&k.slotinfo),
+            };
+            c.arg(i.holder.as_str()).arg(i.ttl.as_millis() as u64);
+            if let (Some((token, value)), Kind::Lease) = (i.repair, i.kind) {
                 c.arg(token.0).arg(value);
             }
         }
@@ -651,6 +665,92 @@ impl Node {
             holder,
             last_token,
         })
+    }
+
+    /// `sem_acquire.lua`: one attempt at one of `limit` slots of `name`.
+    pub async fn sem_attempt(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+        limit: u32,
+    ) -> Result<AcquireReply> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::SEM_ACQUIRE.prepare_invoke();
+        inv.key(&k.slots)
+            .key(&k.slotinfo)
+            .key(&k.fence)
+            .key(&k.epoch)
+            .arg(holder.as_str())
+            .arg(ttl.as_millis() as u64)
+            .arg(value)
+            .arg(limit)
+            .arg(&k.events);
+        let r = array("semaphore", self.invoke("semaphore", &inv).await?)?;
+        let ms = |i| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                int_at("semaphore", &r, i)?.max(0) as u64
+            ))
+        };
+        match int_at("semaphore", &r, 0)? {
+            1 => Ok(AcquireReply::Acquired {
+                token: FencingToken(u64_at("semaphore", &r, 1)?),
+            }),
+            0 => Ok(AcquireReply::Held(HolderInfo {
+                holder: HolderId::from_raw(format!(
+                    "(all {} slots taken)",
+                    int_at("semaphore", &r, 2)?
+                )),
+                value: String::new(),
+                token: FencingToken(0),
+                ttl_left: ms(1)?,
+            })),
+            2 => Ok(AcquireReply::Quarantined { wait: ms(1)? }),
+            other => Err(Error::Protocol {
+                op: "semaphore",
+                detail: format!("status {other}"),
+            }),
+        }
+    }
+
+    /// `sem_release.lua`: gives `holder`'s slot back.
+    pub async fn sem_release(&self, name: &str, holder: &HolderId) -> Result<bool> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::SEM_RELEASE.prepare_invoke();
+        inv.key(&k.slots)
+            .key(&k.slotinfo)
+            .arg(holder.as_str())
+            .arg(&k.events);
+        Ok(int(
+            "semaphore release",
+            &self.invoke("semaphore release", &inv).await?,
+        )? == 1)
+    }
+
+    /// The unexpired holders of semaphore `name`.
+    pub async fn sem_status(&self, name: &str) -> Result<Vec<HolderInfo>> {
+        let k = self.keys(name)?;
+        let mut inv = scripts::SEM_STATUS.prepare_invoke();
+        inv.key(&k.slots).key(&k.slotinfo);
+        let r = array(
+            "semaphore status",
+            self.invoke("semaphore status", &inv).await?,
+        )?;
+        let mut out = Vec::new();
+        for i in (0..r.len()).step_by(3) {
+            let info = string_at("semaphore status", &r, i + 2)?;
+            let (token, value) = info.split_once(' ').unwrap_or((&info, ""));
+            out.push(HolderInfo {
+                holder: HolderId::from_raw(string_at("semaphore status", &r, i)?),
+                ttl_left: Duration::from_millis(
+                    int_at("semaphore status", &r, i + 1)?.max(0) as u64
+                ),
+                token: FencingToken(token.parse().unwrap_or(0)),
+                value: value.to_string(),
+            });
+        }
+        Ok(out)
     }
 
     /// Redis's own clock.
@@ -776,8 +876,9 @@ async fn warn_on_eviction(conn: &mut MultiplexedConnection) {
     }
 }
 
-/// One lease to renew in a batch.
+/// One lease (or semaphore slot) to renew in a batch.
 pub struct RenewItem<'a> {
+    pub kind: Kind,
     pub name: &'a str,
     pub holder: &'a HolderId,
     pub ttl: Duration,

@@ -215,7 +215,9 @@ impl Quorum {
         value: &str,
     ) -> Result<RenewReply> {
         let replies = self
-            .all(ttl, |n| n.renew(name, holder, ttl, Some((token, value))))
+            .all(ttl, |n| {
+                n.renew(name, holder, ttl, Some((token, value)), super::Kind::Lease)
+            })
             .await;
         self.tally_renew(replies)
     }

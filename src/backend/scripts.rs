@@ -27,3 +27,11 @@ pub static CACHE_GET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cache_get.lua")));
 pub static CACHE_STORE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/cache_store.lua")));
+pub static SEM_ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/sem_acquire.lua")));
+pub static SEM_RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/sem_renew.lua")));
+pub static SEM_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/sem_release.lua")));
+pub static SEM_STATUS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/sem_status.lua")));

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::backend::{Backend, RenewItem, RenewReply};
+use crate::backend::{Backend, Kind, RenewItem, RenewReply};
 use crate::config::LeaseConfig;
 use crate::deadline;
 use crate::error::Result;
@@ -91,6 +91,7 @@ impl Shared {
 
 /// A lease handed to the service.
 pub(crate) struct Entry {
+    pub kind: Kind,
     pub name: String,
     pub holder: HolderId,
     pub config: LeaseConfig,
@@ -241,9 +242,11 @@ impl Service {
             // out the TTL.
             let backend = self.backend.clone();
             tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout_at(deadline.into(), backend.release(&e.name, &e.holder))
-                        .await;
+                let _ = tokio::time::timeout_at(
+                    deadline.into(),
+                    backend.release_as(e.kind, &e.name, &e.holder),
+                )
+                .await;
                 e.state.send_replace(LeaseState::Released);
             });
         }
@@ -352,6 +355,7 @@ impl Service {
                 k.in_flight = true;
                 first_deadline = first_deadline.min(k.deadline);
                 owned.push((
+                    k.e.kind,
                     k.e.name.clone(),
                     k.e.holder.clone(),
                     k.e.config.ttl(),
@@ -369,7 +373,8 @@ impl Service {
         self.in_flight.push(Box::pin(async move {
             let items: Vec<RenewItem<'_>> = owned
                 .iter()
-                .map(|(name, holder, ttl, token, value)| RenewItem {
+                .map(|(kind, name, holder, ttl, token, value)| RenewItem {
+                    kind: *kind,
                     name,
                     holder,
                     ttl: *ttl,

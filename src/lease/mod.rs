@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Kind};
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
@@ -30,6 +30,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub struct LeaseBuilder {
     backend: Backend,
     keepers: Keepers,
+    kind: Kind,
     name: String,
     ttl: Duration,
     renew_every: Option<Duration>,
@@ -50,6 +51,7 @@ impl LeaseBuilder {
         LeaseBuilder {
             backend,
             keepers,
+            kind: Kind::Lease,
             name,
             ttl: DEFAULT_TTL,
             renew_every: None,
@@ -76,7 +78,20 @@ impl LeaseBuilder {
         self
     }
 
+    /// Makes this a slot of a semaphore of `limit` slots (see [`crate::Client::semaphore`]).
+    pub(crate) fn slots(mut self, limit: u32) -> Self {
+        self.kind = Kind::Slot { limit };
+        self
+    }
+
     fn config(&self) -> Result<LeaseConfig> {
+        if let Kind::Slot { limit: 0 } = self.kind {
+            return Err(Error::BadConfig {
+                what: "slots",
+                value: "0".into(),
+                rule: "a semaphore needs at least 1 slot".into(),
+            });
+        }
         crate::backend::keys::validate_name(&self.name)?;
         LeaseConfig::with_intervals(self.ttl, self.renew_every)
     }
@@ -92,7 +107,14 @@ impl LeaseBuilder {
         let sent = Instant::now();
         match self
             .backend
-            .try_acquire(&self.name, &holder, config.ttl(), &self.value)
+            .attempt_as(
+                self.kind,
+                &self.name,
+                &holder,
+                config.ttl(),
+                &self.value,
+                false,
+            )
             .await?
         {
             crate::backend::AcquireReply::Acquired { token } => {
@@ -107,7 +129,15 @@ impl LeaseBuilder {
     pub async fn acquire(self) -> Result<Lease> {
         let config = self.config()?;
         let holder = HolderId::generate();
-        let won = waiter::acquire(&self.backend, &self.name, &holder, &config, &self.value).await?;
+        let won = waiter::acquire(
+            &self.backend,
+            self.kind,
+            &self.name,
+            &holder,
+            &config,
+            &self.value,
+        )
+        .await?;
         Ok(self.start(config, holder, won.token, won.sent))
     }
 
@@ -134,6 +164,7 @@ impl LeaseBuilder {
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
         let shared = std::sync::Arc::new(Shared::default());
         let id = self.keepers.add(Entry {
+            kind: self.kind,
             name: self.name.clone(),
             holder: holder.clone(),
             config: config.clone(),
@@ -146,6 +177,7 @@ impl LeaseBuilder {
         Lease {
             backend: self.backend,
             keepers: self.keepers,
+            kind: self.kind,
             id,
             name: self.name,
             value: self.value,
@@ -167,6 +199,7 @@ impl LeaseBuilder {
 pub struct Lease {
     backend: Backend,
     keepers: Keepers,
+    kind: Kind,
     /// This lease's id in the renewal service.
     id: u64,
     name: String,
@@ -251,6 +284,13 @@ impl Lease {
     /// [`Error::NotHolder`] when the lease is gone.
     pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
         let value = value.into();
+        if let Kind::Slot { .. } = self.kind {
+            return Err(Error::BadConfig {
+                what: "proclaim",
+                value: self.name.clone(),
+                rule: "applies to a lease, not to a semaphore slot".into(),
+            });
+        }
         if self
             .backend
             .proclaim(&self.name, &self.holder, &value)
@@ -274,7 +314,11 @@ impl Lease {
         if let LeaseState::Lost(reason) = current {
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
-        if self.backend.release(&self.name, &self.holder).await? {
+        if self
+            .backend
+            .release_as(self.kind, &self.name, &self.holder)
+            .await?
+        {
             Ok(ReleaseOutcome::Released)
         } else {
             Ok(ReleaseOutcome::AlreadyLost(LostReason::Refused(

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::keeper::jitter;
-use crate::backend::{AcquireReply, Backend};
+use crate::backend::{AcquireReply, Backend, Kind};
 use crate::config::LeaseConfig;
 use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
@@ -36,6 +36,7 @@ pub(crate) struct Won {
 /// nothing behind in Redis (a waiter holds no state there).
 pub(crate) async fn acquire(
     backend: &Backend,
+    kind: Kind,
     name: &str,
     holder: &HolderId,
     config: &LeaseConfig,
@@ -52,7 +53,7 @@ pub(crate) async fn acquire(
     // attempt that follows the subscription.
     let sent = Instant::now();
     if let Ok(AcquireReply::Acquired { token }) = backend
-        .attempt(name, holder, config.ttl(), value, true)
+        .attempt_as(kind, name, holder, config.ttl(), value, true)
         .await
     {
         queued.armed = false;
@@ -66,7 +67,7 @@ pub(crate) async fn acquire(
         let confirmed = sub.ensure_confirmed().await;
         let sent = Instant::now();
         let reply = backend
-            .attempt(name, holder, config.ttl(), value, true)
+            .attempt_as(kind, name, holder, config.ttl(), value, true)
             .await;
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {

@@ -255,6 +255,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "")]
     pub value: String,
 
+    /// Hold one of N slots instead of the single lease: at most N instances
+    /// run at once (like `consul lock -n`).
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
+
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

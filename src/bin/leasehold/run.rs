@@ -46,10 +46,12 @@ pub async fn run(a: RunArgs) -> u8 {
     let mut wait_limit = a.wait.0;
     let mut backoff = Duration::ZERO;
     loop {
-        let campaign = client
-            .lease(a.name.clone())
-            .ttl(a.ttl)
-            .value(a.value.clone());
+        let campaign = match a.slots {
+            Some(n) => client.semaphore(a.name.clone(), n),
+            None => client.lease(a.name.clone()),
+        }
+        .ttl(a.ttl)
+        .value(a.value.clone());
         let acquiring = async {
             match wait_limit {
                 Some(limit) => campaign.acquire_timeout(limit).await,

@@ -64,10 +64,43 @@ pub async fn status(a: StatusArgs) -> u8 {
     };
     match client.status(&a.name).await {
         Ok(s) => {
+            // A semaphore of that name, if any (not on a quorum).
+            let slots = client.semaphore_status(&a.name).await.unwrap_or_default();
             if a.json {
-                println!("{}", json(&a.name, s.holder.as_ref(), Some(s.last_token)));
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&json(&a.name, s.holder.as_ref(), Some(s.last_token)))
+                        .unwrap_or_default();
+                if !slots.is_empty() {
+                    v["slots"] = slots
+                        .iter()
+                        .map(|h| {
+                            serde_json::json!({
+                                "holder": h.holder.as_str(),
+                                "host": h.holder.host(),
+                                "pid": h.holder.pid(),
+                                "value": h.value,
+                                "token": h.token.0,
+                                "ttl_ms": h.ttl_left.as_millis() as u64,
+                            })
+                        })
+                        .collect();
+                }
+                println!("{v}");
             } else {
-                println!("{}", text(&a.name, s.holder.as_ref()));
+                if slots.is_empty() || s.holder.is_some() {
+                    println!("{}", text(&a.name, s.holder.as_ref()));
+                }
+                if !slots.is_empty() {
+                    println!("'{}' semaphore: {} slot(s) held", a.name, slots.len());
+                    for h in &slots {
+                        println!(
+                            "  {} (token {}), expires in {:.1}s unless renewed",
+                            h.holder.readable(),
+                            h.token,
+                            h.ttl_left.as_secs_f64()
+                        );
+                    }
+                }
             }
             exit::OK
         }
