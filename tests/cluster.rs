@@ -120,7 +120,7 @@ async fn quota_and_token_cache_work_on_cluster() {
                 .get_or_refresh("tok", || async move {
                     fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok(("v".to_string(), Duration::from_secs(60)))
+                    Ok(("v".to_string(), Duration::from_secs(3600)))
                 })
                 .await
         }));
