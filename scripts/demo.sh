@@ -3,5 +3,5 @@
 # instances of a sample job, the leader killed a few times, failovers printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-redis.sh
+scripts/ensure-deps.sh
 cargo run --quiet --locked -- demo "$@"

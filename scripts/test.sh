@@ -3,5 +3,5 @@
 # redis-server processes the tests start themselves. (Benchmarks: cargo bench.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-redis.sh
+scripts/ensure-deps.sh --with-python
 cargo test --locked "$@"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need when it is missing:
+# redis-server (6.2+), redis-sentinel and redis-cli via apt-get (as root, or
+# through sudo), and redis-py for the Python reference client via pip.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+if [ ${#need[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "leasehold needs ${need[*]} (Redis 6.2 or later) on PATH; install them with your package manager, or set LEASEHOLD_REDIS_SERVER" >&2
+    exit 1
+  fi
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "installing ${need[*]} needs root: run as root or install them yourself" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "installing ${need[*]} with apt-get ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  redis-server --version >&2
+fi
+
+# The Python reference client's tests need python3 and redis-py.
+if [ "${1:-}" = "--with-python" ] && ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing python3 with apt-get ..." >&2
+  apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+fi
+if [ "${1:-}" = "--with-python" ] && ! python3 -c 'import redis' >/dev/null 2>&1; then
+  echo "installing redis-py with pip ..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check redis 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages redis
+fi
