@@ -28,6 +28,7 @@
 //! - [`quota`]: atomic quota counters (fixed windows in a time zone, sliding).
 //! - [`cache`]: a shared token cache with a single refresher.
 //! - [`chaos`]: fault-injection tools (proxy, fenced resource, analysis).
+//! - [`telemetry`]: metrics through the `metrics` facade (Prometheus in the CLI).
 //! - [`error`]: the one error enum.
 //!
 //! `docs/design.md` explains the design: the keys, the scripts, the deadline
@@ -44,6 +45,7 @@ pub mod error;
 pub mod lease;
 pub mod quota;
 pub mod supervisor;
+pub mod telemetry;
 pub mod token;
 
 pub use backend::{HolderInfo, LeaseStatus};

@@ -442,3 +442,73 @@ fn overwritten_lease_key_stops_the_child() {
     assert!(!pid_alive(first.pid));
     assert!(sup.stderr().contains("foreign type"), "{}", sup.stderr());
 }
+
+#[test]
+fn metrics_are_served_and_logs_can_be_json() {
+    let r = RedisServer::start();
+    seed_epoch(&r);
+    let dir = tempfile::tempdir().expect("dir");
+    let url = r.url();
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = leasehold(
+        dir.path(),
+        &[
+            "-v",
+            "--log-format",
+            "json",
+            "run",
+            "--name",
+            "m",
+            "--redis",
+            &url,
+            "--metrics-addr",
+            &addr,
+            "--",
+            "sleep",
+            "2",
+        ],
+        &[],
+    );
+    let scrape = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.contains("leasehold_is_holder").then_some(body)
+    };
+    let body = wait_for(Duration::from_secs(5), scrape).expect("metrics served");
+    assert!(body.contains("leasehold_is_holder{name=\"m\"} 1"), "{body}");
+    assert!(
+        body.contains("leasehold_fencing_token{name=\"m\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("leasehold_acquisitions_total{name=\"m\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("leasehold_acquire_wait_seconds"), "{body}");
+    assert_eq!(sup.wait_exit(Duration::from_secs(10)), Some(0));
+    let err = sup.stderr();
+    assert!(!err.trim().is_empty());
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    // A bad address is a usage error.
+    let (code, _, err) = leasehold_output(&[
+        "run",
+        "--name",
+        "m",
+        "--redis",
+        &url,
+        "--metrics-addr",
+        "nowhere",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 64, "{err}");
+}

@@ -238,6 +238,7 @@ impl Service {
         };
         let held = matches!(&*e.state.borrow(), LeaseState::Held { .. });
         if abandon && held {
+            crate::telemetry::released(&e.name);
             // Give the lease back now rather than making the next holder wait
             // out the TTL.
             let backend = self.backend.clone();
@@ -402,6 +403,7 @@ impl Service {
 
     fn apply(&mut self, ids: Vec<u64>, sent: Instant, replies: Vec<Result<RenewReply>>) {
         let now = Instant::now();
+        crate::telemetry::renewed(now.saturating_duration_since(sent));
         for (id, reply) in ids.into_iter().zip(replies) {
             let Some(k) = self.kept.get_mut(&id) else {
                 continue;
@@ -437,6 +439,7 @@ impl Service {
                 }
                 Ok(RenewReply::Refused { reason }) => {
                     tracing::warn!(lease = %k.e.name, "lost: {reason}");
+                    crate::telemetry::lost(&k.e.name, "refused");
                     k.e.state
                         .send_replace(LeaseState::Lost(LostReason::Refused(reason)));
                     k.abandon = false;

@@ -103,6 +103,7 @@ impl LeaseBuilder {
     /// may have taken the lease; it then expires after one TTL.
     pub async fn try_acquire(self) -> Result<Option<Lease>> {
         let config = self.config()?;
+        let began = Instant::now();
         let holder = HolderId::generate();
         let sent = Instant::now();
         match self
@@ -118,7 +119,7 @@ impl LeaseBuilder {
             .await?
         {
             crate::backend::AcquireReply::Acquired { token } => {
-                Ok(Some(self.start(config, holder, token, sent)))
+                Ok(Some(self.start(config, holder, token, sent, began)))
             }
             _ => Ok(None),
         }
@@ -128,6 +129,7 @@ impl LeaseBuilder {
     /// holder's TTL runs out after a crash. Cancel by dropping the future.
     pub async fn acquire(self) -> Result<Lease> {
         let config = self.config()?;
+        let began = Instant::now();
         let holder = HolderId::generate();
         let won = waiter::acquire(
             &self.backend,
@@ -138,7 +140,7 @@ impl LeaseBuilder {
             &self.value,
         )
         .await?;
-        Ok(self.start(config, holder, won.token, won.sent))
+        Ok(self.start(config, holder, won.token, won.sent, began))
     }
 
     /// Like [`LeaseBuilder::acquire`], giving up after `limit`.
@@ -159,7 +161,9 @@ impl LeaseBuilder {
         holder: HolderId,
         token: FencingToken,
         sent: Instant,
+        began: Instant,
     ) -> Lease {
+        crate::telemetry::acquired(&self.name, token.0, began.elapsed());
         let deadline = crate::deadline::safety_deadline(sent, config.ttl());
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
         let shared = std::sync::Arc::new(Shared::default());
@@ -314,6 +318,7 @@ impl Lease {
         if let LeaseState::Lost(reason) = current {
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
+        crate::telemetry::released(&self.name);
         if self
             .backend
             .release_as(self.kind, &self.name, &self.holder)

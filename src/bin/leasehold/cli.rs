@@ -19,8 +19,18 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Log lines as text or as JSON objects (for log shippers).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -254,6 +264,11 @@ pub struct RunArgs {
     /// Value published with the lease (e.g. this instance's address).
     #[arg(long, default_value = "")]
     pub value: String,
+
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (is_holder,
+    /// fencing token, acquisitions, losses, renew latency, time to acquire).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Hold one of N slots instead of the single lease: at most N instances
     /// run at once (like `consul lock -n`).

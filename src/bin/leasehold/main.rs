@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return ExitCode::from(usage_error(e)),
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,7 +71,7 @@ fn usage_error(e: clap::Error) -> u8 {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: cli::LogFormat) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
@@ -80,12 +80,16 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("leasehold={level}")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        cli::LogFormat::Json => builder.json().try_init(),
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Prints an error once, with its chain, prefixed like every message of ours.

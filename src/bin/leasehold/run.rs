@@ -30,6 +30,15 @@ pub async fn run(a: RunArgs) -> u8 {
     if let Err(e) = supervisor.check_fits(&config) {
         return fail(&e);
     }
+    if let Some(addr) = a.metrics_addr {
+        let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install();
+        if let Err(e) = exporter {
+            eprintln!("leasehold: cannot serve metrics on {addr}: {e}");
+            return exit::USAGE;
+        }
+    }
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
