@@ -51,6 +51,23 @@ impl ClientBuilder {
         self
     }
 
+    /// For `rediss://`: trust this CA (PEM) instead of the system's roots.
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.opts.tls.ca = Some(path.into());
+        self
+    }
+
+    /// For `rediss://`: present this client certificate and key (PEM; mutual TLS).
+    pub fn tls_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.opts.tls.cert = Some(cert.into());
+        self.opts.tls.key = Some(key.into());
+        self
+    }
+
     /// Connects and checks that Redis answers.
     ///
     /// # Errors

@@ -57,6 +57,10 @@ pub enum Error {
     )]
     NotReplicated { op: &'static str, want: u32 },
 
+    /// Redis refused a command (an ACL without the rights leasehold needs).
+    #[error("Redis refused {op}: {message} (grant the ACL rule in the README's Security section)")]
+    Refused { op: &'static str, message: String },
+
     /// A request did not complete in time.
     #[error("Redis {op} timed out after {after:?} (is Redis overloaded or the network down?)")]
     Timeout { op: &'static str, after: Duration },
@@ -152,6 +156,9 @@ impl Error {
             let key = parts.next().unwrap_or_default().to_string();
             let found = parts.next().unwrap_or("unknown").to_string();
             return Error::ForeignKey { key, found };
+        }
+        if text.contains("NOPERM") {
+            return Error::Refused { op, message: text };
         }
         if text.contains("WRONGTYPE") {
             return Error::ForeignKey {

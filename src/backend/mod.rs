@@ -78,9 +78,21 @@ pub struct LeaseStatus {
     pub last_token: u64,
 }
 
+/// PEM files for `rediss://` connections.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// Trust this CA instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key, for mutual TLS.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Connection settings shared by every kind of backend.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
+    /// Custom CA and client certificate for `rediss://` (system roots otherwise).
+    pub tls: TlsFiles,
     /// How long one request may take before it counts as failed.
     pub op_timeout: Duration,
     /// Sentinel/single: acquire and renew count only once this many replicas
@@ -91,6 +103,7 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
+            tls: TlsFiles::default(),
             op_timeout: Duration::from_secs(5),
             min_replicas: 0,
         }

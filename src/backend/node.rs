@@ -162,7 +162,19 @@ fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
     }
 }
 
-fn client_for(url: &str, shown: &str) -> Result<redis::Client> {
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::BadConfig {
+        what,
+        value: path.display().to_string(),
+        rule: format!("cannot be read: {e}"),
+    })
+}
+
+fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Client> {
+    if url.starts_with("rediss") {
+        // One process-wide rustls provider; a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| Error::BadUrl {
             url: shown.to_string(),
@@ -174,9 +186,49 @@ fn client_for(url: &str, shown: &str) -> Result<redis::Client> {
         let settings = info.redis_settings().clone().set_password(pw);
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info).map_err(|e| Error::BadUrl {
-        url: shown.to_string(),
-        reason: e.to_string(),
+    let custom = tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some();
+    if !custom {
+        return redis::Client::open(info).map_err(|e| Error::BadUrl {
+            url: shown.to_string(),
+            reason: e.to_string(),
+        });
+    }
+    if !url.starts_with("rediss://") {
+        return Err(Error::BadConfig {
+            what: "TLS files",
+            value: shown.to_string(),
+            rule: "apply to rediss:// URLs only".into(),
+        });
+    }
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+            client_cert: read_pem("TLS client certificate", c)?,
+            client_key: read_pem("TLS client key", k)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::BadConfig {
+                what: "TLS client certificate",
+                value: shown.to_string(),
+                rule: "needs both --tls-cert and --tls-key".into(),
+            });
+        }
+    };
+    let root_cert = match &tls.ca {
+        Some(ca) => Some(read_pem("TLS CA file", ca)?),
+        None => None,
+    };
+    redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| Error::BadConfig {
+        what: "TLS files",
+        value: shown.to_string(),
+        rule: format!("are not usable PEM: {e}"),
     })
 }
 
@@ -215,7 +267,7 @@ impl Node {
             .set_response_timeout(Some(timeout));
         let (conn, source) = match parse(url)? {
             Target::Single(u) if lazy => {
-                let client = client_for(&u, &shown)?;
+                let client = client_for(&u, &shown, &opts.tls)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_number_of_retries(1)
@@ -226,7 +278,7 @@ impl Node {
                 (Conn::Plain(mgr), Source::Clients(vec![client]))
             }
             Target::Single(u) => {
-                let client = client_for(&u, &shown)?;
+                let client = client_for(&u, &shown, &opts.tls)?;
                 // One direct attempt first, so that a wrong address or password
                 // is reported at once instead of after the manager's backoff.
                 let mut probe = client
@@ -304,7 +356,7 @@ impl Node {
             Target::Cluster(seeds) => {
                 let mut clients = Vec::new();
                 for s in &seeds {
-                    clients.push(client_for(s, &shown)?);
+                    clients.push(client_for(s, &shown, &opts.tls)?);
                 }
                 let cc = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(timeout)
@@ -853,7 +905,7 @@ impl Node {
 
     pub(crate) async fn subscribe(&self, name: &str) -> Result<super::notify::Subscription> {
         let k = self.keys(name)?;
-        Ok(self.notifier.subscribe(&k.events).await)
+        self.notifier.subscribe(&k.events).await
     }
 }
 

@@ -106,8 +106,17 @@ impl Source {
     }
 }
 
+/// How a subscription request went.
+enum Ack {
+    Confirmed,
+    /// No connection right now: waiters fall back to timers.
+    Down,
+    /// Redis answered with an error (e.g. NOPERM): retrying will not help.
+    Refused(String),
+}
+
 enum Cmd {
-    Subscribe(String, oneshot::Sender<bool>),
+    Subscribe(String, oneshot::Sender<Ack>),
     Unsubscribe(String),
 }
 
@@ -132,7 +141,10 @@ impl Notifier {
 
     /// Joins channel `name`; resolves once Redis confirmed the subscription, or
     /// as soon as it is known that it could not (then `confirmed()` is false).
-    pub(crate) async fn subscribe(&self, name: &str) -> Subscription {
+    ///
+    /// # Errors
+    /// [`crate::Error::Refused`] when Redis refuses SUBSCRIBE (ACL).
+    pub(crate) async fn subscribe(&self, name: &str) -> crate::Result<Subscription> {
         let channel = {
             let mut reg = self.lock();
             let entry = reg.channels.entry(name.to_string()).or_insert_with(|| {
@@ -154,8 +166,13 @@ impl Notifier {
             channel,
             notifier: self.clone(),
         };
-        sub.ensure_confirmed().await;
-        sub
+        if let Ack::Refused(message) = sub.request().await {
+            return Err(crate::Error::Refused {
+                op: "SUBSCRIBE",
+                message,
+            });
+        }
+        Ok(sub)
     }
 }
 
@@ -172,8 +189,12 @@ impl Subscription {
 
     /// Subscribes again if the connection was lost; cheap when already confirmed.
     pub(crate) async fn ensure_confirmed(&self) -> bool {
+        matches!(self.request().await, Ack::Confirmed)
+    }
+
+    async fn request(&self) -> Ack {
         if self.confirmed() {
-            return true;
+            return Ack::Confirmed;
         }
         let (tx, rx) = oneshot::channel();
         if self
@@ -182,9 +203,9 @@ impl Subscription {
             .send(Cmd::Subscribe(self.channel.name.clone(), tx))
             .is_err()
         {
-            return false;
+            return Ack::Down;
         }
-        rx.await.unwrap_or(false)
+        rx.await.unwrap_or(Ack::Down)
     }
 
     /// Resolves when a release naming no waiter was published (one local
@@ -288,6 +309,28 @@ fn wake_all(registry: &Mutex<Registry>) {
     }
 }
 
+/// A server error (the connection is fine) rather than a broken connection.
+fn refused(e: &redis::RedisError) -> Option<String> {
+    (!e.is_io_error() && !e.is_connection_dropped() && !e.is_timeout()).then(|| e.to_string())
+}
+
+/// Waits `d` while answering subscription requests with `Down`. False when
+/// every handle is gone.
+async fn pause(d: Duration, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> bool {
+    let until = tokio::time::sleep(d);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return true,
+            cmd = cmds.recv() => match cmd {
+                None => return false,
+                Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(Ack::Down); }
+                Some(Cmd::Unsubscribe(_)) => {}
+            }
+        }
+    }
+}
+
 async fn run(
     client: Source,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
@@ -298,35 +341,30 @@ async fn run(
     loop {
         let pubsub = tokio::time::timeout(Duration::from_secs(5), client.connect(attempt)).await;
         attempt += 1;
-        let (mut sink, mut stream) = match pubsub {
-            Ok(Ok(p)) => p.split(),
-            _ => {
-                // Down: refuse subscriptions until we are back, so waiters use timers.
-                let until = tokio::time::sleep(backoff);
-                tokio::pin!(until);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                loop {
-                    tokio::select! {
-                        _ = &mut until => break,
-                        cmd = cmds.recv() => match cmd {
-                            None => return,
-                            Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(false); }
-                            Some(Cmd::Unsubscribe(_)) => {}
-                        }
-                    }
-                }
-                continue;
+        let Ok(Ok(pubsub)) = pubsub else {
+            // Down: refuse subscriptions until we are back, so waiters use timers.
+            if !pause(backoff, &mut cmds).await {
+                return;
             }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
         };
-        backoff = Duration::from_millis(50);
+        let (mut sink, mut stream) = pubsub.split();
+        let connected_at = std::time::Instant::now();
         let names: Vec<String> = lock(&registry).channels.keys().cloned().collect();
         let mut ok = true;
         for name in &names {
-            if sink.subscribe(name).await.is_err() {
-                ok = false;
-                break;
+            match sink.subscribe(name).await {
+                Ok(()) => {
+                    lock(&registry).confirmed.insert(name.clone());
+                }
+                // Refused for this channel (ACL): its waiters fall back to timers.
+                Err(e) if refused(&e).is_some() => {}
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
             }
-            lock(&registry).confirmed.insert(name.clone());
         }
         if ok {
             wake_all(&registry);
@@ -355,12 +393,19 @@ async fn run(
                     cmd = cmds.recv() => match cmd {
                         None => return,
                         Some(Cmd::Subscribe(name, ack)) => {
-                            let done = sink.subscribe(&name).await.is_ok();
-                            if done {
-                                lock(&registry).confirmed.insert(name);
+                            match sink.subscribe(&name).await {
+                                Ok(()) => {
+                                    lock(&registry).confirmed.insert(name);
+                                    let _ = ack.send(Ack::Confirmed);
+                                }
+                                Err(e) => match refused(&e) {
+                                    Some(msg) => { let _ = ack.send(Ack::Refused(msg)); }
+                                    None => {
+                                        let _ = ack.send(Ack::Down);
+                                        break;
+                                    }
+                                },
                             }
-                            let _ = ack.send(done);
-                            if !done { break; }
                         }
                         Some(Cmd::Unsubscribe(name)) => {
                             let still_wanted = lock(&registry).channels.contains_key(&name);
@@ -375,5 +420,14 @@ async fn run(
         }
         lock(&registry).confirmed.clear();
         wake_all(&registry);
+        // A connection that failed at once is not retried in a tight loop.
+        if connected_at.elapsed() < Duration::from_secs(1) {
+            if !pause(backoff, &mut cmds).await {
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        } else {
+            backoff = Duration::from_millis(50);
+        }
     }
 }

@@ -52,12 +52,16 @@ pub(crate) async fn acquire(
     // fails, the release we might miss while subscribing is caught by the
     // attempt that follows the subscription.
     let sent = Instant::now();
-    if let Ok(AcquireReply::Acquired { token }) = backend
+    match backend
         .attempt_as(kind, name, holder, config.ttl(), value, true)
         .await
     {
-        queued.armed = false;
-        return Ok(Won { token, sent });
+        Ok(AcquireReply::Acquired { token }) => {
+            queued.armed = false;
+            return Ok(Won { token, sent });
+        }
+        Err(e) if !e.is_unavailable() => return Err(e),
+        _ => {}
     }
     let sub = backend.subscribe(name).await?;
     let slot = sub.slot(holder.as_str());

@@ -14,6 +14,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only: readiness is a TCP connect, not a plaintext PING.
+    tls: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -38,8 +40,27 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: None,
+            tls: false,
         };
         s.spawn(extra);
+        s
+    }
+
+    /// A TLS-only server (`--port 0 --tls-port`), with `extra` TLS arguments.
+    pub fn start_tls(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut s = RedisServer {
+            port,
+            dir,
+            child: None,
+            tls: true,
+        };
+        let p = port.to_string();
+        let mut args = vec!["--tls-port", p.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--port", "0"]);
+        s.spawn(&args);
         s
     }
 
@@ -82,6 +103,9 @@ impl RedisServer {
         self.child = Some(child);
         let t0 = Instant::now();
         loop {
+            if self.tls && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));

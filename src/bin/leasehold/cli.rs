@@ -208,6 +208,28 @@ pub struct Conn {
     /// Prefix of every key leasehold writes.
     #[arg(long, default_value = "leasehold:", value_name = "PREFIX")]
     pub prefix: String,
+
+    /// rediss://: trust this CA (PEM) instead of the system's roots.
+    #[arg(long, env = "LEASEHOLD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// rediss://: client certificate (PEM) for mutual TLS.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// rediss://: client key (PEM) for mutual TLS.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Conn {
@@ -222,11 +244,16 @@ impl Conn {
 
     /// Connects as these flags say.
     pub async fn connect(&self) -> leasehold::Result<leasehold::Client> {
-        leasehold::Client::builder_many(self.urls())
+        let mut b = leasehold::Client::builder_many(self.urls())
             .prefix(self.prefix.clone())
-            .min_replicas(self.min_replicas)
-            .connect()
-            .await
+            .min_replicas(self.min_replicas);
+        if let Some(ca) = &self.tls_ca {
+            b = b.tls_ca(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_client_cert(cert, key);
+        }
+        b.connect().await
     }
 }
 

@@ -24,7 +24,7 @@ pub const HELP: &str = "\
 Exit status of `run`:
   the child's     the child exited (128+N when killed by signal N)
   64              usage error (bad flag, duration, name, URL, or --grace too long for --ttl)
-  69              Redis unreachable or refusing authentication at start
+  69              Redis unreachable, refusing authentication, or refusing a command (ACL)
   70              unexpected error (e.g. a foreign key at the lease's name)
   75              --wait elapsed without getting the lease
   79              the lease was lost while the child ran; the child was stopped
@@ -38,7 +38,9 @@ pub fn of_error(e: &leasehold::Error) -> u8 {
     use leasehold::Error as E;
     match e {
         E::BadUrl { .. } | E::BadName { .. } | E::BadConfig { .. } => USAGE,
-        E::Unreachable { .. } | E::Auth { .. } | E::Timeout { .. } => UNAVAILABLE,
+        E::Unreachable { .. } | E::Auth { .. } | E::Refused { .. } | E::Timeout { .. } => {
+            UNAVAILABLE
+        }
         E::AcquireTimeout { .. } => WAIT_ELAPSED,
         _ if e.is_unavailable() => UNAVAILABLE,
         _ => SOFTWARE,
