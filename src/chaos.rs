@@ -20,6 +20,18 @@ pub fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// True while `pid` exists and is not a zombie (a zombie is dead already,
+/// just not reaped by its new parent).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// A TCP proxy on loopback that can stop forwarding without closing
 /// connections (a partition of one host) and resume (heal).
 pub struct Proxy {

@@ -284,13 +284,7 @@ pub fn now_ns() -> u128 {
 
 /// True while `pid` exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    leasehold::chaos::pid_alive(pid as u32)
 }
 
 /// The parent pid of `pid`.

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, svg};
+use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, pid_alive, svg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -115,16 +115,6 @@ fn spawn(a: &ChaosArgs, urls: &[String], name: &str, resource: &str) -> std::io:
         .stderr(Stdio::null())
         .spawn()?;
     Ok(Contender { child, proxies })
-}
-
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 fn ms(ns: u64) -> f64 {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use leasehold::Client;
+use leasehold::chaos::pid_alive;
 
 use crate::cli::DemoArgs;
 use crate::exit;
@@ -65,17 +66,6 @@ fn spawn_instance(n: usize, url: &str, ttl: Duration, dir: &Path) -> std::io::Re
         .stdout(Stdio::null())
         .spawn()?;
     Ok(Instance { n, child })
-}
-
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie ('Z') is dead already, just not reaped by its new parent.
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 pub async fn demo(a: DemoArgs) -> u8 {
