@@ -170,30 +170,16 @@ fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
     })
 }
 
-fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Client> {
-    if url.starts_with("rediss") {
-        // One process-wide rustls provider; a second install is a no-op error.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+/// The custom CA and client certificate for a `rediss://` URL, if any were given.
+fn tls_certificates(
+    url: &str,
+    shown: &str,
+    tls: &super::TlsFiles,
+) -> Result<Option<redis::TlsCertificates>> {
+    if tls.ca.is_none() && tls.cert.is_none() && tls.key.is_none() {
+        return Ok(None);
     }
-    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| Error::BadUrl {
-            url: shown.to_string(),
-            reason: e.to_string().replace(url, shown),
-        })?;
-    if let Ok(pw) = std::env::var("LEASEHOLD_REDIS_PASSWORD")
-        && info.redis_settings().password().is_none()
-    {
-        let settings = info.redis_settings().clone().set_password(pw);
-        info = info.set_redis_settings(settings);
-    }
-    let custom = tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some();
-    if !custom {
-        return redis::Client::open(info).map_err(|e| Error::BadUrl {
-            url: shown.to_string(),
-            reason: e.to_string(),
-        });
-    }
-    if !url.starts_with("rediss://") {
+    if !url.starts_with("rediss") {
         return Err(Error::BadConfig {
             what: "TLS files",
             value: shown.to_string(),
@@ -218,14 +204,35 @@ fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Cl
         Some(ca) => Some(read_pem("TLS CA file", ca)?),
         None => None,
     };
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| Error::BadConfig {
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Client> {
+    if url.starts_with("rediss") {
+        // One process-wide rustls provider; a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| Error::BadUrl {
+            url: shown.to_string(),
+            reason: e.to_string().replace(url, shown),
+        })?;
+    if let Ok(pw) = std::env::var("LEASEHOLD_REDIS_PASSWORD")
+        && info.redis_settings().password().is_none()
+    {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    let Some(certs) = tls_certificates(url, shown, tls)? else {
+        return redis::Client::open(info).map_err(|e| Error::BadUrl {
+            url: shown.to_string(),
+            reason: e.to_string(),
+        });
+    };
+    redis::Client::build_with_tls(info, certs).map_err(|e| Error::BadConfig {
         what: "TLS files",
         value: shown.to_string(),
         rule: format!("are not usable PEM: {e}"),
@@ -358,15 +365,17 @@ impl Node {
                 for s in &seeds {
                     clients.push(client_for(s, &shown, &opts.tls)?);
                 }
-                let cc = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                let mut ccb = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(6)
-                    .build()
-                    .map_err(|e| Error::BadUrl {
-                        url: shown.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    .retries(6);
+                if let Some(certs) = tls_certificates(url, &shown, &opts.tls)? {
+                    ccb = ccb.certs(certs);
+                }
+                let cc = ccb.build().map_err(|e| Error::BadUrl {
+                    url: shown.clone(),
+                    reason: e.to_string(),
+                })?;
                 let mut conn = cc.get_async_connection().await.map_err(classify(&shown))?;
                 let _: String = redis::cmd("PING")
                     .query_async(&mut conn)

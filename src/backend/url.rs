@@ -114,7 +114,11 @@ pub fn parse(url: &str) -> Result<Target> {
     };
     match scheme {
         "redis" | "rediss" | "unix" | "redis+unix" => Ok(Target::Single(url.to_string())),
-        "redis+sentinel" | "rediss+sentinel" => {
+        "rediss+sentinel" => Err(bad(
+            url,
+            "TLS through Sentinel is not supported yet: use redis+sentinel:// on a trusted network, or rediss:// to the master",
+        )),
+        "redis+sentinel" => {
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let (user, password, sentinels) = creds_and_hosts(url, authority)?;
             let mut parts = path.split('/').filter(|p| !p.is_empty());
