@@ -337,58 +337,90 @@ pub struct Fault {
     pub supervisor: u32,
 }
 
-/// An SVG timeline: one row per supervisor, a bar per tenure (red where it
-/// overlapped another), a line per fault.
-pub fn svg(a: &Analysis, faults: &[Fault], start_ns: u64, end_ns: u64) -> String {
+/// An SVG timeline: one row per supervisor, a green bar per tenure, red where
+/// two tenures overlapped, shaded where a supervisor was frozen (`excused`),
+/// a dashed line per fault.
+pub fn svg(
+    a: &Analysis,
+    faults: &[Fault],
+    excused: &[(u64, u64)],
+    start_ns: u64,
+    end_ns: u64,
+) -> String {
     let mut rows: Vec<u32> = a.tenures.iter().map(|t| t.supervisor).collect();
     rows.extend(faults.iter().map(|f| f.supervisor));
     rows.sort_unstable();
     rows.dedup();
     let width = 1000.0;
-    let left = 110.0;
+    let left = 120.0;
     let row_h = 22.0;
-    let height = 40.0 + row_h * rows.len() as f64 + 30.0;
+    let top = 30.0;
+    let bottom = top + row_h * rows.len() as f64;
+    let height = bottom + 40.0;
     let span = (end_ns.saturating_sub(start_ns)).max(1) as f64;
     let x = |ns: u64| left + (ns.saturating_sub(start_ns)) as f64 / span * (width - left - 10.0);
-    let y = |sup: u32| 30.0 + row_h * rows.iter().position(|r| *r == sup).unwrap_or(0) as f64;
+    let y = |sup: u32| top + row_h * rows.iter().position(|r| *r == sup).unwrap_or(0) as f64;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" font-size=\"11\">\n<text x=\"5\" y=\"15\">leasehold chaos: who held the lease when ({:.1} s; red = overlap)</text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"5\" y=\"15\">leasehold chaos: who held the lease when ({:.1} s). green: holding; red: two holders at once; yellow: a supervisor frozen (fencing rejects its child)</text>\n",
         span / 1e9
     );
+    for (s0, e0) in excused {
+        out.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#fff3b0\"/>\n",
+            x(*s0),
+            (x(*e0) - x(*s0)).max(1.0),
+            bottom - top
+        ));
+    }
     for r in &rows {
         out.push_str(&format!(
             "<text x=\"5\" y=\"{:.1}\">supervisor {r}</text>\n",
             y(*r) + 14.0
         ));
     }
-    for (i, t) in a.tenures.iter().enumerate() {
-        let overlaps = a
-            .tenures
-            .iter()
-            .enumerate()
-            .any(|(j, o)| j != i && o.first_ns < t.last_ns && t.first_ns < o.last_ns);
-        let color = if overlaps { "#d33" } else { "#3a7" };
+    for t in &a.tenures {
         out.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"{color}\"><title>token {} ({} writes, {} rejected)</title></rect>\n",
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"#3a7\"><title>token {} ({} writes, {} rejected)</title></rect>\n",
             x(t.first_ns),
             y(t.supervisor) + 2.0,
-            (x(t.last_ns) - x(t.first_ns)).max(1.0),
+            (x(t.last_ns) - x(t.first_ns)).max(2.0),
             t.token,
             t.writes,
             t.rejected
         ));
     }
+    for (i, t) in a.tenures.iter().enumerate() {
+        for o in &a.tenures[i + 1..] {
+            let (s0, e0) = (t.first_ns.max(o.first_ns), t.last_ns.min(o.last_ns));
+            if e0 <= s0 {
+                continue;
+            }
+            for sup in [t.supervisor, o.supervisor] {
+                out.push_str(&format!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" fill=\"#d33\"/>\n",
+                    x(s0),
+                    y(sup) + 2.0,
+                    (x(e0) - x(s0)).max(1.0)
+                ));
+            }
+        }
+    }
     for f in faults {
         let fx = x(f.at_ns);
         out.push_str(&format!(
-            "<line x1=\"{fx:.1}\" y1=\"25\" x2=\"{fx:.1}\" y2=\"{:.1}\" stroke=\"#555\" stroke-dasharray=\"3,2\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{}</text>\n",
-            height - 20.0,
+            "<line x1=\"{fx:.1}\" y1=\"{top}\" x2=\"{fx:.1}\" y2=\"{bottom:.1}\" stroke=\"#555\" stroke-dasharray=\"3,2\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">{}</text>\n",
             fx + 2.0,
-            y(f.supervisor) + 14.0,
+            y(f.supervisor) - 1.0,
             f.kind
         ));
     }
-    out.push_str("</svg>\n");
+    out.push_str(&format!(
+        "<text x=\"{left}\" y=\"{:.1}\" fill=\"#555\">0 s</text><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{:.1} s</text>\n</svg>\n",
+        bottom + 15.0,
+        width - 60.0,
+        bottom + 15.0,
+        span / 1e9
+    ));
     out
 }
 
@@ -424,6 +456,6 @@ mod tests {
         assert_eq!(excused.overlap_outside_excused_ms, 0.0);
         let clean = analyse(&[w(0, 1, 1, true), w(5, 1, 1, true), w(6, 2, 2, true)], &[]);
         assert_eq!(clean.overlap_ms, 0.0);
-        assert!(svg(&clean, &[], 0, 10).contains("<rect"));
+        assert!(svg(&clean, &[], &[], 0, 10).contains("<rect"));
     }
 }

@@ -327,7 +327,7 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
     }
     let analysis = analyse(&writes, &excused);
-    let picture = svg(&analysis, &faults, start_ns, end_ns);
+    let picture = svg(&analysis, &faults, &excused, start_ns, end_ns);
     if let Err(e) = std::fs::write(&a.svg, picture) {
         eprintln!("leasehold: cannot write {}: {e}", a.svg.display());
     }
