@@ -75,21 +75,7 @@ fn requests(r: &RedisServer, who: Who) -> u64 {
             "ping",
         ],
     };
-    r.cmd(&["INFO", "commandstats"])
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            if !names.contains(&name) {
-                return None;
-            }
-            rest.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    r.command_calls(names)
 }
 
 fn cpu_seconds() -> f64 {
@@ -110,6 +96,20 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// `SET key v NX PX 10000`: true when it took the key.
+async fn set_nx(c: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    let ok: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg("v")
+        .arg("NX")
+        .arg("PX")
+        .arg(10_000)
+        .query_async(c)
+        .await
+        .expect("set");
+    ok.is_some()
+}
+
 // ---------- 1. uncontended ----------
 
 async fn raw_pairs(url: &str, d: Duration) -> (f64, Lat) {
@@ -122,16 +122,7 @@ async fn raw_pairs(url: &str, d: Duration) -> (f64, Lat) {
     let t0 = Instant::now();
     while t0.elapsed() < d {
         let t = Instant::now();
-        let ok: Option<String> = redis::cmd("SET")
-            .arg("raw")
-            .arg("v")
-            .arg("NX")
-            .arg("PX")
-            .arg(10_000)
-            .query_async(&mut c)
-            .await
-            .expect("set");
-        assert!(ok.is_some());
+        assert!(set_nx(&mut c, "raw").await);
         let _: i64 = c.del("raw").await.expect("del");
         lat.push(t.elapsed());
     }
@@ -218,16 +209,7 @@ async fn raw_contender(url: String, key: String, stop: Arc<AtomicBool>) -> u64 {
         .expect("conn");
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg("v")
-            .arg("NX")
-            .arg("PX")
-            .arg(10_000)
-            .query_async(&mut c)
-            .await
-            .expect("set");
-        if ok.is_some() {
+        if set_nx(&mut c, &key).await {
             n += 1;
             let _: i64 = c.del(&key).await.expect("del");
         }

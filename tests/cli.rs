@@ -42,6 +42,31 @@ fn starts(path: &Path) -> Vec<Line> {
         .collect()
 }
 
+/// A Redis started for the test, a temp dir, and a log file the workers append to.
+struct World {
+    r: RedisServer,
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    log_s: String,
+    url: String,
+}
+
+fn world(log_name: &str) -> World {
+    let r = RedisServer::start();
+    seed_epoch(&r);
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join(log_name);
+    let log_s = log.to_string_lossy().to_string();
+    let url = r.url();
+    World {
+        r,
+        dir,
+        log,
+        log_s,
+        url,
+    }
+}
+
 fn seed_epoch(r: &RedisServer) {
     // A Redis "in use for long": no post-data-loss quarantine in tests not about it.
     assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).starts_with("+OK"));
@@ -56,12 +81,13 @@ fn run_args<'a>(url: &'a str, ttl: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn three_supervisors_one_child_and_takeover_after_sigkill() {
-    let r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("work.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        r: _redis,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("work.log");
     let ttl = Duration::from_secs(2);
     let sups: Vec<_> = (0..3)
         .map(|_| leasehold(dir.path(), &run_args(&url, "2s", &[]), &[("LOG", &log_s)]))
@@ -109,12 +135,13 @@ fn three_supervisors_one_child_and_takeover_after_sigkill() {
 
 #[test]
 fn sigterm_hands_over_well_under_a_second() {
-    let r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("work.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        r: _redis,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("work.log");
     let mut sups: Vec<_> = (0..2)
         .map(|_| leasehold(dir.path(), &run_args(&url, "10s", &[]), &[("LOG", &log_s)]))
         .collect();
@@ -151,12 +178,13 @@ fn sigterm_hands_over_well_under_a_second() {
 
 #[test]
 fn child_is_stopped_before_the_ttl_when_redis_goes_away() {
-    let mut r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("work.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        mut r,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("work.log");
     let ttl = Duration::from_secs(2);
     let mut sup = leasehold(
         dir.path(),
@@ -227,12 +255,13 @@ fn exit_status_is_propagated_and_lease_released() {
 
 #[test]
 fn wait_elapses_with_75() {
-    let r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("work.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        r: _redis,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("work.log");
     let _holder = leasehold(dir.path(), &run_args(&url, "10s", &[]), &[("LOG", &log_s)]);
     wait_for(Duration::from_secs(10), || starts(&log).into_iter().next()).expect("start");
     let t = std::time::Instant::now();
@@ -246,12 +275,13 @@ fn wait_elapses_with_75() {
 
 #[test]
 fn forever_campaigns_again_after_the_child_exits() {
-    let r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("runs.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        r: _redis,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("runs.log");
     let mut sup = leasehold(
         dir.path(),
         &[
@@ -418,12 +448,13 @@ fn status_and_watch_show_the_holder() {
 
 #[test]
 fn overwritten_lease_key_stops_the_child() {
-    let r = RedisServer::start();
-    seed_epoch(&r);
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("work.log");
-    let log_s = log.to_string_lossy().to_string();
-    let url = r.url();
+    let World {
+        r,
+        dir,
+        log,
+        log_s,
+        url,
+    } = world("work.log");
     let mut sup = leasehold(
         dir.path(),
         &run_args(&url, "900ms", &["--grace", "200ms"]),

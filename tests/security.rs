@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use leasehold::{Client, Error};
@@ -395,5 +394,4 @@ fn hostile_names_and_urls_on_the_command_line() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
-    let _ = Path::new("");
 }

@@ -46,7 +46,8 @@ pub(crate) async fn acquire(
         backend: backend.clone(),
         name: name.to_string(),
         holder: holder.clone(),
-        armed: true,
+        // Semaphore slots have no queue to leave.
+        armed: kind == Kind::Lease,
     };
     // Fast path: a free lease costs one round trip, no subscription. If this
     // fails, the release we might miss while subscribing is caught by the

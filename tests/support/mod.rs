@@ -159,6 +159,26 @@ impl RedisServer {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Calls of the named commands so far, from INFO commandstats. (Redis also
+    /// counts the commands scripts run inside it under their own names.)
+    pub fn command_calls(&self, names: &[&str]) -> u64 {
+        self.cmd(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                if !names.contains(&name) {
+                    return None;
+                }
+                rest.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// Runs a command through redis-cli-free raw RESP, returning the raw reply.
     pub fn cmd(&self, args: &[&str]) -> String {
         use std::io::{Read, Write};
