@@ -409,7 +409,7 @@ async fn many(r: &RedisServer, n: usize, d: Duration) -> Many {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let r = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let url = r.url();
     let d = phase();
     println!(

@@ -37,6 +37,8 @@ pub fn pid_alive(pid: u32) -> bool {
 pub struct Proxy {
     pub port: u16,
     blocked: Arc<AtomicBool>,
+    /// Only the server → client direction is held back.
+    replies_blocked: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -47,8 +49,9 @@ impl Proxy {
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
         let blocked = Arc::new(AtomicBool::new(false));
+        let replies_blocked = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (blocked.clone(), stop.clone());
+        let (b, rb, s) = (blocked.clone(), replies_blocked.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -56,12 +59,16 @@ impl Proxy {
                         let Ok(up) = TcpStream::connect(("127.0.0.1", target_port)) else {
                             continue;
                         };
-                        for (from, to) in [(down.try_clone(), up.try_clone()), (Ok(up), Ok(down))] {
+                        let directions = [
+                            (down.try_clone(), up.try_clone(), b.clone()),
+                            (Ok(up), Ok(down), rb.clone()),
+                        ];
+                        for (from, to, extra) in directions {
                             let (Ok(from), Ok(to)) = (from, to) else {
                                 continue;
                             };
                             let (b, s) = (b.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, &b, &s));
+                            std::thread::spawn(move || pump(from, to, &[&b, &extra], &s));
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -71,6 +78,7 @@ impl Proxy {
         Ok(Proxy {
             port,
             blocked,
+            replies_blocked,
             stop,
         })
     }
@@ -84,24 +92,38 @@ impl Proxy {
         self.blocked.store(true, Ordering::SeqCst);
     }
 
+    /// Forwards requests but holds replies back: Redis executes what it is
+    /// sent, the client hears nothing (a reply lost or late).
+    pub fn stall_replies(&self) {
+        self.replies_blocked.store(true, Ordering::SeqCst);
+    }
+
     /// Forwards again (what was sent meanwhile is delivered late, as TCP would).
     pub fn heal(&self) {
         self.blocked.store(false, Ordering::SeqCst);
+        self.replies_blocked.store(false, Ordering::SeqCst);
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, blocked: &AtomicBool, stop: &AtomicBool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, blocked: &[&AtomicBool], stop: &AtomicBool) {
     let _ = from.set_nonblocking(false);
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 16384];
     while !stop.load(Ordering::SeqCst) {
-        if blocked.load(Ordering::SeqCst) {
+        if blocked.iter().any(|b| b.load(Ordering::SeqCst)) {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                // Blocked while this read was waiting: hold the data back too.
+                while blocked.iter().any(|b| b.load(Ordering::SeqCst)) {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }

@@ -10,7 +10,7 @@ use leasehold::{Client, Error};
 use support::{RedisServer, leasehold_output};
 
 async fn client(r: &RedisServer) -> Client {
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     Client::connect(&r.url()).await.expect("connect")
 }
 
@@ -179,7 +179,7 @@ async fn a_failed_fetch_reaches_every_waiter_and_caches_nothing() {
 #[test]
 fn cli_cache_get_prints_the_value_and_fetches_once() {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let url = r.url();
     let dir = tempfile::tempdir().expect("dir");
     let count = dir.path().join("count");

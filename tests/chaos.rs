@@ -51,7 +51,7 @@ fn assert_safe(v: &serde_json::Value) {
 }
 
 fn seeded(r: &RedisServer) {
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
 }
 
 #[test]

@@ -15,7 +15,7 @@ async fn client(r: &RedisServer) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_observe_proclaim_resign() {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).starts_with("+OK"));
+    r.warm();
     let a = client(&r).await;
     let b = client(&r).await;
     let watcher = client(&r).await;
@@ -86,7 +86,7 @@ async fn campaign_observe_proclaim_resign() {
 #[tokio::test]
 async fn proclaim_after_loss_fails_and_lost_says_why() {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).starts_with("+OK"));
+    r.warm();
     let c = client(&r).await;
     let mut l = c
         .election("e")

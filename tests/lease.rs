@@ -17,7 +17,7 @@ async fn client(r: &RedisServer) -> Client {
 /// A fresh Redis quarantines acquisitions for one TTL after its first use;
 /// tests that are not about that start from a Redis "in use since long ago".
 async fn warmed(r: &RedisServer) -> Client {
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).starts_with("+OK"));
+    r.warm();
     client(r).await
 }
 

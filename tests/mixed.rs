@@ -89,7 +89,7 @@ fn max_inside(events: &[(String, u64, u64, String)]) -> i32 {
 
 async fn compete(slots: Option<u32>) -> Vec<(String, u64, u64, String)> {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("log");
     let name = if slots.is_some() {
@@ -155,7 +155,7 @@ async fn rust_and_python_share_one_semaphore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_wakes_a_waiter_of_the_other_language() {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let url = r.url();
     let dir = tempfile::tempdir().expect("dir");
     let c = Client::connect(&url).await.expect("connect");

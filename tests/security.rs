@@ -197,7 +197,7 @@ fn cli_run_over_mutual_tls() {
 
 fn acl_server() -> RedisServer {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let mut args = vec!["ACL", "SETUSER", "lh"];
     args.extend_from_slice(ACL_RULE);
     let reply = r.cmd(&args);

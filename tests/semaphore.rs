@@ -11,7 +11,7 @@ use leasehold::{Client, HolderId, ReleaseOutcome};
 use support::{RedisServer, leasehold};
 
 async fn client(r: &RedisServer) -> Client {
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     Client::connect(&r.url()).await.expect("connect")
 }
 
@@ -114,7 +114,7 @@ async fn a_crashed_holders_slot_is_reused_within_ttl_plus_1s() {
 #[test]
 fn run_slots_never_runs_more_than_n() {
     let r = RedisServer::start();
-    assert!(r.cmd(&["SET", "leasehold:epoch", "0"]).contains("OK"));
+    r.warm();
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("log");
     let log_s = log.to_string_lossy().to_string();

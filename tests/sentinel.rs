@@ -10,11 +10,7 @@ use support::{SentinelGroup, wait_for};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_min_replicas_a_held_lease_survives_failover() {
     let mut g = SentinelGroup::start();
-    assert!(
-        g.master
-            .cmd(&["SET", "leasehold:epoch", "0"])
-            .contains("OK")
-    );
+    g.master.warm();
     let c = Client::builder(g.url())
         .min_replicas(1)
         .connect()
@@ -64,11 +60,7 @@ async fn with_min_replicas_a_held_lease_survives_failover() {
 #[test]
 fn run_keeps_exactly_one_child_across_failover() {
     let mut g = SentinelGroup::start();
-    assert!(
-        g.master
-            .cmd(&["SET", "leasehold:epoch", "0"])
-            .contains("OK")
-    );
+    g.master.warm();
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("log");
     let log_s = log.to_string_lossy().to_string();

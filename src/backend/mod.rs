@@ -305,17 +305,21 @@ impl Backend {
 
     /// Joins the event channel of `name` (one shared connection per node).
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
-        let parts = match self {
-            Backend::Node(n) => vec![n.subscribe(name).await?],
-            Backend::Quorum(q) => q.subscribe(name).await?,
+        let (parts, needed) = match self {
+            Backend::Node(n) => (vec![n.subscribe(name).await?], 1),
+            Backend::Quorum(q) => (q.subscribe(name).await?, q.majority()),
         };
-        Ok(Subscription { parts })
+        Ok(Subscription { parts, needed })
     }
 }
 
 /// A subscription to one lease's events, on every node it lives on.
 pub struct Subscription {
     parts: Vec<notify::Subscription>,
+    /// How many nodes must have confirmed for no release to be missed: one,
+    /// or a quorum's majority (a release reaches the majority that held the
+    /// lease, and any two majorities share a node).
+    needed: usize,
 }
 
 /// A waiter's wake-up, on every node.
@@ -330,13 +334,12 @@ impl WaiterSlot {
 }
 
 impl Subscription {
-    /// True when every node confirmed (re-subscribing where needed).
+    /// True when enough nodes confirmed (re-subscribing where needed, on all
+    /// nodes at once, each bounded in time).
     pub(crate) async fn ensure_confirmed(&self) -> bool {
-        let mut all = true;
-        for p in &self.parts {
-            all &= p.ensure_confirmed().await;
-        }
-        all
+        let confirmed =
+            futures_util::future::join_all(self.parts.iter().map(|p| p.ensure_confirmed())).await;
+        confirmed.into_iter().filter(|c| *c).count() >= self.needed
     }
 
     pub(crate) async fn released(&self) {

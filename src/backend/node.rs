@@ -10,10 +10,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Value};
 
 use super::notify::{Notifier, Source};
+use super::scripts::{self, Call, Lua};
 use super::url::{Target, parse, redact_url};
-use super::{
-    AcquireReply, ConnectOptions, HolderInfo, Kind, LeaseStatus, RenewReply, keys, scripts,
-};
+use super::{AcquireReply, ConnectOptions, HolderInfo, Kind, LeaseStatus, RenewReply, keys};
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 
@@ -458,25 +457,137 @@ impl Node {
         }
     }
 
-    async fn invoke(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<Value> {
-        self.run(op, async |c| inv.invoke_async::<Value>(c).await)
-            .await
+    /// Runs `calls` and, when `wait` is set and `min_replicas` > 0, a `WAIT`
+    /// for their writes — one pipeline on one connection, so that a reconnect
+    /// cannot send the `WAIT` to another server than the scripts. On Cluster
+    /// the calls go out concurrently (they may live on several nodes; `WAIT`
+    /// is refused there at connect).
+    ///
+    /// Redis's script cache may be empty (restart, failover, `SCRIPT FLUSH`):
+    /// the calls answered NOSCRIPT are run again after loading their scripts,
+    /// in one more round trip. Single calls and batches share this path.
+    ///
+    /// Returns each call's reply, and whether the writes reached
+    /// `min_replicas` replicas (always true without `wait`).
+    pub(crate) async fn exec(
+        &self,
+        op: &'static str,
+        calls: &[Call],
+        wait: Option<Duration>,
+    ) -> Result<(Vec<Result<Value>>, bool)> {
+        if matches!(self.conn, Conn::Cluster(_)) {
+            let replies =
+                futures_util::future::join_all(calls.iter().map(|c| self.exec_one(op, c))).await;
+            return Ok((replies, true));
+        }
+        let wait = wait.filter(|_| self.min_replicas > 0);
+        let (mut values, mut acked) = self.pipeline(op, calls.iter(), &[], wait).await?;
+        let missing: Vec<usize> = (0..calls.len())
+            .filter(|&i| values.get(i).is_some_and(is_noscript))
+            .collect();
+        if !missing.is_empty() {
+            let mut scripts: Vec<&Lua> = missing.iter().map(|&i| calls[i].script).collect();
+            scripts.sort_by_key(|s| s.hash());
+            scripts.dedup_by_key(|s| s.hash());
+            let (again, acked2) = self
+                .pipeline(op, missing.iter().map(|&i| &calls[i]), &scripts, wait)
+                .await?;
+            for (i, v) in missing.into_iter().zip(again) {
+                values[i] = v;
+            }
+            acked = acked.min(acked2);
+        }
+        let replicated = wait.is_none() || acked >= self.min_replicas as i64;
+        let replies = values
+            .into_iter()
+            .take(calls.len())
+            .map(|v| match v {
+                Value::ServerError(e) => Err(Error::redis(op, redis::RedisError::from(e))),
+                v => Ok(v),
+            })
+            .collect();
+        Ok((replies, replicated))
     }
 
-    /// Waits until `min_replicas` replicas have our writes; false if they did
-    /// not within `limit`.
-    async fn replicated(&self, limit: Duration) -> Result<bool> {
-        if self.min_replicas == 0 {
-            return Ok(true);
+    /// One pipeline: `SCRIPT LOAD` for `load`, the calls, and `WAIT` if asked.
+    /// Returns the calls' replies and the replicas `WAIT` counted.
+    async fn pipeline(
+        &self,
+        op: &'static str,
+        calls: impl Iterator<Item = &Call>,
+        load: &[&Lua],
+        wait: Option<Duration>,
+    ) -> Result<(Vec<Value>, i64)> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for s in load {
+            pipe.add_command(s.load_cmd()).ignore();
         }
-        let want = self.min_replicas;
-        let ms = limit.as_millis().max(1) as u64;
-        let acked: i64 = self
-            .run("wait", async |c| {
-                redis::cmd("WAIT").arg(want).arg(ms).query_async(c).await
-            })
+        for c in calls {
+            pipe.add_command(c.cmd());
+        }
+        if let Some(limit) = wait {
+            pipe.cmd("WAIT")
+                .arg(self.min_replicas)
+                .arg(limit.as_millis().max(1) as u64);
+        }
+        let mut values = self
+            .run(op, async |c| pipe.query_async::<Vec<Value>>(c).await)
             .await?;
-        Ok(acked >= want as i64)
+        let acked = match wait {
+            Some(_) => match values.pop() {
+                Some(Value::Int(n)) => n,
+                _ => 0,
+            },
+            None => 0,
+        };
+        Ok((values, acked))
+    }
+
+    /// One call on Cluster (routed by its first key), loading its script on NOSCRIPT.
+    async fn exec_one(&self, op: &'static str, call: &Call) -> Result<Value> {
+        let cmd = call.cmd();
+        match self
+            .run(op, async |c| cmd.query_async::<Value>(c).await)
+            .await
+        {
+            Err(Error::Redis { source, .. }) if source.code() == Some("NOSCRIPT") => {
+                let load = call.script.load_cmd();
+                self.run(op, async |c| load.query_async::<String>(c).await)
+                    .await?;
+                self.run(op, async |c| cmd.query_async::<Value>(c).await)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// One call, no `WAIT`.
+    async fn call(&self, op: &'static str, call: Call) -> Result<Value> {
+        let (mut replies, _) = self.exec(op, std::slice::from_ref(&call), None).await?;
+        replies.pop().unwrap_or_else(|| Err(bad(op, "no reply")))
+    }
+
+    fn acquire_call(
+        &self,
+        k: &keys::Keys,
+        holder: &HolderId,
+        ttl: Duration,
+        value: &str,
+        queue: bool,
+    ) -> Call {
+        Call::new(&scripts::ACQUIRE)
+            .key(&k.lease)
+            .key(&k.fence)
+            .key(&k.epoch)
+            .key(&k.queue)
+            .key(&k.qexp)
+            .arg(holder.as_str())
+            .arg(ttl.as_millis() as u64)
+            .arg(value)
+            .arg(&k.events)
+            .arg(if queue { "wait" } else { "try" })
+            .arg(super::queue_margin(ttl).as_millis() as u64)
     }
 
     pub async fn attempt(
@@ -488,19 +599,16 @@ impl Node {
         queue: bool,
     ) -> Result<AcquireReply> {
         let k = self.keys(name)?;
-        let mut inv = scripts::ACQUIRE.prepare_invoke();
-        inv.key(&k.lease)
-            .key(&k.fence)
-            .key(&k.epoch)
-            .key(&k.queue)
-            .key(&k.qexp)
-            .arg(holder.as_str())
-            .arg(ttl.as_millis() as u64)
-            .arg(value)
-            .arg(&k.events)
-            .arg(if queue { "wait" } else { "try" })
-            .arg(super::queue_margin(ttl).as_millis() as u64);
-        let reply = array("acquire", self.invoke("acquire", &inv).await?)?;
+        let call = self.acquire_call(&k, holder, ttl, value, queue);
+        let (mut replies, replicated) = self
+            .exec("acquire", std::slice::from_ref(&call), Some(ttl / 5))
+            .await?;
+        let reply = array(
+            "acquire",
+            replies
+                .pop()
+                .unwrap_or_else(|| Err(bad("acquire", "no reply")))?,
+        )?;
         let ms = |i| -> Result<Duration> {
             Ok(Duration::from_millis(
                 int_at("acquire", &reply, i)?.max(0) as u64
@@ -509,7 +617,7 @@ impl Node {
         match int_at("acquire", &reply, 0)? {
             1 => {
                 let token = FencingToken(u64_at("acquire", &reply, 1)?);
-                if !self.replicated(ttl / 5).await.unwrap_or(false) {
+                if !replicated {
                     // Not on enough replicas: a failover could drop it. Give it back.
                     let _ = self.release(name, holder).await;
                     return Err(Error::NotReplicated {
@@ -534,13 +642,28 @@ impl Node {
 
     pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
         let k = self.keys(name)?;
-        let mut inv = scripts::LEAVE.prepare_invoke();
-        inv.key(&k.queue)
+        let call = Call::new(&scripts::LEAVE)
+            .key(&k.queue)
             .key(&k.qexp)
             .key(&k.lease)
             .arg(holder.as_str())
             .arg(&k.events);
-        self.invoke("leave", &inv).await.map(|_| ())
+        self.call("leave", call).await.map(|_| ())
+    }
+
+    fn renew_call(&self, k: &keys::Keys, item: &RenewItem<'_>) -> Call {
+        let call = match item.kind {
+            Kind::Lease => Call::new(&scripts::RENEW).key(&k.lease).key(&k.fence),
+            Kind::Slot { .. } => Call::new(&scripts::SEM_RENEW)
+                .key(&k.slots)
+                .key(&k.slotinfo),
+        }
+        .arg(item.holder.as_str())
+        .arg(item.ttl.as_millis() as u64);
+        match (item.repair, item.kind) {
+            (Some((token, value)), Kind::Lease) => call.arg(token.0).arg(value),
+            _ => call,
+        }
     }
 
     /// Renews; with `repair = Some((token, value))` a missing key is re-created
@@ -553,113 +676,45 @@ impl Node {
         repair: Option<(FencingToken, &str)>,
         kind: Kind,
     ) -> Result<RenewReply> {
-        let k = self.keys(name)?;
-        let mut inv = match kind {
-            Kind::Lease => scripts::RENEW.prepare_invoke(),
-            Kind::Slot { .. } => scripts::SEM_RENEW.prepare_invoke(),
+        let item = RenewItem {
+            kind,
+            name,
+            holder,
+            ttl,
+            repair,
         };
-        match kind {
-            Kind::Lease => inv.key(&k.lease).key(&k.fence),
-            Kind::Slot { .. } => inv.key(&k.slots).key(&k.slotinfo),
-        };
-        inv.arg(holder.as_str()).arg(ttl.as_millis() as u64);
-        if let (Some((token, value)), Kind::Lease) = (repair, kind) {
-            inv.arg(token.0).arg(value);
-        }
-        let reply = parse_renew(self.invoke("renew", &inv).await?)?;
-        if reply == RenewReply::Renewed && !self.replicated(ttl / 5).await? {
-            return Err(Error::NotReplicated {
-                op: "renew",
-                want: self.min_replicas,
-            });
-        }
-        Ok(reply)
+        self.renew_many(std::slice::from_ref(&item))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(bad("renew", "no reply")))
     }
 
-    /// Renews many leases in one round trip: one pipeline of EVALSHAs (one
-    /// `WAIT` for all when `min_replicas` is set). On Cluster the requests go
-    /// out concurrently instead (a pipeline may span slots on several nodes).
+    /// Renews many leases in one round trip: one pipeline of EVALSHAs, with one
+    /// `WAIT` for all when `min_replicas` is set (on Cluster, concurrently).
     pub async fn renew_many(&self, items: &[RenewItem<'_>]) -> Vec<Result<RenewReply>> {
         if items.is_empty() {
             return Vec::new();
         }
-        if matches!(self.conn, Conn::Cluster(_)) || items.len() == 1 {
-            return futures_util::future::join_all(
-                items
-                    .iter()
-                    .map(|i| self.renew(i.name, i.holder, i.ttl, i.repair, i.kind)),
-            )
-            .await;
-        }
-        let mut keys = Vec::with_capacity(items.len());
-        for i in items {
-            keys.push(self.keys(i.name));
-        }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for (i, k) in items.iter().zip(&keys) {
-            let Ok(k) = k else { continue };
-            let c = match i.kind {
-                Kind::Lease => pipe
-                    .cmd("EVALSHA")
-                    .arg(scripts::RENEW.get_hash())
-                    .arg(2)
-                    .arg(&k.lease)
-                    .arg(&k.fence),
-                Kind::Slot { .. } => pipe
-                    .cmd("EVALSHA")
-                    .arg(scripts::SEM_RENEW.get_hash())
-                    .arg(2)
-                    .arg(&k.slots)
-                    .arg(&k.slotinfo),
-            };
-            c.arg(i.holder.as_str()).arg(i.ttl.as_millis() as u64);
-            if let (Some((token, value)), Kind::Lease) = (i.repair, i.kind) {
-                c.arg(token.0).arg(value);
-            }
-        }
-        let mut values = self
-            .run("renew", async |c| pipe.query_async::<Vec<Value>>(c).await)
-            .await;
-        let noscript = |v: &Value| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT");
-        if matches!(&values, Ok(vs) if vs.iter().any(noscript)) {
-            // Redis restarted or flushed its scripts: load, then once more.
-            let loaded = self
-                .run("load", async |c| {
-                    scripts::RENEW.prepare_invoke().load_async(c).await
-                })
-                .await;
-            values = match loaded {
-                Ok(_) => {
-                    self.run("renew", async |c| pipe.query_async::<Vec<Value>>(c).await)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-        }
-        let replicated = match &values {
-            Ok(_) if self.min_replicas > 0 => {
-                let ttl = items.iter().map(|i| i.ttl).min().unwrap_or_default();
-                self.replicated(ttl / 5).await.unwrap_or(false)
-            }
-            _ => true,
-        };
-        let mut values = match values {
-            Ok(v) => v.into_iter(),
+        let keys: Vec<Result<keys::Keys>> = items.iter().map(|i| self.keys(i.name)).collect();
+        let calls: Vec<Call> = items
+            .iter()
+            .zip(&keys)
+            .filter_map(|(i, k)| k.as_ref().ok().map(|k| self.renew_call(k, i)))
+            .collect();
+        let ttl = items.iter().map(|i| i.ttl).min().unwrap_or_default();
+        let (replies, replicated) = match self.exec("renew", &calls, Some(ttl / 5)).await {
+            Ok(r) => r,
             Err(e) => return items.iter().map(|_| Err(clone_unavailable(&e))).collect(),
         };
+        let mut replies = replies.into_iter();
         keys.into_iter()
             .map(|k| {
                 k?;
-                let v = values
-                    .next()
-                    .ok_or_else(|| bad("renew", "pipeline reply too short"))?;
-                let reply = match v {
-                    Value::ServerError(e) => {
-                        return Err(Error::redis("renew", redis::RedisError::from(e)));
-                    }
-                    v => parse_renew(v)?,
-                };
+                let reply = parse_renew(
+                    replies
+                        .next()
+                        .ok_or_else(|| bad("renew", "pipeline reply too short"))??,
+                )?;
                 if reply == RenewReply::Renewed && !replicated {
                     return Err(Error::NotReplicated {
                         op: "renew",
@@ -673,13 +728,13 @@ impl Node {
 
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let k = self.keys(name)?;
-        let mut inv = scripts::RELEASE.prepare_invoke();
-        inv.key(&k.lease)
+        let call = Call::new(&scripts::RELEASE)
+            .key(&k.lease)
             .key(&k.queue)
             .key(&k.qexp)
             .arg(holder.as_str())
             .arg(&k.events);
-        Ok(int("release", &self.invoke("release", &inv).await?)? == 1)
+        Ok(int("release", &self.call("release", call).await?)? == 1)
     }
 
     /// Raises the fence to at least `token` and records it as the lease's token,
@@ -691,29 +746,28 @@ impl Node {
         token: FencingToken,
     ) -> Result<bool> {
         let k = self.keys(name)?;
-        let mut inv = scripts::CONFIRM.prepare_invoke();
-        inv.key(&k.lease)
+        let call = Call::new(&scripts::CONFIRM)
+            .key(&k.lease)
             .key(&k.fence)
             .arg(holder.as_str())
             .arg(token.0);
-        Ok(int("confirm", &self.invoke("confirm", &inv).await?)? == 1)
+        Ok(int("confirm", &self.call("confirm", call).await?)? == 1)
     }
 
     pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
         let k = self.keys(name)?;
-        let mut inv = scripts::PROCLAIM.prepare_invoke();
-        inv.key(&k.lease)
+        let call = Call::new(&scripts::PROCLAIM)
+            .key(&k.lease)
             .arg(holder.as_str())
             .arg(value)
             .arg(&k.events);
-        Ok(int("proclaim", &self.invoke("proclaim", &inv).await?)? == 1)
+        Ok(int("proclaim", &self.call("proclaim", call).await?)? == 1)
     }
 
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         let k = self.keys(name)?;
-        let mut inv = scripts::STATUS.prepare_invoke();
-        inv.key(&k.lease).key(&k.fence);
-        let reply = array("status", self.invoke("status", &inv).await?)?;
+        let call = Call::new(&scripts::STATUS).key(&k.lease).key(&k.fence);
+        let reply = array("status", self.call("status", call).await?)?;
         let pttl = int_at("status", &reply, 0)?;
         let last_token = u64_at("status", &reply, 4)?;
         let holder = if pttl == -2 {
@@ -738,8 +792,8 @@ impl Node {
         limit: u32,
     ) -> Result<AcquireReply> {
         let k = self.keys(name)?;
-        let mut inv = scripts::SEM_ACQUIRE.prepare_invoke();
-        inv.key(&k.slots)
+        let call = Call::new(&scripts::SEM_ACQUIRE)
+            .key(&k.slots)
             .key(&k.slotinfo)
             .key(&k.fence)
             .key(&k.epoch)
@@ -748,16 +802,33 @@ impl Node {
             .arg(value)
             .arg(limit)
             .arg(&k.events);
-        let r = array("semaphore", self.invoke("semaphore", &inv).await?)?;
+        let (mut replies, replicated) = self
+            .exec("semaphore", std::slice::from_ref(&call), Some(ttl / 5))
+            .await?;
+        let r = array(
+            "semaphore",
+            replies
+                .pop()
+                .unwrap_or_else(|| Err(bad("semaphore", "no reply")))?,
+        )?;
         let ms = |i| -> Result<Duration> {
             Ok(Duration::from_millis(
                 int_at("semaphore", &r, i)?.max(0) as u64
             ))
         };
         match int_at("semaphore", &r, 0)? {
-            1 => Ok(AcquireReply::Acquired {
-                token: FencingToken(u64_at("semaphore", &r, 1)?),
-            }),
+            1 => {
+                if !replicated {
+                    let _ = self.sem_release(name, holder).await;
+                    return Err(Error::NotReplicated {
+                        op: "semaphore acquire",
+                        want: self.min_replicas,
+                    });
+                }
+                Ok(AcquireReply::Acquired {
+                    token: FencingToken(u64_at("semaphore", &r, 1)?),
+                })
+            }
             0 => Ok(AcquireReply::Held(HolderInfo {
                 holder: HolderId::from_raw(format!(
                     "(all {} slots taken)",
@@ -778,25 +849,26 @@ impl Node {
     /// `sem_release.lua`: gives `holder`'s slot back.
     pub async fn sem_release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let k = self.keys(name)?;
-        let mut inv = scripts::SEM_RELEASE.prepare_invoke();
-        inv.key(&k.slots)
+        let call = Call::new(&scripts::SEM_RELEASE)
+            .key(&k.slots)
             .key(&k.slotinfo)
             .arg(holder.as_str())
             .arg(&k.events);
         Ok(int(
             "semaphore release",
-            &self.invoke("semaphore release", &inv).await?,
+            &self.call("semaphore release", call).await?,
         )? == 1)
     }
 
     /// The unexpired holders of semaphore `name`.
     pub async fn sem_status(&self, name: &str) -> Result<Vec<HolderInfo>> {
         let k = self.keys(name)?;
-        let mut inv = scripts::SEM_STATUS.prepare_invoke();
-        inv.key(&k.slots).key(&k.slotinfo);
+        let call = Call::new(&scripts::SEM_STATUS)
+            .key(&k.slots)
+            .key(&k.slotinfo);
         let r = array(
             "semaphore status",
-            self.invoke("semaphore status", &inv).await?,
+            self.call("semaphore status", call).await?,
         )?;
         let mut out = Vec::new();
         for i in (0..r.len()).step_by(3) {
@@ -833,9 +905,12 @@ impl Node {
     ) -> Result<(bool, u64)> {
         keys::validate_name(key)?;
         let k = format!("{}{{quota:{key}}}:{window}", self.prefix);
-        let mut inv = scripts::QUOTA_FIXED.prepare_invoke();
-        inv.key(&k).arg(limit).arg(n).arg(expire_at_ms);
-        let r = array("quota", self.invoke("quota", &inv).await?)?;
+        let call = Call::new(&scripts::QUOTA_FIXED)
+            .key(k)
+            .arg(limit)
+            .arg(n)
+            .arg(expire_at_ms);
+        let r = array("quota", self.call("quota", call).await?)?;
         Ok((
             int_at("quota", &r, 0)? == 1,
             int_at("quota", &r, 1)?.max(0) as u64,
@@ -852,8 +927,8 @@ impl Node {
     ) -> Result<(bool, u64, Duration)> {
         keys::validate_name(key)?;
         let k = format!("{}{{quota:{key}}}:sliding", self.prefix);
-        let mut inv = scripts::QUOTA_SLIDING.prepare_invoke();
-        inv.key(&k)
+        let call = Call::new(&scripts::QUOTA_SLIDING)
+            .key(k)
             .arg(limit)
             .arg(n)
             .arg(period.as_millis() as u64)
@@ -864,7 +939,7 @@ impl Node {
                     .next()
                     .unwrap_or(""),
             );
-        let r = array("quota", self.invoke("quota", &inv).await?)?;
+        let r = array("quota", self.call("quota", call).await?)?;
         Ok((
             int_at("quota", &r, 0)? == 1,
             int_at("quota", &r, 1)?.max(0) as u64,
@@ -876,9 +951,8 @@ impl Node {
     pub async fn cache_get(&self, name: &str) -> Result<Option<(String, Duration)>> {
         keys::validate_name(name)?;
         let k = format!("{}{{cache:{name}}}:value", self.prefix);
-        let mut inv = scripts::CACHE_GET.prepare_invoke();
-        inv.key(&k);
-        let r = array("cache get", self.invoke("cache get", &inv).await?)?;
+        let call = Call::new(&scripts::CACHE_GET).key(k);
+        let r = array("cache get", self.call("cache get", call).await?)?;
         if r.is_empty() {
             return Ok(None);
         }
@@ -901,15 +975,15 @@ impl Node {
             Ok((v, life)) => (v, life.as_millis().max(1) as u64, ""),
             Err(msg) => ("", 0, msg),
         };
-        let mut inv = scripts::CACHE_STORE.prepare_invoke();
-        inv.key(&k)
+        let call = Call::new(&scripts::CACHE_STORE)
+            .key(k)
             .key(&lease.lease)
             .arg(holder.as_str())
             .arg(value)
             .arg(life)
             .arg(&lease.events)
             .arg(failure);
-        Ok(int("cache store", &self.invoke("cache store", &inv).await?)? == 1)
+        Ok(int("cache store", &self.call("cache store", call).await?)? == 1)
     }
 
     pub(crate) async fn subscribe(&self, name: &str) -> Result<super::notify::Subscription> {
@@ -972,6 +1046,10 @@ fn clone_unavailable(e: &Error) -> Error {
             source: redis::RedisError::from(std::io::Error::other(other.to_string())),
         },
     }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
 fn bad(op: &'static str, detail: impl Into<String>) -> Error {

@@ -15,7 +15,12 @@
 //! - while the connection is down, subscriptions report `confirmed() == false`
 //!   and waiters fall back to bounded sleeps;
 //! - after a reconnect every channel is subscribed again and every waiter is
-//!   woken once, since events may have been missed in between.
+//!   woken once, since events may have been missed in between;
+//! - nothing waits on this connection unboundedly: a subscription request is
+//!   answered within [`REQUEST_TIMEOUT`] (also while reconnecting), SUBSCRIBE
+//!   and UNSUBSCRIBE replies are awaited at most that long, and a PING every
+//!   [`KEEPALIVE`] finds a connection that stalled without closing (a
+//!   partition), which is then replaced.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,6 +93,14 @@ pub(crate) enum Source {
     /// The current master of a Sentinel group.
     Sentinel(std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
 }
+
+/// How long a subscription request, or Redis's reply to SUBSCRIBE, UNSUBSCRIBE
+/// or PING, may take before the connection counts as down.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an idle subscription connection is checked with a PING.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// How long a (re)connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Source {
     async fn connect(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
@@ -205,7 +218,12 @@ impl Subscription {
         {
             return Ack::Down;
         }
-        rx.await.unwrap_or(Ack::Down)
+        // Bounded, whatever the connection does: the waiter then falls back
+        // to its timers rather than stalling.
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(ack)) => ack,
+            _ => Ack::Down,
+        }
     }
 
     /// Resolves when a release naming no waiter was published (one local
@@ -331,6 +349,42 @@ async fn pause(d: Duration, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> bool {
     }
 }
 
+/// Connects, answering subscription requests with `Down` meanwhile, so that
+/// a slow or partitioned server never holds up a waiter. `None` when every
+/// handle is gone.
+async fn connect(
+    client: &Source,
+    attempt: usize,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+) -> Option<redis::RedisResult<redis::aio::PubSub>> {
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, client.connect(attempt));
+    tokio::pin!(connecting);
+    loop {
+        tokio::select! {
+            r = &mut connecting => {
+                return Some(r.unwrap_or_else(|_| {
+                    Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
+                }));
+            }
+            cmd = cmds.recv() => match cmd {
+                None => return None,
+                Some(Cmd::Subscribe(_, ack)) => { let _ = ack.send(Ack::Down); }
+                Some(Cmd::Unsubscribe(_)) => {}
+            }
+        }
+    }
+}
+
+/// A reply from Redis on the subscription connection, bounded in time. An
+/// error that is not Redis refusing (I/O, timeout) means the connection is down.
+async fn bounded<T>(
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+}
+
 async fn run(
     client: Source,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
@@ -339,9 +393,11 @@ async fn run(
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0usize;
     loop {
-        let pubsub = tokio::time::timeout(Duration::from_secs(5), client.connect(attempt)).await;
+        let Some(pubsub) = connect(&client, attempt, &mut cmds).await else {
+            return;
+        };
         attempt += 1;
-        let Ok(Ok(pubsub)) = pubsub else {
+        let Ok(pubsub) = pubsub else {
             // Down: refuse subscriptions until we are back, so waiters use timers.
             if !pause(backoff, &mut cmds).await {
                 return;
@@ -354,7 +410,7 @@ async fn run(
         let names: Vec<String> = lock(&registry).channels.keys().cloned().collect();
         let mut ok = true;
         for name in &names {
-            match sink.subscribe(name).await {
+            match bounded(sink.subscribe(name)).await {
                 Ok(()) => {
                     lock(&registry).confirmed.insert(name.clone());
                 }
@@ -368,10 +424,14 @@ async fn run(
         }
         if ok {
             wake_all(&registry);
+            let mut keepalive = tokio::time::interval(KEEPALIVE);
+            keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            keepalive.reset();
             loop {
                 tokio::select! {
                     msg = stream.next() => {
                         let Some(msg) = msg else { break };
+                        keepalive.reset();
                         let name = msg.get_channel_name().to_string();
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         let Some(event) = Event::parse(&payload) else { continue };
@@ -390,10 +450,16 @@ async fn run(
                             let _ = ch.events.send(event);
                         }
                     }
+                    _ = keepalive.tick() => {
+                        // A partition does not close the connection: ask.
+                        if bounded(sink.ping::<String>()).await.is_err() {
+                            break;
+                        }
+                    }
                     cmd = cmds.recv() => match cmd {
                         None => return,
                         Some(Cmd::Subscribe(name, ack)) => {
-                            match sink.subscribe(&name).await {
+                            match bounded(sink.subscribe(&name)).await {
                                 Ok(()) => {
                                     lock(&registry).confirmed.insert(name);
                                     let _ = ack.send(Ack::Confirmed);
@@ -411,7 +477,7 @@ async fn run(
                             let still_wanted = lock(&registry).channels.contains_key(&name);
                             if !still_wanted {
                                 lock(&registry).confirmed.remove(&name);
-                                if sink.unsubscribe(&name).await.is_err() { break; }
+                                if bounded(sink.unsubscribe(&name)).await.is_err() { break; }
                             }
                         }
                     }

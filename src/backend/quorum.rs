@@ -135,18 +135,28 @@ impl Quorum {
         let mut held: Vec<HolderInfo> = Vec::new();
         let mut quarantine = Duration::ZERO;
         let mut failed = Vec::new();
+        let mut fatal = None;
+        // Nodes that granted it or may have (no clear answer): released below
+        // unless the lease becomes ours.
+        let mut maybe = Vec::new();
         for (i, r) in replies.into_iter().enumerate() {
             match r {
-                Ok(AcquireReply::Acquired { token }) => granted.push((i, token)),
+                Ok(AcquireReply::Acquired { token }) => {
+                    granted.push((i, token));
+                    maybe.push(i);
+                }
                 Ok(AcquireReply::Held(h)) => held.push(h),
                 Ok(AcquireReply::Quarantined { wait }) => quarantine = quarantine.max(wait),
                 Ok(AcquireReply::Queued { wait, .. }) => quarantine = quarantine.max(wait),
-                Err(e @ (Error::ForeignKey { .. } | Error::BadName { .. })) => return Err(e),
-                Err(e) => failed.push(e),
+                Err(e @ (Error::ForeignKey { .. } | Error::BadName { .. })) => fatal = Some(e),
+                Err(e) => {
+                    failed.push(e);
+                    maybe.push(i);
+                }
             }
         }
         let majority = self.majority();
-        if granted.len() >= majority && sent.elapsed() < validity {
+        if fatal.is_none() && granted.len() >= majority && sent.elapsed() < validity {
             let token = granted
                 .iter()
                 .map(|(_, t)| *t)
@@ -167,14 +177,18 @@ impl Quorum {
                 return Ok(AcquireReply::Acquired { token });
             }
         }
-        // Not ours: give back what we got, so that others need not wait it out.
-        if !granted.is_empty() {
-            join_all(
-                granted
-                    .iter()
-                    .map(|(i, _)| self.nodes[*i].release(name, holder)),
-            )
-            .await;
+        // Not ours: give back what we may have got — not only where a grant
+        // was answered: a node whose reply timed out may have granted it too
+        // (Redlock releases everywhere). The script deletes only our own key.
+        let limit = node_timeout(ttl);
+        join_all(
+            maybe
+                .iter()
+                .map(|&i| tokio::time::timeout(limit, self.nodes[i].release(name, holder))),
+        )
+        .await;
+        if let Some(e) = fatal {
+            return Err(e);
         }
         if failed.len() > self.nodes.len() - majority {
             return Err(Error::NoQuorum {
@@ -349,11 +363,12 @@ impl Quorum {
         })
     }
 
+    /// Subscribes on every node at once; a node that does not answer in time
+    /// stays unconfirmed and does not hold up the others.
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<notify::Subscription>> {
-        let mut parts = Vec::new();
-        for n in &self.nodes {
-            parts.push(n.subscribe(name).await?);
-        }
-        Ok(parts)
+        join_all(self.nodes.iter().map(|n| n.subscribe(name)))
+            .await
+            .into_iter()
+            .collect()
     }
 }

@@ -64,12 +64,15 @@ pub enum LostReason {
 
 /// What the guard and the service share about one lease, so that releasing it
 /// takes no round trip through the service unless a renewal is in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// IDLE, IN_FLIGHT or STOPPED.
     flag: AtomicU8,
     /// Signalled when a renewal that was in flight at stop time has finished.
     landed: Notify,
+    /// The lease's state: the service publishes `Held` and `Lost`, the guard
+    /// `Released`.
+    pub(crate) state: watch::Sender<LeaseState>,
 }
 
 const IDLE: u8 = 0;
@@ -77,15 +80,44 @@ const IN_FLIGHT: u8 = 1;
 const STOPPED: u8 = 2;
 
 impl Shared {
+    pub(crate) fn new(state: watch::Sender<LeaseState>) -> Shared {
+        Shared {
+            flag: AtomicU8::new(IDLE),
+            landed: Notify::new(),
+            state,
+        }
+    }
+
     /// Stops renewal; resolves once no renewal of this lease is in flight.
-    pub(crate) async fn stop(&self) {
-        if self.flag.swap(STOPPED, Ordering::AcqRel) == IN_FLIGHT {
-            self.landed.notified().await;
+    ///
+    /// A renewal in flight never outlives the lease's safety deadline (the
+    /// service abandons it there), so `bound` — the TTL — is only a guard
+    /// against a lost notification: `release()` must never hang.
+    pub(crate) async fn stop(&self, bound: Duration) {
+        if self.flag.swap(STOPPED, Ordering::AcqRel) == IN_FLIGHT
+            && tokio::time::timeout(bound, self.landed.notified())
+                .await
+                .is_err()
+        {
+            tracing::warn!("a renewal in flight did not land within {bound:?}; releasing anyway");
         }
     }
 
     fn stopped(&self) -> bool {
         self.flag.load(Ordering::Acquire) == STOPPED
+    }
+
+    /// Marks the end of a renewal; wakes a guard waiting in `stop()`.
+    /// Returns true when the guard stopped the lease meanwhile.
+    fn landed(&self) -> bool {
+        let stopped = self
+            .flag
+            .compare_exchange(IN_FLIGHT, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err();
+        if stopped {
+            self.landed.notify_one();
+        }
+        stopped
     }
 }
 
@@ -99,7 +131,6 @@ pub(crate) struct Entry {
     pub value: String,
     /// When the acquiring request was sent.
     pub sent: Instant,
-    pub state: watch::Sender<LeaseState>,
     pub shared: Arc<Shared>,
 }
 
@@ -113,7 +144,9 @@ struct Kept {
     last_error: String,
     /// The guard was dropped: release once no renewal is in flight.
     abandon: bool,
-    /// Lost at its deadline while a renewal was in flight: drop it when that lands.
+    /// Lost at its deadline while a renewal was in flight: out of the
+    /// schedule, dropped when that renewal lands (which wakes a guard waiting
+    /// to release).
     lost: bool,
 }
 
@@ -148,7 +181,8 @@ impl Keepers {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(mpsc::error::SendError(Cmd::Add(_, e))) = self.tx.send(Cmd::Add(id, e)) {
             // The service is gone (runtime shutting down): nothing will renew.
-            e.state
+            e.shared
+                .state
                 .send_replace(LeaseState::Lost(LostReason::Unconfirmed(
                     "the renewal service has stopped".into(),
                 )));
@@ -236,7 +270,7 @@ impl Service {
         else {
             return;
         };
-        let held = matches!(&*e.state.borrow(), LeaseState::Held { .. });
+        let held = matches!(&*e.shared.state.borrow(), LeaseState::Held { .. });
         if abandon && held {
             crate::telemetry::released(&e.name);
             // Give the lease back now rather than making the next holder wait
@@ -248,7 +282,7 @@ impl Service {
                     backend.release_as(e.kind, &e.name, &e.holder),
                 )
                 .await;
-                e.state.send_replace(LeaseState::Released);
+                e.shared.state.send_replace(LeaseState::Released);
             });
         }
     }
@@ -296,28 +330,36 @@ impl Service {
             .filter(|id| self.kept.get(id).is_some_and(|k| k.deadline <= now))
             .collect();
         for id in expired {
-            if self.kept.get(&id).is_some_and(|k| k.e.shared.stopped()) {
+            let Some(k) = self.kept.get_mut(&id) else {
+                continue;
+            };
+            if k.e.shared.stopped() {
                 // Released by its guard meanwhile: nothing to report.
-                if !self.kept.get(&id).is_some_and(|k| k.in_flight) {
+                if !k.in_flight {
                     self.remove(id);
                 }
                 continue;
             }
-            if let Some(k) = self.kept.get_mut(&id) {
-                if k.lost {
-                    continue;
-                }
-                tracing::warn!(
-                    lease = %k.e.name,
-                    "lost: no renewal confirmed before the safety deadline ({})",
-                    k.last_error
-                );
-                k.e.state
-                    .send_replace(LeaseState::Lost(LostReason::Unconfirmed(
-                        k.last_error.clone(),
-                    )));
+            tracing::warn!(
+                lease = %k.e.name,
+                "lost: no renewal confirmed before the safety deadline ({})",
+                k.last_error
+            );
+            crate::telemetry::lost(&k.e.name, "unconfirmed");
+            k.e.shared
+                .state
+                .send_replace(LeaseState::Lost(LostReason::Unconfirmed(
+                    k.last_error.clone(),
+                )));
+            if k.in_flight {
+                // Keep it until that renewal lands, so that a guard waiting
+                // in release() is told (the shared flag is still IN_FLIGHT).
+                k.lost = true;
+                let slot = k.slot;
+                self.schedule.remove(&(slot, id));
+            } else {
+                self.finish(id);
             }
-            self.finish(id);
         }
         // Everything due now or within the coalescing window goes out together.
         let horizon = now + COALESCE;
@@ -409,14 +451,8 @@ impl Service {
                 continue;
             };
             k.in_flight = false;
-            let released =
-                k.e.shared
-                    .flag
-                    .compare_exchange(IN_FLIGHT, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err();
-            if released {
-                // The guard is waiting in release() for this renewal to land.
-                k.e.shared.landed.notify_one();
+            if k.e.shared.landed() {
+                // The guard stopped it (release) and has been woken.
                 self.remove(id);
                 continue;
             }
@@ -431,7 +467,7 @@ impl Service {
                     k.deadline = deadline::safety_deadline(sent, cfg.ttl());
                     k.due = deadline::next_renewal(sent, cfg.renew_every());
                     if still_ours {
-                        k.e.state.send_replace(LeaseState::Held {
+                        k.e.shared.state.send_replace(LeaseState::Held {
                             token: k.e.token,
                             deadline: k.deadline,
                         });
@@ -440,7 +476,8 @@ impl Service {
                 Ok(RenewReply::Refused { reason }) => {
                     tracing::warn!(lease = %k.e.name, "lost: {reason}");
                     crate::telemetry::lost(&k.e.name, "refused");
-                    k.e.state
+                    k.e.shared
+                        .state
                         .send_replace(LeaseState::Lost(LostReason::Refused(reason)));
                     k.abandon = false;
                     self.finish(id);

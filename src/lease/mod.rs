@@ -166,7 +166,7 @@ impl LeaseBuilder {
         crate::telemetry::acquired(&self.name, token.0, began.elapsed());
         let deadline = crate::deadline::safety_deadline(sent, config.ttl());
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
-        let shared = std::sync::Arc::new(Shared::default());
+        let shared = std::sync::Arc::new(Shared::new(state_tx));
         let id = self.keepers.add(Entry {
             kind: self.kind,
             name: self.name.clone(),
@@ -175,7 +175,6 @@ impl LeaseBuilder {
             token,
             value: self.value.clone(),
             sent,
-            state: state_tx,
             shared: shared.clone(),
         });
         Lease {
@@ -310,25 +309,51 @@ impl Lease {
     }
 
     /// Stops renewal (waiting for an in-flight renewal to finish), then deletes
-    /// the lease if it is still ours and wakes one waiter.
+    /// the lease if it is still ours and wakes one waiter. Afterwards
+    /// [`Lease::state`] reads `Released` (or `Lost` when it was not ours any more).
+    ///
+    /// A lease lost at its safety deadline may still be ours in Redis (the
+    /// renewal's reply was what got lost): it is deleted too if so, so that the
+    /// next holder need not wait out the TTL. The outcome is then `AlreadyLost`.
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.done = true;
-        self.shared.stop().await;
+        self.shared.stop(self.config.ttl()).await;
         let current = self.state.borrow().clone();
         if let LeaseState::Lost(reason) = current {
+            if let LostReason::Unconfirmed(_) = reason {
+                let _ = tokio::time::timeout(
+                    self.config.ttl(),
+                    self.backend.release_as(self.kind, &self.name, &self.holder),
+                )
+                .await;
+            }
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
         crate::telemetry::released(&self.name);
-        if self
+        let outcome = self
             .backend
             .release_as(self.kind, &self.name, &self.holder)
-            .await?
-        {
-            Ok(ReleaseOutcome::Released)
-        } else {
-            Ok(ReleaseOutcome::AlreadyLost(LostReason::Refused(
-                "the lease key was gone or held by someone else at release".into(),
-            )))
+            .await;
+        match outcome {
+            Ok(true) => {
+                self.shared.state.send_replace(LeaseState::Released);
+                Ok(ReleaseOutcome::Released)
+            }
+            Ok(false) => {
+                let reason = LostReason::Refused(
+                    "the lease key was gone or held by someone else at release".into(),
+                );
+                self.shared
+                    .state
+                    .send_replace(LeaseState::Lost(reason.clone()));
+                Ok(ReleaseOutcome::AlreadyLost(reason))
+            }
+            Err(e) => {
+                // Unknown outcome; either way we no longer hold it (it expires
+                // by itself if the delete did not happen).
+                self.shared.state.send_replace(LeaseState::Released);
+                Err(e)
+            }
         }
     }
 }

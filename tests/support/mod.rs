@@ -159,6 +159,27 @@ impl RedisServer {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Makes this Redis look in use by leasehold since long ago, so that tests
+    /// not about the post-restart quarantine do not wait one TTL for it.
+    pub fn warm(&self) {
+        let reply = self.cmd(&["SET", "leasehold:epoch", "0"]);
+        assert!(reply.contains("OK"), "warm: {reply}");
+    }
+
+    /// SIGSTOP: Redis stops answering, connections stay open.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        }
+    }
+
+    /// SIGCONT after [`RedisServer::freeze`].
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+    }
+
     /// Calls of the named commands so far, from INFO commandstats. (Redis also
     /// counts the commands scripts run inside it under their own names.)
     pub fn command_calls(&self, names: &[&str]) -> u64 {

@@ -14,7 +14,9 @@
 --          waiter's place is kept)
 --
 -- Returns one of
---   {1, token}                            acquired; token is a decimal string
+--   {1, token}                            acquired; token is a decimal string (also
+--                                         when the lease already was ours: an earlier
+--                                         attempt whose reply was lost; extended then)
 --   {0, pttl, holder, value, token}       held by someone else
 --   {2, wait_ms}                          this Redis lost its data recently: quarantine
 --   {3, wait_ms, head}                    free, but waiter `head` is first in line;
@@ -58,6 +60,16 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local h = redis.pcall('HMGET', KEYS[1], 'holder', 'value', 'token')
   if failed(h) then return foreign_error() end
+  if h[1] == me then
+    -- An earlier attempt of ours took it, but its reply was lost (timeout).
+    -- Extend it from now, so that the caller's deadline counted from this
+    -- attempt's send instant holds, and hand it over as acquired.
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('HSET', KEYS[1], 'value', ARGV[3], 'ttl', ARGV[2])
+    redis.call('ZREM', KEYS[4], me)
+    redis.call('ZREM', KEYS[5], me)
+    return {1, h[3] or '0'}
+  end
   local pttl = redis.call('PTTL', KEYS[1])
   queue_up(math.max(pttl, 0))
   return {0, pttl, h[1] or '', h[2] or '', h[3] or '0'}

@@ -10,7 +10,8 @@
 -- ARGV[4]  limit (N)
 -- ARGV[5]  event channel <prefix>{<name>}:events
 --
--- Returns {1, token} acquired; {0, wait_ms, used} all N slots taken (the
+-- Returns {1, token} acquired (also when the slot already was ours: an earlier
+-- attempt whose reply was lost; extended then); {0, wait_ms, used} all N slots taken (the
 -- earliest expires in wait_ms); {2, wait_ms} quarantine (see acquire.lua).
 -- Every holder's slot expires on its own, by Redis's clock: a crashed holder
 -- frees its slot after one TTL and leaves nothing behind.
@@ -28,7 +29,14 @@ for _, h in ipairs(expired) do
 end
 
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[1] .. ' duplicate-holder')
+  -- An earlier attempt of ours took a slot but its reply was lost: extend it
+  -- from now and hand it over.
+  redis.call('ZADD', KEYS[1], 'XX', now_ms + ttl, ARGV[1])
+  for i = 1, 2 do
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+  local info = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+  return {1, string.match(info, '^(%d+)') or '0'}
 end
 
 local used = redis.call('ZCARD', KEYS[1])

@@ -102,12 +102,12 @@ pub async fn run(a: RunArgs) -> u8 {
                     _ => exit::SOFTWARE,
                 };
                 eprintln!("leasehold: cannot run {}: {e}", program.to_string_lossy());
-                give_back(lease).await;
+                give_back(lease, &mut signals).await;
                 return code;
             }
             Ok(Outcome::Interrupted { signal, status }) => {
                 tracing::info!("child ended after signal {signal}: {status}");
-                give_back(lease).await;
+                give_back(lease, &mut signals).await;
                 return exit_code(status).clamp(0, 255) as u8;
             }
             Ok(Outcome::Lost { reason, status }) => {
@@ -115,7 +115,7 @@ pub async fn run(a: RunArgs) -> u8 {
                     "leasehold: lost the lease '{}' ({reason}); the child was stopped ({status})",
                     a.name
                 );
-                give_back(lease).await;
+                give_back(lease, &mut signals).await;
                 if !a.forever {
                     return exit::LOST;
                 }
@@ -126,10 +126,10 @@ pub async fn run(a: RunArgs) -> u8 {
                 if !a.hold_after_exit.is_zero()
                     && let Some(sig) = hold(&lease, a.hold_after_exit, &mut signals).await
                 {
-                    give_back(lease).await;
+                    give_back(lease, &mut signals).await;
                     return (128 + sig) as u8;
                 }
-                give_back(lease).await;
+                give_back(lease, &mut signals).await;
                 if !a.forever {
                     return exit_code(status).clamp(0, 255) as u8;
                 }
@@ -165,12 +165,20 @@ async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> 
     }
 }
 
-async fn give_back(lease: Lease) {
+/// Releases the lease — bounded by its TTL, and cut short by a signal: `run`
+/// never hangs deaf to signals here, and a lease not given back expires by
+/// itself within one TTL (the child is already gone).
+async fn give_back(lease: Lease, signals: &mut Signals) {
     let name = lease.name().to_string();
-    match lease.release().await {
-        Ok(ReleaseOutcome::Released) => tracing::info!("released '{name}'"),
-        Ok(ReleaseOutcome::AlreadyLost(r)) => tracing::info!("'{name}' was already lost: {r}"),
-        Err(e) => tracing::warn!("could not release '{name}' (it expires by itself): {e}"),
+    let limit = lease.config().ttl();
+    tokio::select! {
+        r = tokio::time::timeout(limit, lease.release()) => match r {
+            Ok(Ok(ReleaseOutcome::Released)) => tracing::info!("released '{name}'"),
+            Ok(Ok(ReleaseOutcome::AlreadyLost(r))) => tracing::info!("'{name}' was already lost: {r}"),
+            Ok(Err(e)) => tracing::warn!("could not release '{name}' (it expires by itself): {e}"),
+            Err(_) => tracing::warn!("releasing '{name}' took longer than {limit:?}; it expires by itself"),
+        },
+        sig = signals.recv() => tracing::info!("signal {sig} while releasing '{name}'; it expires by itself"),
     }
 }
 
