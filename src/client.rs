@@ -146,6 +146,14 @@ impl Client {
         self.backend.status(name).await
     }
 
+    /// Waits (at most `limit`) for the background clean-ups this client
+    /// started: waiters that gave up leaving their queues, dropped guards
+    /// giving their leases back. Call it before the process exits, so that
+    /// the next waiter in line is not held up by a place nobody will claim.
+    pub async fn close(&self, limit: Duration) {
+        self.backend.cleanups().wait(limit).await;
+    }
+
     /// The protocol layer, for tools and tests that need single operations.
     pub fn backend(&self) -> &Backend {
         &self.backend

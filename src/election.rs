@@ -2,7 +2,7 @@
 //! campaign (block until leader), proclaim (change the value while leader),
 //! resign, and observe the current leader.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 
@@ -11,6 +11,9 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
 use crate::token::FencingToken;
+
+/// How long one observer registration lasts (renewed at half-time).
+const OBSERVE_FOR: Duration = Duration::from_secs(60);
 
 /// The current leader as others see it.
 pub type LeaderInfo = HolderInfo;
@@ -72,6 +75,8 @@ impl Election {
             events: Option<crate::backend::Events>,
             last: Option<Option<(String, u64, String)>>,
             backstop: Duration,
+            /// Until when the scripts publish this name's events for us.
+            observed_until: Instant,
         }
         let st = St {
             client: self.client.clone(),
@@ -80,6 +85,7 @@ impl Election {
             events: None,
             last: None,
             backstop: self.ttl,
+            observed_until: Instant::now(),
         };
         futures_util::stream::unfold(st, |mut st| async move {
             loop {
@@ -91,6 +97,18 @@ impl Election {
                         }
                         Err(e) => return Some((Err(e), st)),
                     }
+                }
+                // Without observers the scripts publish only what waiters
+                // need: say we are here, well before the last notice runs out.
+                if st.observed_until < Instant::now() + OBSERVE_FOR / 2 {
+                    let asked = Instant::now();
+                    st.observed_until =
+                        match st.client.backend().observe(&st.name, OBSERVE_FOR).await {
+                            Ok(()) => asked + OBSERVE_FOR,
+                            // Try again in a second; meanwhile release events still
+                            // come when someone waits, and expiry by the timer.
+                            Err(_) => asked + OBSERVE_FOR / 2 + Duration::from_secs(1),
+                        };
                 }
                 let status = match st.client.status(&st.name).await {
                     Ok(s) => s,
@@ -121,6 +139,10 @@ impl Election {
                 } else {
                     wait.min(Duration::from_millis(250))
                 };
+                let wait = wait.min(
+                    st.observed_until
+                        .saturating_duration_since(Instant::now() + OBSERVE_FOR / 2),
+                );
                 if let Some(ev) = st.events.as_mut() {
                     tokio::select! {
                         _ = ev.recv() => {}

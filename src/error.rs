@@ -71,6 +71,13 @@ pub enum Error {
     )]
     ForeignKey { key: String, found: String },
 
+    /// The name is in use by the other kind (a lease vs. a semaphore): the two
+    /// would not exclude each other.
+    #[error(
+        "the name is in use as a {kind}: a lease and a semaphore of one name would not exclude each other; use another name, or the same kind everywhere"
+    )]
+    NameInUse { kind: &'static str },
+
     /// Redis answered something the protocol does not allow.
     #[error("unexpected reply from Redis to {op}: {detail} (is this a Redis 6.2 or later?)")]
     Protocol { op: &'static str, detail: String },
@@ -156,6 +163,14 @@ impl Error {
             let key = parts.next().unwrap_or_default().to_string();
             let found = parts.next().unwrap_or("unknown").to_string();
             return Error::ForeignKey { key, found };
+        }
+        if let Some((_, other)) = text.split_once("LEASEHOLD_KIND") {
+            let kind = if other.trim_start_matches([':', ' ', '"']).starts_with("sem") {
+                "semaphore"
+            } else {
+                "lease"
+            };
+            return Error::NameInUse { kind };
         }
         if text.contains("NOPERM") {
             return Error::Refused { op, message: text };

@@ -44,7 +44,7 @@ async fn with_min_replicas_a_held_lease_survives_failover() {
     let st = c.status("svc").await.expect("status");
     assert_eq!(st.holder.expect("held").token, token);
     // The fencing floor survived on the promoted replica.
-    let fence = g.master.cmd(&["GET", "leasehold:{svc}:fence"]);
+    let fence = g.master.cmd(&["HGET", "leasehold:{svc}:lease", "token"]);
     assert!(fence.contains(&token.to_string()), "{fence}");
 
     lease.release().await.expect("release");
@@ -68,6 +68,7 @@ fn run_keeps_exactly_one_child_across_failover() {
     let worker = r#"echo "start $$" >> "$LOG"; trap 'echo stop >> "$LOG"; exit 0' TERM; while :; do sleep 0.05; done"#;
     let args = [
         "run",
+        "-v",
         "--name",
         "svc",
         "--redis",
@@ -118,9 +119,77 @@ fn run_keeps_exactly_one_child_across_failover() {
         first.stderr()
     );
     // The standby takes over on the new master.
-    wait_for(Duration::from_secs(5), || {
+    let took_over = wait_for(Duration::from_secs(5), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         (text.matches("start").count() == 2).then_some(())
-    })
-    .expect("standby took over after the failover");
+    });
+    assert!(
+        took_over.is_some(),
+        "standby took over after the failover: {}\n---first:\n{}",
+        second.stderr(),
+        first.stderr()
+    );
+}
+
+/// `--min-replicas` holds for semaphores too: a slot whose acquisition did
+/// not reach a replica does not count, so when the master dies before
+/// replicating it, the promoted replica cannot let an N+1-th holder in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_a_semaphore_never_has_n_plus_1_holders_after_failover() {
+    let mut g = SentinelGroup::start();
+    g.master.warm();
+    let connect = || async {
+        Client::builder(g.url())
+            .min_replicas(1)
+            .connect()
+            .await
+            .expect("connect")
+    };
+    let (a, b, c) = (connect().await, connect().await, connect().await);
+    // Long TTLs and rare renewals: nobody learns of the failover from a
+    // renewal before C comes.
+    let ttl = Duration::from_secs(60);
+    let every = Duration::from_secs(30);
+    let sa = a
+        .semaphore("pool", 2)
+        .ttl(ttl)
+        .renew_every(every)
+        .acquire()
+        .await
+        .expect("A holds a slot (replicated)");
+    // The replica stops receiving: B's slot is written on the master only.
+    g.replica.freeze();
+    let sb = b
+        .semaphore("pool", 2)
+        .ttl(ttl)
+        .renew_every(every)
+        .try_acquire()
+        .await;
+    // Not on a replica: it does not count, and it is given back at once.
+    assert!(
+        matches!(sb, Err(leasehold::Error::NotReplicated { .. })),
+        "B's slot counted without a replica: {sb:?}"
+    );
+    let slots = g.master.cmd(&["ZCARD", "leasehold:{pool}:slots"]);
+    assert!(slots.contains(":1"), "B's slot was not given back: {slots}");
+    // The master dies before the replica got anything of B's.
+    g.master.stop();
+    g.replica.thaw();
+    g.fail_over();
+    let sc = c
+        .semaphore("pool", 2)
+        .ttl(ttl)
+        .renew_every(every)
+        .acquire_timeout(Duration::from_secs(20))
+        .await
+        .expect("C takes the slot the promoted replica has free");
+    let mut holding = vec![("A", sa.is_held()), ("C", sc.is_held())];
+    if let Ok(Some(sb)) = &sb {
+        holding.push(("B", sb.is_held()));
+    }
+    let n = holding.iter().filter(|(_, h)| *h).count();
+    assert!(
+        n <= 2,
+        "{n} holders of a 2-slot semaphore: {holding:?} (B: {sb:?})"
+    );
 }

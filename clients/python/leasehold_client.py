@@ -22,6 +22,8 @@ import redis
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "backend", "scripts")
 _NAMES = ["acquire", "renew", "release", "leave", "sem_acquire", "sem_renew", "sem_release"]
+# Scripts that run after prelude.lua (docs/protocol.md).
+_WITH_PRELUDE = {"acquire", "renew", "release", "leave", "sem_acquire"}
 
 
 def drift_ms(ttl_ms):
@@ -48,10 +50,14 @@ class Lease:
     `lost` is set when a renewal is refused or none is confirmed before the
     safety deadline (sent + TTL - drift, on the monotonic clock)."""
 
-    def __init__(self, client, kind, name, holder, token, ttl_ms, sent):
+    def __init__(self, client, kind, name, holder, token, ttl_ms, sent, first_ttl_ms=None):
         self.client, self.kind, self.name = client, kind, name
         self.holder, self.token, self.ttl_ms = holder, token, ttl_ms
-        self.deadline = sent + (ttl_ms - drift_ms(ttl_ms)) / 1000.0
+        # A lease handed over on release lasts only its claim window until the
+        # first renewal confirms it.
+        first = first_ttl_ms or ttl_ms
+        self.deadline = sent + (first - drift_ms(first)) / 1000.0
+        self._first_every = first / 3000.0
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep, daemon=True)
@@ -63,7 +69,7 @@ class Lease:
     def _renew_once(self):
         k = self.client.keys(self.name)
         if self.kind == "lease":
-            reply = self.client.scripts["renew"](keys=[k["lease"], k["fence"]], args=[self.holder, self.ttl_ms])
+            reply = self.client.scripts["renew"](keys=[k["lease"], k["epoch"]], args=[self.holder, self.ttl_ms])
         else:
             reply = self.client.scripts["sem_renew"](keys=[k["slots"], k["slotinfo"]], args=[self.holder, self.ttl_ms])
         return int(reply[0]) == 1
@@ -71,7 +77,7 @@ class Lease:
     def _keep(self):
         every = self.ttl_ms / 3000.0
         retry = max(self.ttl_ms / 20000.0, 0.01)
-        next_at = time.monotonic() + every
+        next_at = time.monotonic() + min(every, self._first_every)
         while not self._stop.is_set():
             wait = min(next_at, self.deadline) - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
@@ -101,7 +107,7 @@ class Lease:
         k = self.client.keys(self.name)
         if self.kind == "lease":
             r = self.client.scripts["release"](
-                keys=[k["lease"], k["queue"], k["qexp"]], args=[self.holder, k["events"]])
+                keys=[k["lease"], k["queue"], k["qinfo"]], args=[self.holder, k["events"], ""])
         else:
             r = self.client.scripts["sem_release"](keys=[k["slots"], k["slotinfo"]], args=[self.holder, k["events"]])
         return int(r) == 1
@@ -112,15 +118,20 @@ class Client:
         self.r = redis.Redis.from_url(url)
         self.prefix = prefix
         self.scripts = {}
+        with open(os.path.join(SCRIPTS, "prelude.lua")) as f:
+            prelude = f.read()
         for name in _NAMES:
             with open(os.path.join(SCRIPTS, name + ".lua")) as f:
-                self.scripts[name] = self.r.register_script(f.read())
+                body = f.read()
+            if name in _WITH_PRELUDE:
+                body = prelude + "\n" + body
+            self.scripts[name] = self.r.register_script(body)
 
     def keys(self, name):
         p, t = self.prefix, "{" + name + "}"
         return {
-            "lease": f"{p}{t}:lease", "fence": f"{p}{t}:fence", "queue": f"{p}{t}:queue",
-            "qexp": f"{p}{t}:qexp", "slots": f"{p}{t}:slots", "slotinfo": f"{p}{t}:slotinfo",
+            "lease": f"{p}{t}:lease", "queue": f"{p}{t}:queue", "qinfo": f"{p}{t}:qinfo",
+            "slots": f"{p}{t}:slots", "slotinfo": f"{p}{t}:slotinfo",
             "events": f"{p}{t}:events", "epoch": f"{p}epoch",
         }
 
@@ -128,11 +139,11 @@ class Client:
         k = self.keys(name)
         if kind == "lease":
             reply = self.scripts["acquire"](
-                keys=[k["lease"], k["fence"], k["epoch"], k["queue"], k["qexp"]],
+                keys=[k["lease"], k["queue"], k["qinfo"], k["epoch"], k["slots"]],
                 args=[holder, ttl_ms, value, k["events"], "wait", queue_margin_ms(ttl_ms)])
         else:
             reply = self.scripts["sem_acquire"](
-                keys=[k["slots"], k["slotinfo"], k["fence"], k["epoch"]],
+                keys=[k["slots"], k["slotinfo"], k["lease"], k["epoch"]],
                 args=[holder, ttl_ms, value, limit, k["events"]])
         status = int(reply[0])
         if status == 1:
@@ -155,17 +166,20 @@ class Client:
             if m and m["type"] == "subscribe":
                 break
         try:
+            last_queued = None
             while True:
                 sent = time.monotonic()
                 token, wait = self._attempt(kind, name, holder, ttl_ms, value, limit)
                 if token is not None:
                     return Lease(self, kind, name, holder, token, ttl_ms, sent)
+                last_queued = sent
                 wait += secrets.randbelow(3000) / 1e6
                 until = time.monotonic() + wait
                 if give_up is not None:
                     if time.monotonic() >= give_up:
                         if kind == "lease":
-                            self.scripts["leave"](keys=[k["queue"], k["qexp"], k["lease"]], args=[holder, k["events"]])
+                            self.scripts["leave"](
+                                keys=[k["lease"], k["queue"], k["qinfo"]], args=[holder, k["events"]])
                         raise TimeoutError(f"lease {name!r} not acquired within {timeout}s")
                     until = min(until, give_up)
                 while True:
@@ -175,7 +189,24 @@ class Client:
                     m = pubsub.get_message(timeout=left)
                     if not m or m["type"] != "message":
                         continue
-                    parts = m["data"].decode().split(" ", 2)
+                    parts = m["data"].decode().split(" ")
+                    if parts[0] == "granted" and len(parts) >= 4 and parts[2] == holder:
+                        # Handed to us on release: ours until the claim window,
+                        # counted from our last queued attempt (processed before
+                        # the release), unless claimed by a renewal first.
+                        token, claim_ms = int(parts[1]), int(parts[3])
+                        left_s = last_queued + (claim_ms - drift_ms(claim_ms)) / 1000.0 - time.monotonic()
+                        if left_s > claim_ms / 2000.0:
+                            return Lease(self, kind, name, holder, token, ttl_ms, last_queued, claim_ms)
+                        claim_sent = time.monotonic()
+                        r = self.scripts["renew"](keys=[k["lease"], k["epoch"]], args=[holder, ttl_ms])
+                        if int(r[0]) == 1:
+                            return Lease(self, kind, name, holder, token, ttl_ms, claim_sent)
+                        break
+                    if parts[0] == "granted" and len(parts) >= 5 and parts[4] == holder:
+                        # Next in line: come when that grant lapses unless claimed.
+                        until = min(until, time.monotonic() + int(parts[3]) / 1000.0 + 0.001)
+                        continue
                     if parts[0] != "released":
                         continue
                     head = parts[2] if len(parts) > 2 else ""

@@ -3,14 +3,13 @@
 //!
 //! | key                         | type   | TTL        | holds                                   |
 //! |-----------------------------|--------|------------|-----------------------------------------|
-//! | `<prefix>{<name>}:lease`    | hash   | lease TTL  | holder, value, token, ttl               |
-//! | `<prefix>{<name>}:fence`    | string | none       | last fencing token issued               |
+//! | `<prefix>{<name>}:lease`    | hash   | none       | the name record: kind, holder, value, exp, ttl, token, run, maxttl, qu, obs (`scripts/prelude.lua`) |
 //! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
-//! | `<prefix>{<name>}:qexp`     | zset   | longest wait | waiter id → when its place lapses (ms)  |
-//! | `<prefix>{<name>}:events`   | channel| —          | "acquired T", "released T HEAD", "proclaimed T" |
+//! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms value"  |
+//! | `<prefix>{<name>}:events`   | channel| —          | "granted T HEAD CLAIM NEXT", "released T [HEAD]", "acquired T", "proclaimed T" |
 //! | `<prefix>{<name>}:slots`    | zset   | longest slot | semaphore: holder id → expiry (Redis ms) |
 //! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |
-//! | `<prefix>epoch`             | string | none       | Redis time (ms) this Redis was first used |
+//! | `<prefix>epoch`             | string | none       | "run_id base_ms maxttl_ms": the server leasehold writes to, since when, longest TTL |
 
 use crate::error::{Error, Result};
 
@@ -23,9 +22,8 @@ pub const MAX_NAME_LEN: usize = 200;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
     pub lease: String,
-    pub fence: String,
     pub queue: String,
-    pub qexp: String,
+    pub qinfo: String,
     pub slots: String,
     pub slotinfo: String,
     pub events: String,
@@ -37,9 +35,8 @@ impl Keys {
     pub fn new(prefix: &str, name: &str) -> Keys {
         Keys {
             lease: format!("{prefix}{{{name}}}:lease"),
-            fence: format!("{prefix}{{{name}}}:fence"),
             queue: format!("{prefix}{{{name}}}:queue"),
-            qexp: format!("{prefix}{{{name}}}:qexp"),
+            qinfo: format!("{prefix}{{{name}}}:qinfo"),
             slots: format!("{prefix}{{{name}}}:slots"),
             slotinfo: format!("{prefix}{{{name}}}:slotinfo"),
             events: format!("{prefix}{{{name}}}:events"),
@@ -99,7 +96,7 @@ mod tests {
     fn keys_share_one_hash_tag() {
         let k = Keys::new(DEFAULT_PREFIX, "report");
         assert_eq!(k.lease, "leasehold:{report}:lease");
-        assert_eq!(k.fence, "leasehold:{report}:fence");
+        assert_eq!(k.queue, "leasehold:{report}:queue");
         assert_eq!(k.events, "leasehold:{report}:events");
     }
 

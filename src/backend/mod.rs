@@ -25,6 +25,32 @@ use crate::token::{FencingToken, HolderId};
 pub use keys::Keys;
 pub use node::{Node, RenewItem};
 pub use notify::Event;
+pub(crate) use notify::Grant;
+
+/// Background clean-ups (a waiter leaving the queue, a dropped guard's
+/// release) that a process should let finish before it exits:
+/// [`crate::Client::close`] waits for them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cleanups(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Cleanups {
+    /// Runs `f` in the background (no-op without a runtime).
+    pub(crate) fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let h = rt.spawn(f);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|h| !h.is_finished());
+        all.push(h);
+    }
+
+    /// Waits for every clean-up started so far, at most `limit`.
+    pub(crate) async fn wait(&self, limit: Duration) {
+        let all: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = tokio::time::timeout(limit, futures_util::future::join_all(all)).await;
+    }
+}
 pub use quorum::Quorum;
 pub use url::redact_url;
 
@@ -33,8 +59,14 @@ pub use url::redact_url;
 pub enum AcquireReply {
     /// The lease is ours, with this token.
     Acquired { token: FencingToken },
-    /// Someone holds it; it expires in `ttl_left` unless renewed.
-    Held(HolderInfo),
+    /// Someone holds it; it expires in `info.ttl_left` unless renewed.
+    /// `first`: we are first in line, the one waiter that must come on time.
+    Held { info: HolderInfo, first: bool },
+    /// A semaphore's slots are all taken; the first frees up in `wait`.
+    Full { wait: Duration, used: u32 },
+    /// Quorum: no majority agreed (split vote, or too few answered in time);
+    /// try again after `wait`.
+    NoMajority { wait: Duration },
     /// This Redis lost its data recently: nobody may start for `wait`.
     Quarantined { wait: Duration },
     /// Free, but another waiter (`head`) is first in line; its place lapses
@@ -76,6 +108,11 @@ pub struct LeaseStatus {
     pub holder: Option<HolderInfo>,
     /// The last fencing token issued for this name (0 if none is remembered).
     pub last_token: u64,
+    /// The name is in use as a semaphore (see `Client::semaphore_status`).
+    pub semaphore: bool,
+    /// Free, but an acquisition now would wait this long: the server may lack
+    /// writes its predecessor confirmed (restart, failover, first use).
+    pub quarantine: Option<Duration>,
 }
 
 /// PEM files for `rediss://` connections.
@@ -148,6 +185,48 @@ impl Backend {
                 reason: "a quorum needs at least 3 independent Redis servers (2 cannot outvote a failure)".into(),
             }),
             many => Ok(Backend::Quorum(Quorum::connect(many, prefix, opts).await?)),
+        }
+    }
+
+    /// Background clean-ups of this backend's users.
+    pub(crate) fn cleanups(&self) -> &Cleanups {
+        match self {
+            Backend::Node(n) => n.cleanups(),
+            Backend::Quorum(q) => q.cleanups(),
+        }
+    }
+
+    /// One receiver per node, changed each time that node's subscription
+    /// connection was re-established (the server may have restarted).
+    pub(crate) fn reconnects(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Backend::Node(n) => vec![n.reconnects()],
+            Backend::Quorum(q) => q.nodes().iter().map(|n| n.reconnects()).collect(),
+        }
+    }
+
+    /// True when every write must be confirmed by replicas (`--min-replicas`):
+    /// a lease handed over on release is then claimed before it is used.
+    pub fn confirms_writes(&self) -> bool {
+        match self {
+            Backend::Node(n) => n.min_replicas() > 0,
+            Backend::Quorum(_) => false,
+        }
+    }
+
+    /// Asks for `name`'s events (`acquired`, `released`, `proclaimed`) for `d`.
+    pub async fn observe(&self, name: &str, d: Duration) -> Result<()> {
+        match self {
+            Backend::Node(n) => n.observe(name, d).await,
+            Backend::Quorum(q) => {
+                for r in
+                    futures_util::future::join_all(q.nodes().iter().map(|n| n.observe(name, d)))
+                        .await
+                {
+                    r?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -265,7 +344,7 @@ impl Backend {
             return self.single("semaphore")?.sem_release(name, holder).await;
         }
         match self {
-            Backend::Node(n) => n.release(name, holder).await,
+            Backend::Node(n) => n.release(name, holder, false).await,
             Backend::Quorum(q) => q.release(name, holder).await,
         }
     }
@@ -323,13 +402,23 @@ pub struct Subscription {
 }
 
 /// A waiter's wake-up, on every node.
-pub(crate) struct WaiterSlot {
-    parts: Vec<notify::WaiterSlot>,
+pub(crate) struct Wake {
+    parts: Vec<notify::Wake>,
 }
 
-impl WaiterSlot {
+impl Wake {
     pub(crate) async fn called(&self) {
         select_all(self.parts.iter().map(|p| Box::pin(p.called()))).await;
+    }
+
+    /// A grant handed to this waiter on release (single Redis only).
+    pub(crate) fn take_grant(&self) -> Option<notify::Grant> {
+        self.parts.iter().find_map(|p| p.take_grant())
+    }
+
+    /// When the grant before ours lapses unless claimed, if we are next.
+    pub(crate) fn take_on_deck(&self) -> Option<std::time::Instant> {
+        self.parts.iter().filter_map(|p| p.take_on_deck()).min()
     }
 }
 
@@ -346,9 +435,9 @@ impl Subscription {
         select_all(self.parts.iter().map(|p| Box::pin(p.released()))).await;
     }
 
-    pub(crate) fn slot(&self, id: &str) -> WaiterSlot {
-        WaiterSlot {
-            parts: self.parts.iter().map(|p| p.slot(id)).collect(),
+    pub(crate) fn wake(&self, id: &str) -> Wake {
+        Wake {
+            parts: self.parts.iter().map(|p| p.wake(id)).collect(),
         }
     }
 

@@ -118,6 +118,7 @@ pub struct Node {
     op_timeout: Duration,
     min_replicas: u32,
     notifier: Notifier,
+    cleanups: super::Cleanups,
 }
 
 impl std::fmt::Debug for Node {
@@ -397,6 +398,7 @@ impl Node {
             op_timeout: opts.op_timeout,
             min_replicas: opts.min_replicas,
             notifier: Notifier::start(source),
+            cleanups: super::Cleanups::default(),
         })
     }
 
@@ -406,6 +408,33 @@ impl Node {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    pub fn min_replicas(&self) -> u32 {
+        self.min_replicas
+    }
+
+    /// How long `WAIT` may take for a write with TTL `ttl`: a fifth of it, and
+    /// well inside the request timeout, so that an unconfirmed acquisition is
+    /// answered as such (and given back) rather than timing out unknown.
+    fn wait_limit(&self, ttl: Duration) -> Duration {
+        (ttl / 5).min(self.op_timeout / 2)
+    }
+
+    /// Tells the scripts that this client's writes are confirmed by replicas
+    /// (`WAIT`): a promoted replica may then trust them (prelude.lua).
+    fn confirm_flag(&self) -> &'static str {
+        if self.min_replicas > 0 { "w" } else { "" }
+    }
+
+    pub(crate) fn cleanups(&self) -> &super::Cleanups {
+        &self.cleanups
+    }
+
+    /// Changes each time the subscription connection to this Redis was
+    /// re-established (it may have restarted).
+    pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notifier.reconnects()
     }
 
     /// The key schema of `name` (validated), with the epoch marker placed in
@@ -578,16 +607,17 @@ impl Node {
     ) -> Call {
         Call::new(&scripts::ACQUIRE)
             .key(&k.lease)
-            .key(&k.fence)
-            .key(&k.epoch)
             .key(&k.queue)
-            .key(&k.qexp)
+            .key(&k.qinfo)
+            .key(&k.epoch)
+            .key(&k.slots)
             .arg(holder.as_str())
             .arg(ttl.as_millis() as u64)
             .arg(value)
             .arg(&k.events)
             .arg(if queue { "wait" } else { "try" })
             .arg(super::queue_margin(ttl).as_millis() as u64)
+            .arg(self.confirm_flag())
     }
 
     pub async fn attempt(
@@ -601,7 +631,11 @@ impl Node {
         let k = self.keys(name)?;
         let call = self.acquire_call(&k, holder, ttl, value, queue);
         let (mut replies, replicated) = self
-            .exec("acquire", std::slice::from_ref(&call), Some(ttl / 5))
+            .exec(
+                "acquire",
+                std::slice::from_ref(&call),
+                Some(self.wait_limit(ttl)),
+            )
             .await?;
         let reply = array(
             "acquire",
@@ -619,7 +653,7 @@ impl Node {
                 let token = FencingToken(u64_at("acquire", &reply, 1)?);
                 if !replicated {
                     // Not on enough replicas: a failover could drop it. Give it back.
-                    let _ = self.release(name, holder).await;
+                    let _ = self.release(name, holder, false).await;
                     return Err(Error::NotReplicated {
                         op: "acquire",
                         want: self.min_replicas,
@@ -627,7 +661,10 @@ impl Node {
                 }
                 Ok(AcquireReply::Acquired { token })
             }
-            0 => Ok(AcquireReply::Held(holder_info("acquire", &reply, 1)?)),
+            0 => Ok(AcquireReply::Held {
+                info: holder_info("acquire", &reply, 1)?,
+                first: int_at("acquire", &reply, 5).unwrap_or(0) == 1,
+            }),
             2 => Ok(AcquireReply::Quarantined { wait: ms(1)? }),
             3 => Ok(AcquireReply::Queued {
                 wait: ms(1)?,
@@ -643,9 +680,9 @@ impl Node {
     pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::LEAVE)
-            .key(&k.queue)
-            .key(&k.qexp)
             .key(&k.lease)
+            .key(&k.queue)
+            .key(&k.qinfo)
             .arg(holder.as_str())
             .arg(&k.events);
         self.call("leave", call).await.map(|_| ())
@@ -653,7 +690,7 @@ impl Node {
 
     fn renew_call(&self, k: &keys::Keys, item: &RenewItem<'_>) -> Call {
         let call = match item.kind {
-            Kind::Lease => Call::new(&scripts::RENEW).key(&k.lease).key(&k.fence),
+            Kind::Lease => Call::new(&scripts::RENEW).key(&k.lease).key(&k.epoch),
             Kind::Slot { .. } => Call::new(&scripts::SEM_RENEW)
                 .key(&k.slots)
                 .key(&k.slotinfo),
@@ -702,10 +739,11 @@ impl Node {
             .filter_map(|(i, k)| k.as_ref().ok().map(|k| self.renew_call(k, i)))
             .collect();
         let ttl = items.iter().map(|i| i.ttl).min().unwrap_or_default();
-        let (replies, replicated) = match self.exec("renew", &calls, Some(ttl / 5)).await {
-            Ok(r) => r,
-            Err(e) => return items.iter().map(|_| Err(clone_unavailable(&e))).collect(),
-        };
+        let (replies, replicated) =
+            match self.exec("renew", &calls, Some(self.wait_limit(ttl))).await {
+                Ok(r) => r,
+                Err(e) => return items.iter().map(|_| Err(clone_unavailable(&e))).collect(),
+            };
         let mut replies = replies.into_iter();
         keys.into_iter()
             .map(|k| {
@@ -726,15 +764,34 @@ impl Node {
             .collect()
     }
 
-    pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
+    /// Gives the lease back (handing it to the first waiter in line, if any).
+    /// `always_publish`: announce the release even when nobody observes (a
+    /// quorum's waiters have no queue and listen for it).
+    pub async fn release(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        always_publish: bool,
+    ) -> Result<bool> {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::RELEASE)
             .key(&k.lease)
             .key(&k.queue)
-            .key(&k.qexp)
+            .key(&k.qinfo)
             .arg(holder.as_str())
-            .arg(&k.events);
+            .arg(&k.events)
+            .arg(if always_publish { "always" } else { "" });
         Ok(int("release", &self.call("release", call).await?)? == 1)
+    }
+
+    /// Asks for the name's `acquired`/`released`/`proclaimed` events for `d`
+    /// (without observers the scripts publish only what waiters need).
+    pub async fn observe(&self, name: &str, d: Duration) -> Result<()> {
+        let k = self.keys(name)?;
+        let call = Call::new(&scripts::OBSERVE)
+            .key(&k.lease)
+            .arg(d.as_millis() as u64);
+        self.call("observe", call).await.map(|_| ())
     }
 
     /// Raises the fence to at least `token` and records it as the lease's token,
@@ -748,7 +805,6 @@ impl Node {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::CONFIRM)
             .key(&k.lease)
-            .key(&k.fence)
             .arg(holder.as_str())
             .arg(token.0);
         Ok(int("confirm", &self.call("confirm", call).await?)? == 1)
@@ -766,7 +822,7 @@ impl Node {
 
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         let k = self.keys(name)?;
-        let call = Call::new(&scripts::STATUS).key(&k.lease).key(&k.fence);
+        let call = Call::new(&scripts::STATUS).key(&k.lease).key(&k.epoch);
         let reply = array("status", self.call("status", call).await?)?;
         let pttl = int_at("status", &reply, 0)?;
         let last_token = u64_at("status", &reply, 4)?;
@@ -775,10 +831,13 @@ impl Node {
         } else {
             Some(holder_info("status", &reply, 0)?)
         };
+        let quarantine = Duration::from_millis(int_at("status", &reply, 6)?.max(0) as u64);
         Ok(LeaseStatus {
             name: name.to_string(),
             holder,
             last_token,
+            semaphore: string_at("status", &reply, 5)? == "sem",
+            quarantine: (!quarantine.is_zero()).then_some(quarantine),
         })
     }
 
@@ -795,15 +854,20 @@ impl Node {
         let call = Call::new(&scripts::SEM_ACQUIRE)
             .key(&k.slots)
             .key(&k.slotinfo)
-            .key(&k.fence)
+            .key(&k.lease)
             .key(&k.epoch)
             .arg(holder.as_str())
             .arg(ttl.as_millis() as u64)
             .arg(value)
             .arg(limit)
-            .arg(&k.events);
+            .arg(&k.events)
+            .arg(self.confirm_flag());
         let (mut replies, replicated) = self
-            .exec("semaphore", std::slice::from_ref(&call), Some(ttl / 5))
+            .exec(
+                "semaphore",
+                std::slice::from_ref(&call),
+                Some(self.wait_limit(ttl)),
+            )
             .await?;
         let r = array(
             "semaphore",
@@ -829,15 +893,10 @@ impl Node {
                     token: FencingToken(u64_at("semaphore", &r, 1)?),
                 })
             }
-            0 => Ok(AcquireReply::Held(HolderInfo {
-                holder: HolderId::from_raw(format!(
-                    "(all {} slots taken)",
-                    int_at("semaphore", &r, 2)?
-                )),
-                value: String::new(),
-                token: FencingToken(0),
-                ttl_left: ms(1)?,
-            })),
+            0 => Ok(AcquireReply::Full {
+                wait: ms(1)?,
+                used: int_at("semaphore", &r, 2)?.max(0) as u32,
+            }),
             2 => Ok(AcquireReply::Quarantined { wait: ms(1)? }),
             other => Err(Error::Protocol {
                 op: "semaphore",

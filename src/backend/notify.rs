@@ -6,10 +6,12 @@
 //! release published after that can be missed), the last one to leave
 //! unsubscribes.
 //!
-//! Why per-waiter slots: a release names the waiter first in line (the head
-//! of the lease's queue in Redis); only that waiter, in whichever process it
-//! lives, is woken. A release costs one attempt, not one per waiter or per
-//! process. A release naming nobody wakes one local waiter.
+//! Why a wake-up per waiter: a release hands the lease to the waiter first in
+//! line (the head of the lease's queue in Redis) and names it; only that
+//! waiter, in whichever process it lives, is woken — with the grant in hand,
+//! so it starts without a round trip of its own. The waiter after it is told
+//! when that grant lapses unless claimed, and nobody else hears of it. A
+//! release naming nobody wakes one local waiter.
 //!
 //! Failure semantics:
 //! - while the connection is down, subscriptions report `confirmed() == false`
@@ -35,6 +37,14 @@ pub enum Event {
     Acquired(u64),
     /// Released; the waiter first in line, if any, should come for it.
     Released(u64, Option<String>),
+    /// Released and handed to `head` with `token`, to be claimed within
+    /// `claim`; `next` is the waiter after it.
+    Granted {
+        token: u64,
+        head: String,
+        claim: Duration,
+        next: Option<String>,
+    },
     Proclaimed(u64),
     /// The token cache stored a fresh value.
     Stored,
@@ -56,6 +66,18 @@ impl Event {
                 parts.next().filter(|h| !h.is_empty()).map(str::to_string),
             )),
             "proclaimed" => Some(Event::Proclaimed(token)),
+            "granted" => {
+                let mut rest = parts.next()?.split(' ');
+                let head = rest.next()?.to_string();
+                let claim = Duration::from_millis(rest.next()?.parse().ok()?);
+                let next = rest.next().filter(|n| !n.is_empty()).map(str::to_string);
+                Some(Event::Granted {
+                    token,
+                    head,
+                    claim,
+                    next,
+                })
+            }
             "stored" => Some(Event::Stored),
             "failed" => Some(Event::Failed(parts.next().unwrap_or("").to_string())),
             _ => None,
@@ -68,14 +90,69 @@ pub(crate) struct Channel {
     /// Wakes one local waiter when a release names nobody.
     released: Notify,
     /// Local waiters by id, woken when a release names them.
-    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    waiters: Mutex<HashMap<String, Arc<Mailbox>>>,
     events: broadcast::Sender<Event>,
 }
 
 impl Channel {
-    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Arc<Mailbox>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Delivers what an event means to the local waiters it names.
+    fn deliver(&self, event: &Event) {
+        match event {
+            Event::Released(_, Some(head)) => {
+                if let Some(w) = self.waiters().get(head) {
+                    w.notify.notify_one();
+                }
+            }
+            Event::Released(_, None) => self.released.notify_one(),
+            Event::Granted {
+                token,
+                head,
+                claim,
+                next,
+            } => {
+                let waiters = self.waiters();
+                if let Some(w) = waiters.get(head) {
+                    *lock_any(&w.grant) = Some(Grant {
+                        token: *token,
+                        claim: *claim,
+                    });
+                    w.notify.notify_one();
+                }
+                if let Some(w) = next.as_ref().and_then(|n| waiters.get(n)) {
+                    *lock_any(&w.on_deck) = Some(std::time::Instant::now() + *claim);
+                    w.notify.notify_one();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A lease handed to a waiter on release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub token: u64,
+    /// How long the grant lasts unless claimed, from the release.
+    pub claim: Duration,
+}
+
+/// What one waiter is told.
+#[derive(Default)]
+struct Mailbox {
+    notify: Notify,
+    /// A grant for this waiter, not yet taken.
+    grant: Mutex<Option<Grant>>,
+    /// This waiter is next after a grant that lapses at this instant unless
+    /// claimed: come then.
+    on_deck: Mutex<Option<std::time::Instant>>,
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Default)]
@@ -138,14 +215,27 @@ enum Cmd {
 pub struct Notifier {
     registry: Arc<Mutex<Registry>>,
     cmds: mpsc::UnboundedSender<Cmd>,
+    /// Counts reconnects after the first connection: the server may have
+    /// restarted, and holders should say so to it at once.
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Notifier {
     pub(crate) fn start(client: Source) -> Notifier {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, rx, registry.clone()));
-        Notifier { registry, cmds }
+        let (tx, reconnects) = tokio::sync::watch::channel(0);
+        tokio::spawn(run(client, rx, registry.clone(), tx));
+        Notifier {
+            registry,
+            cmds,
+            reconnects,
+        }
+    }
+
+    /// Changes each time the subscription connection was re-established.
+    pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnects.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -232,16 +322,17 @@ impl Subscription {
         self.channel.released.notified().await
     }
 
-    /// A slot for waiter `id`, woken when a release names it.
-    pub(crate) fn slot(&self, id: &str) -> WaiterSlot {
-        let notify = Arc::new(Notify::new());
+    /// The wake-up of waiter `id`: woken when a release names it or hands
+    /// it the lease.
+    pub(crate) fn wake(&self, id: &str) -> Wake {
+        let mailbox = Arc::new(Mailbox::default());
         self.channel
             .waiters()
-            .insert(id.to_string(), notify.clone());
-        WaiterSlot {
+            .insert(id.to_string(), mailbox.clone());
+        Wake {
             channel: self.channel.clone(),
             id: id.to_string(),
-            notify,
+            mailbox,
         }
     }
 
@@ -252,20 +343,31 @@ impl Subscription {
 }
 
 /// One waiter's wake-up; deregisters on drop.
-pub(crate) struct WaiterSlot {
+pub(crate) struct Wake {
     channel: Arc<Channel>,
     id: String,
-    notify: Arc<Notify>,
+    mailbox: Arc<Mailbox>,
 }
 
-impl WaiterSlot {
-    /// Resolves when a release named this waiter (or events may have been missed).
+impl Wake {
+    /// Resolves when a release named or granted this waiter, or it is next
+    /// after a grant (or events may have been missed).
     pub(crate) async fn called(&self) {
-        self.notify.notified().await
+        self.mailbox.notify.notified().await
+    }
+
+    /// The grant a release handed to this waiter, if one came.
+    pub(crate) fn take_grant(&self) -> Option<Grant> {
+        lock_any(&self.mailbox.grant).take()
+    }
+
+    /// When the grant before ours lapses unless claimed, if we are next.
+    pub(crate) fn take_on_deck(&self) -> Option<std::time::Instant> {
+        lock_any(&self.mailbox.on_deck).take()
     }
 }
 
-impl Drop for WaiterSlot {
+impl Drop for Wake {
     fn drop(&mut self) {
         self.channel.waiters().remove(&self.id);
     }
@@ -321,7 +423,7 @@ fn wake_all(registry: &Mutex<Registry>) {
     for (ch, _) in reg.channels.values() {
         ch.released.notify_waiters();
         for w in ch.waiters().values() {
-            w.notify_one();
+            w.notify.notify_one();
         }
         let _ = ch.events.send(Event::Reconnected);
     }
@@ -389,9 +491,11 @@ async fn run(
     client: Source,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     registry: Arc<Mutex<Registry>>,
+    reconnects: tokio::sync::watch::Sender<u64>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0usize;
+    let mut connected_before = false;
     loop {
         let Some(pubsub) = connect(&client, attempt, &mut cmds).await else {
             return;
@@ -407,6 +511,10 @@ async fn run(
         };
         let (mut sink, mut stream) = pubsub.split();
         let connected_at = std::time::Instant::now();
+        if connected_before {
+            reconnects.send_modify(|n| *n += 1);
+        }
+        connected_before = true;
         let names: Vec<String> = lock(&registry).channels.keys().cloned().collect();
         let mut ok = true;
         for name in &names {
@@ -437,16 +545,7 @@ async fn run(
                         let Some(event) = Event::parse(&payload) else { continue };
                         let channel = lock(&registry).channels.get(&name).map(|e| e.0.clone());
                         if let Some(ch) = channel {
-                            if let Event::Released(_, head) = &event {
-                                match head {
-                                    Some(h) => {
-                                        if let Some(w) = ch.waiters().get(h) {
-                                            w.notify_one();
-                                        }
-                                    }
-                                    None => ch.released.notify_one(),
-                                }
-                            }
+                            ch.deliver(&event);
                             let _ = ch.events.send(event);
                         }
                     }

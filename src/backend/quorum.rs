@@ -35,6 +35,7 @@ use crate::token::{FencingToken, HolderId};
 pub struct Quorum {
     nodes: Vec<Node>,
     urls: String,
+    cleanups: super::Cleanups,
 }
 
 fn node_timeout(ttl: Duration) -> Duration {
@@ -67,7 +68,11 @@ impl Quorum {
             .join(" ");
         let nodes = join_all(urls.iter().map(|u| Node::connect_lazy(u, prefix, opts))).await;
         let nodes: Vec<Node> = nodes.into_iter().collect::<Result<_>>()?;
-        let q = Quorum { nodes, urls: shown };
+        let q = Quorum {
+            nodes,
+            urls: shown,
+            cleanups: super::Cleanups::default(),
+        };
         // At least a majority must answer now; the rest may come back later.
         let answered = join_all(q.nodes.iter().map(|n| n.ping())).await;
         let up = answered.iter().filter(|r| r.is_ok()).count();
@@ -89,6 +94,10 @@ impl Quorum {
 
     pub fn url(&self) -> String {
         self.urls.clone()
+    }
+
+    pub(crate) fn cleanups(&self) -> &super::Cleanups {
+        &self.cleanups
     }
 
     pub fn majority(&self) -> usize {
@@ -145,9 +154,13 @@ impl Quorum {
                     granted.push((i, token));
                     maybe.push(i);
                 }
-                Ok(AcquireReply::Held(h)) => held.push(h),
+                Ok(AcquireReply::Held { info, .. }) => held.push(info),
                 Ok(AcquireReply::Quarantined { wait }) => quarantine = quarantine.max(wait),
-                Ok(AcquireReply::Queued { wait, .. }) => quarantine = quarantine.max(wait),
+                Ok(
+                    AcquireReply::Queued { wait, .. }
+                    | AcquireReply::Full { wait, .. }
+                    | AcquireReply::NoMajority { wait },
+                ) => quarantine = quarantine.max(wait),
                 Err(e @ (Error::ForeignKey { .. } | Error::BadName { .. })) => fatal = Some(e),
                 Err(e) => {
                     failed.push(e);
@@ -184,7 +197,7 @@ impl Quorum {
         join_all(
             maybe
                 .iter()
-                .map(|&i| tokio::time::timeout(limit, self.nodes[i].release(name, holder))),
+                .map(|&i| tokio::time::timeout(limit, self.nodes[i].release(name, holder, true))),
         )
         .await;
         if let Some(e) = fatal {
@@ -210,14 +223,11 @@ impl Quorum {
             // A split vote or a slow attempt: try again shortly, spread out.
             _ => Duration::from_millis(20) + jitter(Duration::from_millis(80)),
         };
-        let mut info = held.into_iter().next().unwrap_or(HolderInfo {
-            holder: HolderId::from_raw("(no majority: split vote)"),
-            value: String::new(),
-            token: FencingToken(0),
-            ttl_left: wait,
-        });
+        let Some(mut info) = held.into_iter().next() else {
+            return Ok(AcquireReply::NoMajority { wait });
+        };
         info.ttl_left = wait;
-        Ok(AcquireReply::Held(info))
+        Ok(AcquireReply::Held { info, first: false })
     }
 
     pub async fn renew(
@@ -313,7 +323,7 @@ impl Quorum {
 
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let replies = self
-            .all(Duration::from_secs(10), |n| n.release(name, holder))
+            .all(Duration::from_secs(10), |n| n.release(name, holder, true))
             .await;
         Ok(replies.iter().any(|r| matches!(r, Ok(true))))
     }
@@ -356,10 +366,22 @@ impl Quorum {
                 break;
             }
         }
+        // A grant needs a majority out of quarantine: the majority-th shortest wait.
+        let mut waits: Vec<Duration> = ok
+            .iter()
+            .map(|s| s.quarantine.unwrap_or_default())
+            .collect();
+        waits.sort();
+        let quarantine = match &best {
+            None => waits.get(majority - 1).copied().filter(|w| !w.is_zero()),
+            Some(_) => None,
+        };
         Ok(LeaseStatus {
             name: name.to_string(),
             holder: best,
             last_token,
+            semaphore: false,
+            quarantine,
         })
     }
 

@@ -16,6 +16,10 @@ pub struct Lua {
     hash: String,
 }
 
+/// Helpers shared by the lease and semaphore scripts, put in front of each
+/// script that uses them (other clients must do the same).
+pub const PRELUDE: &str = include_str!("scripts/prelude.lua");
+
 impl Lua {
     fn new(name: &'static str, code: &'static str) -> Lua {
         let hash = redis::Script::new(code).get_hash().to_string();
@@ -84,25 +88,30 @@ impl Call {
 }
 
 macro_rules! scripts {
-    ($($id:ident = $file:literal;)*) => {
-        $(pub static $id: LazyLock<Lua> =
-            LazyLock::new(|| Lua::new($file, include_str!(concat!("scripts/", $file, ".lua"))));)*
+    ($($id:ident = $file:literal $(+ $prelude:ident)?;)*) => {
+        $(pub static $id: LazyLock<Lua> = LazyLock::new(|| {
+            let body = include_str!(concat!("scripts/", $file, ".lua"));
+            $(let _ = stringify!($prelude);
+              let body: &'static str = Box::leak(format!("{PRELUDE}\n{body}").into_boxed_str());)?
+            Lua::new($file, body)
+        });)*
     };
 }
 
 scripts! {
-    ACQUIRE = "acquire";
-    RENEW = "renew";
-    RELEASE = "release";
+    ACQUIRE = "acquire" + prelude;
+    RENEW = "renew" + prelude;
+    RELEASE = "release" + prelude;
     PROCLAIM = "proclaim";
-    STATUS = "status";
-    LEAVE = "leave";
+    STATUS = "status" + prelude;
+    LEAVE = "leave" + prelude;
+    OBSERVE = "observe" + prelude;
     CONFIRM = "confirm";
     QUOTA_FIXED = "quota_fixed";
     QUOTA_SLIDING = "quota_sliding";
     CACHE_GET = "cache_get";
     CACHE_STORE = "cache_store";
-    SEM_ACQUIRE = "sem_acquire";
+    SEM_ACQUIRE = "sem_acquire" + prelude;
     SEM_RENEW = "sem_renew";
     SEM_RELEASE = "sem_release";
     SEM_STATUS = "sem_status";

@@ -131,6 +131,9 @@ pub(crate) struct Entry {
     pub value: String,
     /// When the acquiring request was sent.
     pub sent: Instant,
+    /// How long Redis keeps the lease from `sent` without a renewal: the TTL,
+    /// or the claim window of a lease handed over on release.
+    pub first_ttl: Duration,
     pub shared: Arc<Shared>,
 }
 
@@ -154,6 +157,11 @@ enum Cmd {
     Add(u64, Entry),
     /// The guard was dropped: stop, then release in the background.
     Abandon(u64),
+    /// Redis may have restarted (its connection was re-established): renew
+    /// everything now. A refused renewal there records our TTL in the
+    /// server's quarantine (renew.lua), so that contenders with shorter TTLs
+    /// wait for us; and we learn of a loss as early as possible.
+    RenewAll,
 }
 
 /// A handle to one client's renewal service.
@@ -167,6 +175,17 @@ impl Keepers {
     /// Starts the service for `backend` (needs a runtime).
     pub(crate) fn start(backend: Backend) -> Keepers {
         let (tx, rx) = mpsc::unbounded_channel();
+        for mut reconnects in backend.reconnects() {
+            let tx = tx.downgrade();
+            tokio::spawn(async move {
+                while reconnects.changed().await.is_ok() {
+                    let Some(tx) = tx.upgrade() else { return };
+                    if tx.send(Cmd::RenewAll).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         tokio::spawn(run(backend, rx));
         Keepers {
             tx,
@@ -276,7 +295,7 @@ impl Service {
             // Give the lease back now rather than making the next holder wait
             // out the TTL.
             let backend = self.backend.clone();
-            tokio::spawn(async move {
+            self.backend.cleanups().spawn(async move {
                 let _ = tokio::time::timeout_at(
                     deadline.into(),
                     backend.release_as(e.kind, &e.name, &e.holder),
@@ -291,8 +310,10 @@ impl Service {
         match cmd {
             Cmd::Add(id, e) => {
                 let cfg = &e.config;
-                let deadline = deadline::safety_deadline(e.sent, cfg.ttl());
-                let due = deadline::next_renewal(e.sent, cfg.renew_every());
+                let deadline = deadline::safety_deadline(e.sent, e.first_ttl);
+                // A short first period (a grant's claim window) is renewed
+                // within its first third, like any TTL.
+                let due = deadline::next_renewal(e.sent, cfg.renew_every().min(e.first_ttl / 3));
                 self.kept.insert(
                     id,
                     Kept {
@@ -307,6 +328,19 @@ impl Service {
                     },
                 );
                 self.reschedule(id);
+            }
+            Cmd::RenewAll => {
+                let now = Instant::now();
+                let ids: Vec<u64> = self.kept.keys().copied().collect();
+                for id in ids {
+                    if let Some(k) = self.kept.get_mut(&id)
+                        && !k.in_flight
+                        && !k.lost
+                    {
+                        k.due = now;
+                        self.reschedule(id);
+                    }
+                }
             }
             Cmd::Abandon(id) => {
                 if let Some(k) = self.kept.get_mut(&id) {

@@ -35,6 +35,7 @@ pub struct LeaseBuilder {
     ttl: Duration,
     renew_every: Option<Duration>,
     value: String,
+    min_validity: Duration,
 }
 
 /// What [`Lease::release`] found.
@@ -56,6 +57,7 @@ impl LeaseBuilder {
             ttl: DEFAULT_TTL,
             renew_every: None,
             value: String::new(),
+            min_validity: Duration::ZERO,
         }
     }
 
@@ -75,6 +77,15 @@ impl LeaseBuilder {
     /// A value stored with the lease that others can read (e.g. the leader's address).
     pub fn value(mut self, value: impl Into<String>) -> Self {
         self.value = value.into();
+        self
+    }
+
+    /// `acquire()` returns a lease that stays ours at least `d` without a
+    /// renewal: a lease handed over on release whose claim window has less
+    /// left is claimed (renewed) first. Set it to the time the guarded work
+    /// needs to stop (the supervisor uses its stop budget). Default: none.
+    pub fn min_validity(mut self, d: Duration) -> Self {
+        self.min_validity = d;
         self
     }
 
@@ -119,7 +130,8 @@ impl LeaseBuilder {
             .await?
         {
             crate::backend::AcquireReply::Acquired { token } => {
-                Ok(Some(self.start(config, holder, token, sent, began)))
+                let ttl = config.ttl();
+                Ok(Some(self.start(config, holder, token, sent, ttl, began)))
             }
             _ => Ok(None),
         }
@@ -131,27 +143,34 @@ impl LeaseBuilder {
         let config = self.config()?;
         let began = Instant::now();
         let holder = HolderId::generate();
-        let won = waiter::acquire(
-            &self.backend,
-            self.kind,
-            &self.name,
-            &holder,
-            &config,
-            &self.value,
-        )
-        .await?;
-        Ok(self.start(config, holder, won.token, won.sent, began))
+        let want = waiter::Want {
+            kind: self.kind,
+            name: &self.name,
+            holder: &holder,
+            config: &config,
+            value: &self.value,
+            min_validity: self.min_validity,
+        };
+        let won = waiter::acquire(&self.backend, &want).await?;
+        Ok(self.start(config, holder, won.token, won.sent, won.ttl, began))
     }
 
     /// Like [`LeaseBuilder::acquire`], giving up after `limit`.
     ///
     /// # Errors
     /// [`Error::AcquireTimeout`] when `limit` elapses.
+    ///
+    /// On timeout the waiter has left the queue (or is given at most a second
+    /// to), so that the next one in line does not wait for its place to lapse.
     pub async fn acquire_timeout(self, limit: Duration) -> Result<Lease> {
         let name = self.name.clone();
+        let backend = self.backend.clone();
         match tokio::time::timeout(limit, self.acquire()).await {
             Ok(r) => r,
-            Err(_) => Err(Error::AcquireTimeout { name, after: limit }),
+            Err(_) => {
+                backend.cleanups().wait(Duration::from_secs(1)).await;
+                Err(Error::AcquireTimeout { name, after: limit })
+            }
         }
     }
 
@@ -161,10 +180,11 @@ impl LeaseBuilder {
         holder: HolderId,
         token: FencingToken,
         sent: Instant,
+        first_ttl: Duration,
         began: Instant,
     ) -> Lease {
         crate::telemetry::acquired(&self.name, token.0, began.elapsed());
-        let deadline = crate::deadline::safety_deadline(sent, config.ttl());
+        let deadline = crate::deadline::safety_deadline(sent, first_ttl);
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
         let shared = std::sync::Arc::new(Shared::new(state_tx));
         let id = self.keepers.add(Entry {
@@ -175,6 +195,7 @@ impl LeaseBuilder {
             token,
             value: self.value.clone(),
             sent,
+            first_ttl,
             shared: shared.clone(),
         });
         Lease {

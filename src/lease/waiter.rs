@@ -3,12 +3,21 @@
 //! - Subscribe to the lease's event channel *before* each attempt, so that a
 //!   release published between a failed attempt and the wait is not missed
 //!   (redisson#1763).
-//! - After a failed attempt, sleep until the holder's remaining TTL (plus a
-//!   little jitter) — that is when a crashed holder's lease frees up — or until
-//!   a release is published, whichever comes first.
+//! - After a failed attempt, sleep until the holder's remaining TTL — that is
+//!   when a crashed holder's lease frees up — or until a release names us,
+//!   whichever comes first. Only the waiter first in line comes exactly on
+//!   time; the others add a little jitter behind it.
 //! - Each failed attempt keeps this waiter's place in the lease's queue in
-//!   Redis; a release names the first waiter in line, and only that one is
-//!   woken. A waiter that gives up (its future is dropped) leaves the queue.
+//!   Redis. A release hands the lease straight to the first waiter in line
+//!   (**grant on release**): it starts on the message, without an acquire
+//!   round trip of its own. Its safety deadline counts from the send instant
+//!   of its last queued attempt, which Redis processed before the release, so
+//!   it never overestimates; the grant lasts only the claim window until the
+//!   first renewal confirms it (a waiter that died meanwhile strands the lease
+//!   for no longer, and the waiter after it is told when to come). When that
+//!   window has too little left, the grant is claimed (renewed) first.
+//! - A waiter that gives up (its future is dropped) leaves the queue, and gives
+//!   back a grant that reached it too late.
 //! - While the subscription is not confirmed (Redis pub/sub connection down),
 //!   the sleep is capped so that waiting degrades to slow polling, never to
 //!   waiting forever.
@@ -16,32 +25,51 @@
 use std::time::{Duration, Instant};
 
 use super::keeper::jitter;
-use crate::backend::{AcquireReply, Backend, Kind};
+use crate::backend::{AcquireReply, Backend, Grant, Kind, RenewReply};
 use crate::config::LeaseConfig;
+use crate::deadline;
 use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
 
 /// Cap on a sleep while release events cannot be received.
 const UNCONFIRMED_CAP: Duration = Duration::from_millis(250);
-/// Jitter added to a sleep until expiry.
+/// Jitter added behind the first in line when a holder's TTL runs out.
 const EXPIRY_JITTER: Duration = Duration::from_millis(3);
 
 /// What a successful wait produced.
 pub(crate) struct Won {
     pub token: FencingToken,
+    /// When the request that made (or confirmed) the lease ours was sent.
     pub sent: Instant,
+    /// How long Redis keeps it from then without renewal: the TTL, or a
+    /// grant's claim window.
+    pub ttl: Duration,
 }
 
-/// Tries until the lease is ours. Cancel-safe: dropping the future leaves
-/// nothing behind in Redis (a waiter holds no state there).
-pub(crate) async fn acquire(
-    backend: &Backend,
-    kind: Kind,
-    name: &str,
-    holder: &HolderId,
-    config: &LeaseConfig,
-    value: &str,
-) -> Result<Won> {
+/// What the wait is for.
+pub(crate) struct Want<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub holder: &'a HolderId,
+    pub config: &'a LeaseConfig,
+    pub value: &'a str,
+    /// The lease must stay ours at least this long without a renewal when
+    /// handed over (e.g. the supervisor's stop budget); a grant with less
+    /// left is claimed first.
+    pub min_validity: Duration,
+}
+
+/// Tries until the lease is ours. Cancel-safe: dropping the future leaves the
+/// queue (in the background; [`crate::Client::close`] waits for it).
+pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
+    let Want {
+        kind,
+        name,
+        holder,
+        config,
+        value,
+        ..
+    } = *want;
     let mut queued = LeaveOnDrop {
         backend: backend.clone(),
         name: name.to_string(),
@@ -59,15 +87,23 @@ pub(crate) async fn acquire(
     {
         Ok(AcquireReply::Acquired { token }) => {
             queued.armed = false;
-            return Ok(Won { token, sent });
+            return Ok(Won {
+                token,
+                sent,
+                ttl: config.ttl(),
+            });
         }
         Err(e) if !e.is_unavailable() => return Err(e),
         _ => {}
     }
     let sub = backend.subscribe(name).await?;
-    let slot = sub.slot(holder.as_str());
+    let wake = sub.wake(holder.as_str());
     let mut seen: Option<(String, u64)> = None;
+    let mut told_quarantine = false;
     let mut backoff = Duration::from_millis(50);
+    // The send instant of the latest attempt that left us queued: a grant
+    // comes after Redis processed it.
+    let mut last_queued: Option<Instant> = None;
     loop {
         let confirmed = sub.ensure_confirmed().await;
         let sent = Instant::now();
@@ -77,41 +113,65 @@ pub(crate) async fn acquire(
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {
                 queued.armed = false;
-                return Ok(Won { token, sent });
+                return Ok(Won {
+                    token,
+                    sent,
+                    ttl: config.ttl(),
+                });
             }
             Ok(AcquireReply::Queued { wait, head }) => {
+                last_queued = Some(sent);
                 tracing::debug!(
                     "waiting for '{name}': free, but {} is first in line",
                     head.readable()
                 );
                 wait + jitter(EXPIRY_JITTER)
             }
-            Ok(AcquireReply::Held(h)) => {
-                let key = (h.holder.as_str().to_string(), h.token.0);
+            Ok(AcquireReply::Held { info, first }) => {
+                last_queued = Some(sent);
+                let key = (info.holder.as_str().to_string(), info.token.0);
                 if seen.as_ref() != Some(&key) {
                     tracing::info!(
                         "waiting for '{name}', held by {} (token {}), expires in {:.1}s",
-                        h.holder.readable(),
-                        h.token,
-                        h.ttl_left.as_secs_f64()
+                        info.holder.readable(),
+                        info.token,
+                        info.ttl_left.as_secs_f64()
                     );
                     seen = Some(key);
                 }
                 backoff = Duration::from_millis(50);
-                h.ttl_left + jitter(EXPIRY_JITTER)
+                // Only the first in line needs to be there the moment a
+                // crashed holder's lease expires; the others spread out.
+                if first {
+                    info.ttl_left
+                } else {
+                    info.ttl_left + Duration::from_millis(1) + jitter(EXPIRY_JITTER)
+                }
+            }
+            Ok(AcquireReply::Full { wait, .. } | AcquireReply::NoMajority { wait }) => {
+                backoff = Duration::from_millis(50);
+                wait + jitter(EXPIRY_JITTER)
             }
             Ok(AcquireReply::Quarantined { wait }) => {
-                tracing::info!(
-                    "waiting for '{name}': this Redis lost its data or is new, so no one starts for {:.1}s (until any earlier holder's deadline has passed)",
-                    wait.as_secs_f64()
-                );
+                last_queued = Some(sent);
+                if !told_quarantine {
+                    tracing::warn!(
+                        "'{name}' is free, but this Redis may lack writes it confirmed before (it restarted, failed over to a replica, or is new to leasehold): nobody starts for {:.1}s, until every earlier holder's deadline has passed. Avoid it with persistence (appendonly yes, appendfsync always) and --min-replicas, or a Redis that has been up longer than the TTL",
+                        wait.as_secs_f64()
+                    );
+                    told_quarantine = true;
+                }
                 wait + jitter(EXPIRY_JITTER)
             }
             Err(e) if e.is_unavailable() => {
                 tracing::warn!("waiting for '{name}': {e}; retrying in {backoff:?}");
                 let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                w
+                // Not queued: nothing is handed to us, and a release (maybe
+                // our own, e.g. of an acquisition not replicated in time)
+                // must not cut the backoff short.
+                tokio::time::sleep(w).await;
+                continue;
             }
             Err(e) => return Err(e),
         };
@@ -120,16 +180,74 @@ pub(crate) async fn acquire(
         } else {
             wait.min(UNCONFIRMED_CAP)
         };
-        tokio::select! {
-            _ = slot.called() => {}
-            _ = sub.released() => {}
-            _ = tokio::time::sleep(wait) => {}
+        let mut until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = wake.called() => {
+                    if let (Some(grant), Some(s)) = (wake.take_grant(), last_queued) {
+                        match take_grant(backend, want, grant, s).await {
+                            Some(won) => {
+                                queued.armed = false;
+                                return Ok(won);
+                            }
+                            None => break,
+                        }
+                    }
+                    match wake.take_on_deck() {
+                        // Next after a grant: come when it lapses unless claimed.
+                        Some(at) => until = until.min(at + Duration::from_millis(1)),
+                        None => break,
+                    }
+                }
+                _ = sub.released() => break,
+                _ = tokio::time::sleep_until(until.into()) => break,
+            }
         }
     }
 }
 
-/// Leaves the queue when a waiter stops waiting without the lease, so that it
-/// does not hold up the line until its place lapses.
+/// A release handed us the lease. Use it as it is when enough of its claim
+/// window is left (counted from `last_queued`, which Redis processed before
+/// the release, so the deadline never overestimates); otherwise claim it
+/// first with a renewal. `None`: it is not ours (any more) — attempt again.
+async fn take_grant(
+    backend: &Backend,
+    want: &Want<'_>,
+    grant: Grant,
+    last_queued: Instant,
+) -> Option<Won> {
+    let token = FencingToken(grant.token);
+    let deadline = deadline::safety_deadline(last_queued, grant.claim);
+    let need = want.min_validity.max(grant.claim / 2);
+    if !backend.confirms_writes() && deadline > Instant::now() + need {
+        return Some(Won {
+            token,
+            sent: last_queued,
+            ttl: grant.claim,
+        });
+    }
+    let ttl = want.config.ttl();
+    let sent = Instant::now();
+    match backend
+        .renew(want.name, want.holder, ttl, token, want.value)
+        .await
+    {
+        Ok(RenewReply::Renewed) => Some(Won { token, sent, ttl }),
+        Ok(RenewReply::Refused { reason }) => {
+            tracing::debug!(
+                "a grant of '{}' was gone before claimed: {reason}",
+                want.name
+            );
+            None
+        }
+        // Unknown: the next attempt finds it ours (and extends it) or not.
+        Err(_) => None,
+    }
+}
+
+/// Leaves the queue (and gives back a grant that came too late) when a waiter
+/// stops waiting without the lease, so that it does not hold up the line
+/// until its place lapses.
 struct LeaveOnDrop {
     backend: Backend,
     name: String,
@@ -142,11 +260,9 @@ impl Drop for LeaveOnDrop {
         if !self.armed {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (b, n, h) = (self.backend.clone(), self.name.clone(), self.holder.clone());
-            rt.spawn(async move {
-                let _ = b.leave(&n, &h).await;
-            });
-        }
+        let (b, n, h) = (self.backend.clone(), self.name.clone(), self.holder.clone());
+        self.backend.cleanups().spawn(async move {
+            let _ = b.leave(&n, &h).await;
+        });
     }
 }

@@ -162,8 +162,24 @@ impl RedisServer {
     /// Makes this Redis look in use by leasehold since long ago, so that tests
     /// not about the post-restart quarantine do not wait one TTL for it.
     pub fn warm(&self) {
-        let reply = self.cmd(&["SET", "leasehold:epoch", "0"]);
+        let info = self.cmd(&["INFO", "server"]);
+        let run = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no run_id in INFO: {info}"));
+        // "<run_id> <base ms> <longest ttl ms>": this server, since 1970.
+        let reply = self.cmd(&["SET", "leasehold:epoch", &format!("{run} 0 0")]);
         assert!(reply.contains("OK"), "warm: {reply}");
+    }
+
+    /// The server's run_id (new on every start).
+    pub fn run_id(&self) -> String {
+        let info = self.cmd(&["INFO", "server"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     }
 
     /// SIGSTOP: Redis stops answering, connections stay open.

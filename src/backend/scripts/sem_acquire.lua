@@ -1,65 +1,76 @@
--- sem_acquire.lua: take one of `limit` slots of a semaphore.
+-- sem_acquire.lua: take one of `limit` slots of a semaphore. (Runs after prelude.lua.)
 --
--- KEYS[1]  slots  <prefix>{<name>}:slots   zset: holder id -> expiry (Redis time, ms)
--- KEYS[2]  info   <prefix>{<name>}:slotinfo hash: holder id -> "<token> <value>"
--- KEYS[3]  fence  <prefix>{<name>}:fence   last token issued (shared with the lease)
--- KEYS[4]  epoch  <prefix>epoch            as in acquire.lua
+-- KEYS[1]  slots       <prefix>{<name>}:slots    zset: holder id -> expiry (Redis ms)
+-- KEYS[2]  slot info   <prefix>{<name>}:slotinfo hash: holder id -> "<token> <value>"
+-- KEYS[3]  name record <prefix>{<name>}:lease    token, run, maxttl, kind (prelude.lua)
+-- KEYS[4]  marker      <prefix>epoch
 -- ARGV[1]  holder id
 -- ARGV[2]  TTL in milliseconds
 -- ARGV[3]  value (free text)
 -- ARGV[4]  limit (N)
 -- ARGV[5]  event channel <prefix>{<name>}:events
+-- ARGV[6]  "w" when the caller confirms its writes with WAIT (--min-replicas)
 --
 -- Returns {1, token} acquired (also when the slot already was ours: an earlier
--- attempt whose reply was lost; extended then); {0, wait_ms, used} all N slots taken (the
--- earliest expires in wait_ms); {2, wait_ms} quarantine (see acquire.lua).
+-- attempt whose reply was lost; extended from now then); {0, wait_ms, used}
+-- all N slots taken (the earliest expires in wait_ms); {2, wait_ms} quarantine
+-- (see prelude.lua). Error "LEASEHOLD_KIND lease": the name is a held lease.
 -- Every holder's slot expires on its own, by Redis's clock: a crashed holder
 -- frees its slot after one TTL and leaves nothing behind.
 
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ttl = tonumber(ARGV[2])
-local limit = tonumber(ARGV[4])
+local me, ttl, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local run, now, now_us, uptime = server()
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w')
+if failed(r) then
+  return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[3] .. ' ' .. redis.call('TYPE', KEYS[3])['ok'])
+end
+if r[1] == 'lease' and (r[2] or '') ~= '' and num(r[3]) > now then
+  return redis.error_reply('LEASEHOLD_KIND lease')
+end
+
+local expired = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if failed(expired) then
+  return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[1] .. ' ' .. redis.call('TYPE', KEYS[1])['ok'])
+end
 for _, h in ipairs(expired) do
   redis.call('ZREM', KEYS[1], h)
   redis.call('HDEL', KEYS[2], h)
 end
 
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  -- An earlier attempt of ours took a slot but its reply was lost: extend it
-  -- from now and hand it over.
-  redis.call('ZADD', KEYS[1], 'XX', now_ms + ttl, ARGV[1])
+local function keep(until_ms)
   for i = 1, 2 do
-    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+    if redis.call('PTTL', KEYS[i]) < until_ms - now then redis.call('PEXPIREAT', KEYS[i], until_ms) end
   end
-  local info = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+end
+
+if redis.call('ZSCORE', KEYS[1], me) then
+  redis.call('ZADD', KEYS[1], 'XX', now + ttl, me)
+  keep(now + ttl)
+  local info = redis.call('HGET', KEYS[2], me) or '0'
   return {1, string.match(info, '^(%d+)') or '0'}
 end
 
 local used = redis.call('ZCARD', KEYS[1])
 if used >= limit then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-  return {0, math.max(tonumber(first) - now_ms, 0), used}
+  return {0, math.max(tonumber(first) - now, 0), used}
 end
 
-local born = redis.call('GET', KEYS[4])
-if not born then
-  redis.call('SET', KEYS[4], string.format('%.0f', now_ms))
-  born = now_ms
+local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[8])
+if not ready then
+  return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[4] .. ' ' .. redis.call('TYPE', KEYS[4])['ok'])
 end
-local ready = tonumber(born) + ttl
-if now_ms < ready then return {2, ready - now_ms} end
+if now < ready then return {2, ready - now} end
 
-local last = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-local tok = string.format('%.0f', math.max(last + 1, now_us))
-redis.call('SET', KEYS[3], tok)
-redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], tok .. ' ' .. ARGV[3])
-for i = 1, 2 do
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+local tok = string.format('%.0f', math.max(num(r[4]) + 1, now_us))
+redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', ARGV[6] == 'w' and '1' or '0')
+if ttl > num(r[6]) then
+  redis.call('HSET', KEYS[3], 'maxttl', ttl)
+  note_ttl(KEYS[4], run, ttl)
 end
-redis.call('PUBLISH', ARGV[5], 'acquired ' .. tok)
+redis.call('ZADD', KEYS[1], now + ttl, me)
+redis.call('HSET', KEYS[2], me, tok .. ' ' .. ARGV[3])
+keep(now + ttl)
+if num(r[7]) > now then redis.call('PUBLISH', ARGV[5], 'acquired ' .. tok) end
 return {1, tok}

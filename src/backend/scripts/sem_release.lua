@@ -10,5 +10,5 @@
 
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'released 0 ')
+redis.call('PUBLISH', ARGV[2], 'released 0')
 return 1

@@ -37,7 +37,7 @@ quota take: 0 allowed, 1 denied. cache get: 0 value printed, 70 fetch failed,
 pub fn of_error(e: &leasehold::Error) -> u8 {
     use leasehold::Error as E;
     match e {
-        E::BadUrl { .. } | E::BadName { .. } | E::BadConfig { .. } => USAGE,
+        E::BadUrl { .. } | E::BadName { .. } | E::BadConfig { .. } | E::NameInUse { .. } => USAGE,
         E::Unreachable { .. } | E::Auth { .. } | E::Refused { .. } | E::Timeout { .. } => {
             UNAVAILABLE
         }

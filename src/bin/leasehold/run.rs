@@ -11,6 +11,8 @@ use crate::{exit, report};
 /// First backoff after a failed child under `--forever`; doubles up to the max.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long leaving the queue may delay an exit.
+const LEAVE_LIMIT: Duration = Duration::from_secs(1);
 
 pub async fn run(a: RunArgs) -> u8 {
     // Validate everything before touching Redis: one line, exit 64.
@@ -60,7 +62,10 @@ pub async fn run(a: RunArgs) -> u8 {
             None => client.lease(a.name.clone()),
         }
         .ttl(a.ttl)
-        .value(a.value.clone());
+        .value(a.value.clone())
+        // The child needs the lease for its stop budget at least: a lease
+        // handed over with less of its claim window left is claimed first.
+        .min_validity(supervisor.stop_budget() + Duration::from_millis(100));
         let acquiring = async {
             match wait_limit {
                 Some(limit) => campaign.acquire_timeout(limit).await,
@@ -73,12 +78,16 @@ pub async fn run(a: RunArgs) -> u8 {
                 Err(e @ Error::AcquireTimeout { .. }) => {
                     tracing::info!("{e}");
                     eprintln!("leasehold: {e}");
+                    client.close(LEAVE_LIMIT).await;
                     return exit::WAIT_ELAPSED;
                 }
                 Err(e) => return fail(&e),
             },
             sig = signals.recv() => {
                 tracing::info!("signal {sig} while waiting for '{}'; exiting", a.name);
+                // Leave the queue first, so that the next in line need not
+                // wait for our place to lapse.
+                client.close(LEAVE_LIMIT).await;
                 return (128 + sig) as u8;
             }
         };

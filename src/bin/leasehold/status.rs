@@ -70,6 +70,9 @@ pub async fn status(a: StatusArgs) -> u8 {
                 let mut v: serde_json::Value =
                     serde_json::from_str(&json(&a.name, s.holder.as_ref(), Some(s.last_token)))
                         .unwrap_or_default();
+                if let Some(q) = s.quarantine {
+                    v["quarantine_ms"] = serde_json::json!(q.as_millis() as u64);
+                }
                 if !slots.is_empty() {
                     v["slots"] = slots
                         .iter()
@@ -89,6 +92,12 @@ pub async fn status(a: StatusArgs) -> u8 {
             } else {
                 if slots.is_empty() || s.holder.is_some() {
                     println!("{}", text(&a.name, s.holder.as_ref()));
+                }
+                if let Some(q) = s.quarantine {
+                    println!(
+                        "an acquisition now would wait {:.1}s: this Redis may lack writes it confirmed before (it restarted, failed over, or is new to leasehold), so every earlier holder's deadline must pass first",
+                        q.as_secs_f64()
+                    );
                 }
                 if !slots.is_empty() {
                     println!("'{}' semaphore: {} slot(s) held", a.name, slots.len());

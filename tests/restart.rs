@@ -1,0 +1,206 @@
+//! Never two holders when Redis comes back with *older* data (issue 12):
+//! restarts from an RDB snapshot or an AOF, wipes with holders of different
+//! TTLs, and first use of a Redis that has been up for long.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, Lease, LostReason};
+use support::RedisServer;
+
+async fn client(r: &RedisServer) -> Client {
+    Client::connect(&r.url()).await.expect("connect")
+}
+
+/// Records when a held lease was lost (refused, or at its deadline).
+fn watch_loss(lease: &Lease) -> tokio::task::JoinHandle<(Instant, LostReason)> {
+    let lost = lease.lost();
+    tokio::spawn(async move {
+        let reason = lost.await;
+        (Instant::now(), reason)
+    })
+}
+
+/// The scenario of the issue: A holds, a snapshot is taken, A hands over to
+/// B, B keeps renewing for more than a TTL, Redis dies and comes back from
+/// the snapshot (which says A holds, or held, the lease). B must be out —
+/// refused, or past its own deadline — before C gets the lease, and C's token
+/// must be above B's.
+async fn older_data_comes_back(
+    r: &mut RedisServer,
+    ttl: Duration,
+    snapshot: impl Fn(&RedisServer),
+    restore: impl Fn(&mut RedisServer),
+) {
+    let a = client(r).await;
+    let b = client(r).await;
+    let la = a.lease("job").ttl(ttl).acquire().await.expect("A");
+    snapshot(r);
+    la.release().await.expect("A releases");
+    let lb = b.lease("job").ttl(ttl).acquire().await.expect("B");
+    let b_token = lb.token();
+    let b_lost = watch_loss(&lb);
+    // More than a TTL of renewals after the snapshot.
+    tokio::time::sleep(ttl + ttl / 2).await;
+    assert!(lb.is_held(), "B renews while Redis is up");
+    let b_deadline = lb.deadline().expect("held");
+    restore(r);
+    let c = client(r).await;
+    let lc = c
+        .lease("job")
+        .ttl(ttl)
+        .acquire_timeout(ttl * 4)
+        .await
+        .expect("C gets it in the end");
+    let c_at = Instant::now();
+    let (b_lost_at, reason) = tokio::time::timeout(ttl * 2, b_lost)
+        .await
+        .expect("B learns it lost the lease")
+        .expect("join");
+    assert!(
+        b_lost_at <= c_at,
+        "C acquired {:?} before B stopped ({reason})",
+        b_lost_at - c_at
+    );
+    // Stronger: C came after the last deadline B could have believed in.
+    assert!(
+        c_at >= b_deadline.min(b_lost_at),
+        "C acquired {:?} before B's safety deadline",
+        b_deadline - c_at
+    );
+    assert!(lc.token() > b_token, "{} <= {}", lc.token(), b_token);
+    drop(lb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_rdb_snapshot_never_lets_two_hold() {
+    let mut r = RedisServer::start();
+    r.warm();
+    older_data_comes_back(
+        &mut r,
+        Duration::from_secs(2),
+        |r| assert!(r.cmd(&["SAVE"]).contains("OK")),
+        |r| {
+            // SIGKILL, then start on the same dir: it loads dump.rdb.
+            r.restart();
+            assert!(r.cmd(&["EXISTS", "leasehold:{job}:lease"]).contains(":1"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_aof_never_lets_two_hold() {
+    let aof = ["--appendonly", "yes", "--appendfsync", "everysec"];
+    let mut r = RedisServer::start_with(&aof);
+    r.warm();
+    let saved = tempfile::tempdir().expect("dir");
+    let saved_dir = saved.path().to_path_buf();
+    older_data_comes_back(
+        &mut r,
+        Duration::from_secs(2),
+        |r| {
+            // The AOF as a crash would leave it if what follows never reached
+            // the disk (everysec loses up to a second; a lagging disk more).
+            std::thread::sleep(Duration::from_millis(1200));
+            copy_dir(&r.dir().join("appendonlydir"), &saved_dir);
+        },
+        |r| {
+            r.stop();
+            let dir = r.dir().join("appendonlydir");
+            let _ = std::fs::remove_dir_all(&dir);
+            copy_dir(&saved_dir, &dir);
+            r.restart_with(&aof);
+            assert!(r.cmd(&["EXISTS", "leasehold:{job}:lease"]).contains(":1"));
+        },
+    )
+    .await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+/// The quarantine after a wipe covers the longest TTL in use, not the
+/// acquirer's: a contender with TTL 1 s must not start while a holder with
+/// TTL 10 s may still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_wipe_a_short_ttl_contender_waits_for_a_long_ttl_holder() {
+    let mut r = RedisServer::start();
+    r.warm();
+    let h = client(&r).await;
+    let long = Duration::from_secs(10);
+    let lh = h.lease("mixed").ttl(long).acquire().await.expect("H");
+    let h_lost = watch_loss(&lh);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.restart();
+    let wiped_at = Instant::now();
+    let c = client(&r).await;
+    let short = Duration::from_secs(1);
+    let lc = c
+        .lease("mixed")
+        .ttl(short)
+        .acquire_timeout(long * 2)
+        .await
+        .expect("C gets it in the end");
+    let c_at = Instant::now();
+    let (h_lost_at, _) = tokio::time::timeout(long, h_lost)
+        .await
+        .expect("H learns it lost the lease")
+        .expect("join");
+    assert!(h_lost_at <= c_at, "C started while H still held");
+    assert!(
+        c_at - wiped_at >= long - Duration::from_millis(500),
+        "C waited only {:?} after the wipe; H's TTL is {long:?}",
+        c_at - wiped_at
+    );
+    drop(lc);
+}
+
+/// A fresh marker on a Redis that has been up longer than the TTL needs no
+/// wait: it cannot have lost a holder that is still running.
+#[tokio::test]
+async fn first_use_of_a_long_running_redis_does_not_wait() {
+    let r = RedisServer::start();
+    // Up for more than the TTL (INFO counts whole seconds).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let c = client(&r).await;
+    let t0 = Instant::now();
+    let l = c
+        .lease("first")
+        .ttl(Duration::from_secs(1))
+        .acquire()
+        .await
+        .expect("acquire");
+    let took = t0.elapsed();
+    eprintln!("first acquisition on a Redis up for 2 s took {took:?}");
+    assert!(took < Duration::from_millis(500), "waited {took:?}");
+    drop(l);
+}
+
+/// The quarantine is visible in `status` while it lasts.
+#[tokio::test]
+async fn status_shows_a_quarantine() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    // A fresh Redis: the first acquisition with TTL 5 s would wait.
+    let t = c
+        .lease("q")
+        .ttl(Duration::from_secs(5))
+        .try_acquire()
+        .await
+        .expect("try");
+    assert!(t.is_none(), "quarantined");
+    let st = c.status("q").await.expect("status");
+    assert!(st.holder.is_none());
+    let q = st.quarantine.expect("status shows the quarantine");
+    assert!(
+        q > Duration::from_secs(2) && q <= Duration::from_secs(5),
+        "{q:?}"
+    );
+}
