@@ -184,25 +184,7 @@ impl Supervisor {
             loop {
                 tokio::select! {
                     r = &mut exit => break r?,
-                    Some(ev) = events.recv() => match ev {
-                        stopper::Event::TermedForDeadline => {
-                            let reason = LostReason::Unconfirmed(format!(
-                                "no renewal confirmed {budget:?} before the safety deadline"
-                            ));
-                            tracing::warn!("lease '{}' lost ({reason}); stopping the child (SIGTERM sent)", lease.name());
-                            cause.get_or_insert(StopCause::Lost(reason));
-                        }
-                        stopper::Event::Termed => match &cause {
-                            Some(StopCause::Lost(reason)) => tracing::warn!(
-                                "lease '{}' lost ({reason}); stopping the child (SIGTERM sent)",
-                                lease.name()
-                            ),
-                            _ => tracing::warn!("stopping the child (SIGTERM sent)"),
-                        },
-                        stopper::Event::Killed => {
-                            tracing::warn!("child still running at its stop deadline; killed it (SIGKILL sent)");
-                        }
-                    },
+                    Some(ev) = events.recv() => on_stop_event(ev, &mut cause, lease.name(), budget),
                     changed = state.changed(), if keeper_alive => {
                         if changed.is_err() {
                             // The keeper ended: its last state stands. If it ended
@@ -242,6 +224,11 @@ impl Supervisor {
             }
         };
         stopper.finish();
+        // The thread reports while it holds the plan, so after finish() every
+        // report it made is here: a stop it began decides the outcome.
+        while let Ok(ev) = events.try_recv() {
+            on_stop_event(ev, &mut cause, lease.name(), budget);
+        }
         // Whatever the job left behind goes too.
         target.finish().await;
         let status = match reaped {
@@ -253,6 +240,28 @@ impl Supervisor {
             Some(StopCause::Lost(reason)) => Outcome::Lost { reason, status },
             Some(StopCause::Signal(signal)) => Outcome::Interrupted { signal, status },
         })
+    }
+}
+
+/// Logs what the stop thread did (after it did it) and records why.
+fn on_stop_event(ev: stopper::Event, cause: &mut Option<StopCause>, name: &str, budget: Duration) {
+    match ev {
+        stopper::Event::TermedForDeadline => {
+            let reason = LostReason::Unconfirmed(format!(
+                "no renewal confirmed {budget:?} before the safety deadline"
+            ));
+            tracing::warn!("lease '{name}' lost ({reason}); stopping the child (SIGTERM sent)");
+            cause.get_or_insert(StopCause::Lost(reason));
+        }
+        stopper::Event::Termed => match cause {
+            Some(StopCause::Lost(reason)) => {
+                tracing::warn!("lease '{name}' lost ({reason}); stopping the child (SIGTERM sent)")
+            }
+            _ => tracing::warn!("stopping the child (SIGTERM sent)"),
+        },
+        stopper::Event::Killed => {
+            tracing::warn!("child still running at its stop deadline; killed it (SIGKILL sent)");
+        }
     }
 }
 
