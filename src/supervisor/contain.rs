@@ -122,6 +122,9 @@ impl Containment {
                 }
             ),
             Kind::Cgroup(_) => "containment cgroup: the job runs in a cgroup of its own, killed whole on stop; not caught: when the supervisor is killed, only the job's first process dies at once (the rest when the next supervisor starts here, or with the systemd unit)".to_string(),
+            // PID 1 of a namespace (a container's entrypoint): if we die, the
+            // kernel kills the namespace, which is what pidns would give.
+            Kind::Group if std::process::id() == 1 => "containment group: stop reaches the job's process group and descendants re-parented to the supervisor; the supervisor is PID 1 of its PID namespace, so if it dies the kernel kills everything in it; not caught: work handed to other services".to_string(),
             Kind::Group => "containment group: stop reaches the job's process group and descendants re-parented to the supervisor; not caught: when the supervisor is killed, only the job's first process dies (use pidns or cgroup for the rest)".to_string(),
         }
     }
