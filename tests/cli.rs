@@ -117,8 +117,8 @@ fn three_supervisors_one_child_and_takeover_after_sigkill() {
     );
 
     // SIGKILL the leader's supervisor: its child must die with it.
-    let leader = &sups[supervisor_of(first.pid, &sups)
-        .expect("the child descends from one of the supervisors")];
+    let leader = &sups
+        [supervisor_of(first.pid, &sups).expect("the child descends from one of the supervisors")];
     let killed_ns = now_ns();
     leader.signal(libc::SIGKILL);
     let died = wait_for(Duration::from_secs(2), || {
@@ -528,6 +528,7 @@ fn metrics_are_served_and_logs_can_be_json() {
         "{body}"
     );
     assert!(body.contains("leasehold_acquire_wait_seconds"), "{body}");
+    assert!(body.contains("leasehold_containment{mode=\""), "{body}");
     assert_eq!(sup.wait_exit(Duration::from_secs(10)), Some(0));
     let err = sup.stderr();
     assert!(!err.trim().is_empty());

@@ -50,7 +50,7 @@ impl Tree {
                     return false;
                 };
                 let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-                vars.iter().any(|v| *v == want.as_bytes())
+                vars.contains(&want.as_bytes())
                     && vars.iter().any(|v| v.starts_with(b"LEASEHOLD_HOLDER="))
                     && support::pid_alive(pid)
             })
@@ -296,7 +296,9 @@ fn full_stderr_does_not_delay_the_stop() {
     r.warm();
     let url = r.url();
     let tree = Tree::new();
-    let job = "setsid sleep 1000 & sleep 1000 & yes 'stderr that nobody reads' >&2";
+    // The pause lets the supervisor write its one startup line first: a
+    // supervisor blocked on stderr from the start could not renew at all.
+    let job = "setsid sleep 1000 & sleep 1000 & sleep 0.5; exec yes 'stderr that nobody reads' >&2";
     let mut child = Command::new(leasehold_bin())
         .args(run_args(&url, &[], job))
         .env("LH_TEST_MARK", &tree.mark)
@@ -313,6 +315,10 @@ fn full_stderr_does_not_delay_the_stop() {
     };
     // sh execs `yes`: three processes.
     tree.wait_started(3);
+    wait_for(Duration::from_secs(5), || {
+        tree.describe().contains("yes").then_some(())
+    })
+    .expect("the job starts writing");
     let full = wait_for(Duration::from_secs(5), || {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int.

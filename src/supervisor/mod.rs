@@ -27,6 +27,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -65,6 +66,8 @@ pub struct Supervisor {
     grace: Duration,
     env: Vec<(String, String)>,
     containment: Containment,
+    /// Whether the containment was announced (once, at the first start).
+    announced: Arc<AtomicBool>,
 }
 
 /// The conventional shell exit code of a status: the code, or 128 + signal.
@@ -85,6 +88,7 @@ impl Supervisor {
             grace: Duration::from_secs(2),
             env: Vec::new(),
             containment: Containment::group(),
+            announced: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -95,7 +99,8 @@ impl Supervisor {
     }
 
     /// How the job's process tree is held together (default: the process
-    /// group, see [`Contain::resolve`] for more).
+    /// group, see [`Contain::resolve`] for more). The first start logs it once,
+    /// at warn level, with what it cannot catch.
     pub fn containment(mut self, c: Containment) -> Self {
         self.containment = c;
         self
@@ -154,6 +159,12 @@ impl Supervisor {
         env.push(("LEASEHOLD_HOLDER".into(), lease.holder().to_string()));
         crate::telemetry::containment(self.containment.name());
         let (mut child, target) = child::spawn(&self.program, &self.args, &env, &self.containment)?;
+        if !self.announced.swap(true, Ordering::Relaxed) {
+            // Once, at every verbosity, after the first successful start (so
+            // that a usage or exec error stays the only line): what holds the
+            // job together, and what it cannot catch.
+            tracing::warn!("{}", self.containment.summary());
+        }
         let target = Arc::new(target);
         let pidfd = child.id().and_then(exit_fd);
         let mut state = lease.state();

@@ -34,8 +34,6 @@ pub async fn run(a: RunArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    // Once, at every verbosity: what holds the job together, and its limits.
-    eprintln!("leasehold: {}", containment.summary());
     let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
         let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
