@@ -1,19 +1,22 @@
 //! Running a child process only while a lease is held.
 //!
 //! # Theory of operation
-//! The child starts after the lease is acquired, in its own process group,
-//! with `LEASEHOLD_NAME`, `LEASEHOLD_TOKEN` and `LEASEHOLD_HOLDER` in its
-//! environment. From then on the supervisor watches three things:
-//! - the child exiting: its status is the outcome;
-//! - the lease: when it is lost, or when its safety deadline comes within the
-//!   *stop budget* (`grace` + [`KILL_MARGIN`]) without a confirmed renewal, the
-//!   group gets SIGTERM, then SIGKILL after `grace`, so that the child is dead
-//!   before the lease could expire in Redis;
-//! - SIGTERM/SIGINT/SIGHUP to the supervisor: forwarded to the group; after
-//!   `grace` the group is killed.
-//!
-//! After the child (group leader) exits, the rest of its group gets SIGKILL, so
-//! nothing it left behind runs on without the lease.
+//! The child starts after the lease is acquired, with `LEASEHOLD_NAME`,
+//! `LEASEHOLD_TOKEN` and `LEASEHOLD_HOLDER` in its environment, *contained*
+//! (`contain.rs`): in a PID namespace of its own (`pidns.rs`), a cgroup of its
+//! own (`cgroup.rs`), or its own process group with this process as child
+//! subreaper, so that a stop reaches everything it started, `setsid`
+//! descendants included. From then on:
+//! - a thread of its own (`stopper.rs`) holds the lease's safety deadline on
+//!   its own timer: SIGTERM to the whole job when the deadline comes within the
+//!   *stop budget* (`grace` + [`KILL_MARGIN`]) without a confirmed renewal, or
+//!   at once when the lease is lost; SIGKILL `grace` later, and never later than
+//!   [`KILL_MARGIN`] before the deadline. A stuck runtime cannot delay it;
+//! - this task passes each confirmed renewal on to that thread, forwards
+//!   SIGTERM/SIGINT/SIGHUP to the job (SIGKILL after `grace`), and logs what
+//!   the thread did, after it did it;
+//! - when the child exits, whatever it left behind is killed, and its status
+//!   is the outcome.
 
 mod cgroup;
 mod child;
