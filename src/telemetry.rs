@@ -10,6 +10,7 @@
 //! | `leasehold_losses_total` | counter | name, reason (`refused`, `unconfirmed`) |
 //! | `leasehold_acquire_wait_seconds` | histogram | name |
 //! | `leasehold_renew_duration_seconds` | histogram | — (one sample per renewal round trip) |
+//! | `leasehold_containment` | gauge (1) | mode (`pidns`, `cgroup`, `group`): what holds the job's processes together |
 
 use std::time::Duration;
 
@@ -35,4 +36,8 @@ pub(crate) fn lost(name: &str, reason: &'static str) {
 
 pub(crate) fn renewed(took: Duration) {
     metrics::histogram!("leasehold_renew_duration_seconds").record(took.as_secs_f64());
+}
+
+pub(crate) fn containment(mode: &'static str) {
+    metrics::gauge!("leasehold_containment", "mode" => mode).set(1.0);
 }

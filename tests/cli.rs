@@ -6,10 +6,11 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{RedisServer, leasehold, leasehold_output, now_ns, pid_alive, ppid, wait_for};
+use support::{Proc, RedisServer, leasehold, leasehold_output, now_ns, pid_alive, ppid, wait_for};
 
 /// A worker that logs `start TOKEN PID NS` and, on SIGTERM, `stop TOKEN PID NS`.
-const WORKER: &str = r#"echo "start $LEASEHOLD_TOKEN $$ $(date +%s%N)" >> "$LOG"; trap 'echo "stop $LEASEHOLD_TOKEN $$ $(date +%s%N)" >> "$LOG"; exit 0' TERM; while :; do sleep 0.02; done"#;
+/// PID is the host's (from /proc/self): in a PID namespace `$$` is not.
+const WORKER: &str = r#"read -r pid _ < /proc/self/stat; echo "start $LEASEHOLD_TOKEN $pid $(date +%s%N)" >> "$LOG"; trap 'echo "stop $LEASEHOLD_TOKEN $pid $(date +%s%N)" >> "$LOG"; exit 0' TERM; while :; do sleep 0.02; done"#;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Line {
@@ -33,6 +34,19 @@ fn read_log(path: &Path) -> Vec<Line> {
             })
         })
         .collect()
+}
+
+/// The supervisor among `sups` that `pid` descends from (directly, or through
+/// a PID namespace's relay and init).
+fn supervisor_of(pid: i32, sups: &[Proc]) -> Option<usize> {
+    let mut p = pid;
+    for _ in 0..4 {
+        p = ppid(p)?;
+        if let Some(i) = sups.iter().position(|s| s.pid() == p) {
+            return Some(i);
+        }
+    }
+    None
 }
 
 fn starts(path: &Path) -> Vec<Line> {
@@ -103,11 +117,8 @@ fn three_supervisors_one_child_and_takeover_after_sigkill() {
     );
 
     // SIGKILL the leader's supervisor: its child must die with it.
-    let leader_pid = ppid(first.pid).expect("child's parent");
-    let leader = sups
-        .iter()
-        .find(|p| p.pid() == leader_pid)
-        .expect("the child's parent is one of the supervisors");
+    let leader = &sups
+        [supervisor_of(first.pid, &sups).expect("the child descends from one of the supervisors")];
     let killed_ns = now_ns();
     leader.signal(libc::SIGKILL);
     let died = wait_for(Duration::from_secs(2), || {
@@ -148,11 +159,7 @@ fn sigterm_hands_over_well_under_a_second() {
     let first = wait_for(Duration::from_secs(10), || starts(&log).into_iter().next())
         .expect("a child starts");
     std::thread::sleep(Duration::from_millis(300));
-    let leader_pid = ppid(first.pid).expect("parent");
-    let idx = sups
-        .iter()
-        .position(|p| p.pid() == leader_pid)
-        .expect("leader");
+    let idx = supervisor_of(first.pid, &sups).expect("leader");
     let termed_ns = now_ns();
     sups[idx].signal(libc::SIGTERM);
     let code = sups[idx].wait_exit(Duration::from_secs(5));
@@ -294,7 +301,7 @@ fn forever_campaigns_again_after_the_child_exits() {
             "--",
             "sh",
             "-c",
-            r#"echo "start $LEASEHOLD_TOKEN $$ $(date +%s%N)" >> "$LOG"; sleep 0.1"#,
+            r#"read -r pid _ < /proc/self/stat; echo "start $LEASEHOLD_TOKEN $pid $(date +%s%N)" >> "$LOG"; sleep 0.1"#,
         ],
         &[("LOG", &log_s)],
     );
@@ -521,6 +528,7 @@ fn metrics_are_served_and_logs_can_be_json() {
         "{body}"
     );
     assert!(body.contains("leasehold_acquire_wait_seconds"), "{body}");
+    assert!(body.contains("leasehold_containment{mode=\""), "{body}");
     assert_eq!(sup.wait_exit(Duration::from_secs(10)), Some(0));
     let err = sup.stderr();
     assert!(!err.trim().is_empty());

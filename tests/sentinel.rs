@@ -65,7 +65,7 @@ fn run_keeps_exactly_one_child_across_failover() {
     let log = dir.path().join("log");
     let log_s = log.to_string_lossy().to_string();
     let url = g.url();
-    let worker = r#"echo "start $$" >> "$LOG"; trap 'echo stop >> "$LOG"; exit 0' TERM; while :; do sleep 0.05; done"#;
+    let worker = r#"read -r pid _ < /proc/self/stat; echo "start $pid" >> "$LOG"; trap 'echo stop >> "$LOG"; exit 0' TERM; while :; do sleep 0.05; done"#;
     let args = [
         "run",
         "-v",

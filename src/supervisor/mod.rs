@@ -1,35 +1,48 @@
 //! Running a child process only while a lease is held.
 //!
 //! # Theory of operation
-//! The child starts after the lease is acquired, in its own process group,
-//! with `LEASEHOLD_NAME`, `LEASEHOLD_TOKEN` and `LEASEHOLD_HOLDER` in its
-//! environment. From then on the supervisor watches three things:
-//! - the child exiting: its status is the outcome;
-//! - the lease: when it is lost, or when its safety deadline comes within the
-//!   *stop budget* (`grace` + [`KILL_MARGIN`]) without a confirmed renewal, the
-//!   group gets SIGTERM, then SIGKILL after `grace`, so that the child is dead
-//!   before the lease could expire in Redis;
-//! - SIGTERM/SIGINT/SIGHUP to the supervisor: forwarded to the group; after
-//!   `grace` the group is killed.
-//!
-//! After the child (group leader) exits, the rest of its group gets SIGKILL, so
-//! nothing it left behind runs on without the lease.
+//! The child starts after the lease is acquired, with `LEASEHOLD_NAME`,
+//! `LEASEHOLD_TOKEN` and `LEASEHOLD_HOLDER` in its environment, *contained*
+//! (`contain.rs`): in a PID namespace of its own (`pidns.rs`), a cgroup of its
+//! own (`cgroup.rs`), or its own process group with this process as child
+//! subreaper, so that a stop reaches everything it started, `setsid`
+//! descendants included. From then on:
+//! - a thread of its own (`stopper.rs`) holds the lease's safety deadline on
+//!   its own timer: SIGTERM to the whole job when the deadline comes within the
+//!   *stop budget* (`grace` + [`KILL_MARGIN`]) without a confirmed renewal, or
+//!   at once when the lease is lost; SIGKILL `grace` later, and never later than
+//!   [`KILL_MARGIN`] before the deadline. A stuck runtime cannot delay it;
+//! - this task passes each confirmed renewal on to that thread, forwards
+//!   SIGTERM/SIGINT/SIGHUP to the job (SIGKILL after `grace`), and logs what
+//!   the thread did, after it did it;
+//! - when the child exits, whatever it left behind is killed, and its status
+//!   is the outcome.
 
+mod cgroup;
 mod child;
+mod contain;
+mod pidns;
 mod signals;
+mod stopper;
 
 use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use crate::config::LeaseConfig;
-use crate::deadline;
 use crate::error::Error;
 use crate::lease::{Lease, LeaseState, LostReason};
+pub use contain::{Contain, Containment};
 pub use signals::Signals;
+use stopper::Stopper;
 
 /// Time reserved after `grace` for SIGKILL to take effect and the group to be reaped.
 pub const KILL_MARGIN: Duration = Duration::from_millis(100);
@@ -55,6 +68,9 @@ pub struct Supervisor {
     args: Vec<OsString>,
     grace: Duration,
     env: Vec<(String, String)>,
+    containment: Containment,
+    /// Whether the containment was announced (once, at the first start).
+    announced: Arc<AtomicBool>,
 }
 
 /// The conventional shell exit code of a status: the code, or 128 + signal.
@@ -74,12 +90,22 @@ impl Supervisor {
             args,
             grace: Duration::from_secs(2),
             env: Vec::new(),
+            containment: Containment::group(),
+            announced: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// How long the child may take to exit after SIGTERM before SIGKILL.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How the job's process tree is held together (default: the process
+    /// group, see [`Contain::resolve`] for more). The first start logs it once,
+    /// at warn level, with what it cannot catch.
+    pub fn containment(mut self, c: Containment) -> Self {
+        self.containment = c;
         self
     }
 
@@ -118,6 +144,11 @@ impl Supervisor {
 
     /// Starts the child and supervises it while `lease` is held.
     ///
+    /// Stop signals come from a thread of their own (`stopper.rs`) that keeps
+    /// the lease's deadline on its own timer: a busy or blocked runtime (a
+    /// full stderr pipe) cannot delay them. This task only passes on each
+    /// confirmed renewal, forwards signals, and logs after the fact.
+    ///
     /// # Errors
     /// Only when the child cannot be started (not found, not executable).
     pub async fn run_while_held(
@@ -129,109 +160,138 @@ impl Supervisor {
         env.push(("LEASEHOLD_NAME".into(), lease.name().to_string()));
         env.push(("LEASEHOLD_TOKEN".into(), lease.token().to_string()));
         env.push(("LEASEHOLD_HOLDER".into(), lease.holder().to_string()));
-        let mut child = child::spawn(&self.program, &self.args, &env)?;
-        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+        crate::telemetry::containment(self.containment.name());
+        let (mut child, target) = child::spawn(&self.program, &self.args, &env, &self.containment)?;
+        if !self.announced.swap(true, Ordering::Relaxed) {
+            // Once, at every verbosity, after the first successful start (so
+            // that a usage or exec error stays the only line): what holds the
+            // job together, and what it cannot catch.
+            tracing::warn!("{}", self.containment.summary());
+        }
+        let target = Arc::new(target);
+        let pidfd = child.id().and_then(exit_fd);
         let mut state = lease.state();
+        let held = match &*state.borrow_and_update() {
+            LeaseState::Held { deadline, .. } => Some(*deadline),
+            _ => None,
+        };
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let stopper = Stopper::start(Arc::clone(&target), self.grace, held, events_tx)?;
+        let mut cause = None;
+        if held.is_none() {
+            stopper.stop_now();
+            cause = Some(StopCause::Lost(LostReason::Unconfirmed(
+                "not held when the child started".into(),
+            )));
+        }
         let budget = self.stop_budget();
-        let grace = self.grace;
-        let mut wait = Box::into_pin(Box::new(child.wait()));
-        let mut phase = Phase::Running;
         let mut keeper_alive = true;
-        loop {
-            let now = Instant::now();
-            // The latest moments the lease allows for SIGTERM and SIGKILL.
-            let (term_by, kill_by) = match &*state.borrow() {
-                LeaseState::Held { deadline, .. } => (
-                    deadline::stop_at(*deadline, budget),
-                    Some(deadline::stop_at(*deadline, KILL_MARGIN)),
-                ),
-                _ => (now, None),
-            };
-            let timer = match &phase {
-                Phase::Running => Some(term_by),
-                Phase::Stopping { kill_at, .. } => {
-                    Some(kill_by.map_or(*kill_at, |k| k.min(*kill_at)))
+        let reaped = {
+            // Exit seen through a pidfd leaves the child unreaped, so that the
+            // stop thread can be told to stop before its pid can be recycled.
+            let mut exit = Box::pin(async {
+                match &pidfd {
+                    Some(fd) => fd.readable().await.map(|_| None),
+                    None => child.wait().await.map(Some),
                 }
-                Phase::Killed { .. } => None,
-            };
-            tokio::select! {
-                status = &mut wait => {
-                    let status = status?;
-                    // Whatever the leader left behind in its group goes too.
-                    child::signal_group(pgid, Signal::SIGKILL);
-                    return Ok(match phase {
-                        Phase::Running => Outcome::Exited(status),
-                        Phase::Stopping { cause, .. } | Phase::Killed { cause } => match cause {
-                            StopCause::Lost(reason) => Outcome::Lost { reason, status },
-                            StopCause::Signal(signal) => Outcome::Interrupted { signal, status },
-                        },
-                    });
-                }
-                _ = sleep_until_opt(timer) => {
-                    phase = match phase {
-                        Phase::Running => {
-                            let reason = match &*state.borrow() {
-                                LeaseState::Lost(r) => r.clone(),
-                                _ => LostReason::Unconfirmed(format!(
-                                    "no renewal confirmed {budget:?} before the safety deadline"
-                                )),
-                            };
-                            tracing::warn!("lease '{}' lost ({reason}); stopping the child", lease.name());
-                            child::signal_group(pgid, Signal::SIGTERM);
-                            Phase::Stopping { cause: StopCause::Lost(reason), kill_at: Instant::now() + grace }
+            });
+            loop {
+                tokio::select! {
+                    r = &mut exit => break r?,
+                    Some(ev) = events.recv() => on_stop_event(ev, &mut cause, lease.name(), budget),
+                    changed = state.changed(), if keeper_alive => {
+                        if changed.is_err() {
+                            // The keeper ended: its last state stands. If it ended
+                            // without one (runtime shutting down), nothing renews.
+                            keeper_alive = false;
+                            if matches!(&*state.borrow(), LeaseState::Held { .. }) {
+                                stopper.stop_now();
+                                cause.get_or_insert(StopCause::Lost(LostReason::Unconfirmed(
+                                    "renewal stopped".into(),
+                                )));
+                            }
+                            continue;
                         }
-                        Phase::Stopping { cause, .. } => {
-                            tracing::warn!("child still running at its stop deadline; killing its process group");
-                            child::signal_group(pgid, Signal::SIGKILL);
-                            Phase::Killed { cause }
-                        }
-                        killed => killed,
-                    };
-                }
-                changed = state.changed(), if keeper_alive => {
-                    if changed.is_err() {
-                        // The keeper ended: its last state stands. If it ended
-                        // without one (runtime shutting down), nothing renews.
-                        keeper_alive = false;
-                        if matches!(&*state.borrow(), LeaseState::Held { .. }) {
-                            let (_tx, rx) = tokio::sync::watch::channel(LeaseState::Lost(
-                                LostReason::Unconfirmed("renewal stopped".into()),
-                            ));
-                            state = rx;
+                        match &*state.borrow_and_update() {
+                            LeaseState::Held { deadline, .. } => stopper.renewed(*deadline),
+                            LeaseState::Lost(reason) => {
+                                stopper.stop_now();
+                                cause.get_or_insert(StopCause::Lost(reason.clone()));
+                            }
+                            LeaseState::Released => {
+                                stopper.stop_now();
+                                cause.get_or_insert(StopCause::Lost(LostReason::Unconfirmed(
+                                    "released while the child ran".into(),
+                                )));
+                            }
                         }
                     }
-                }
-                sig = signals.recv() => {
-                    tracing::info!("forwarding signal {sig} to the child");
-                    if let Ok(s) = Signal::try_from(sig) {
-                        child::signal_group(pgid, s);
-                    }
-                    if matches!(phase, Phase::Running) {
-                        phase = Phase::Stopping { cause: StopCause::Signal(sig), kill_at: Instant::now() + grace };
+                    sig = signals.recv() => {
+                        if let Ok(s) = Signal::try_from(sig) {
+                            target.signal(s);
+                        }
+                        stopper.forwarded();
+                        cause.get_or_insert(StopCause::Signal(sig));
+                        tracing::info!("forwarded signal {sig} to the child");
                     }
                 }
             }
+        };
+        stopper.finish();
+        // The thread reports while it holds the plan, so after finish() every
+        // report it made is here: a stop it began decides the outcome.
+        while let Ok(ev) = events.try_recv() {
+            on_stop_event(ev, &mut cause, lease.name(), budget);
+        }
+        // Whatever the job left behind goes too.
+        target.finish().await;
+        let status = match reaped {
+            Some(status) => status,
+            None => child.wait().await?,
+        };
+        Ok(match cause {
+            None => Outcome::Exited(status),
+            Some(StopCause::Lost(reason)) => Outcome::Lost { reason, status },
+            Some(StopCause::Signal(signal)) => Outcome::Interrupted { signal, status },
+        })
+    }
+}
+
+/// Logs what the stop thread did (after it did it) and records why.
+fn on_stop_event(ev: stopper::Event, cause: &mut Option<StopCause>, name: &str, budget: Duration) {
+    match ev {
+        stopper::Event::TermedForDeadline => {
+            let reason = LostReason::Unconfirmed(format!(
+                "no renewal confirmed {budget:?} before the safety deadline"
+            ));
+            tracing::warn!("lease '{name}' lost ({reason}); stopping the child (SIGTERM sent)");
+            cause.get_or_insert(StopCause::Lost(reason));
+        }
+        stopper::Event::Termed => match cause {
+            Some(StopCause::Lost(reason)) => {
+                tracing::warn!("lease '{name}' lost ({reason}); stopping the child (SIGTERM sent)")
+            }
+            _ => tracing::warn!("stopping the child (SIGTERM sent)"),
+        },
+        stopper::Event::Killed => {
+            tracing::warn!("child still running at its stop deadline; killed it (SIGKILL sent)");
         }
     }
 }
 
-enum Phase {
-    Running,
-    /// SIGTERM sent; SIGKILL due at `kill_at` (or earlier if the lease demands).
-    Stopping {
-        cause: StopCause,
-        kill_at: Instant,
-    },
-    Killed {
-        cause: StopCause,
-    },
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
+/// A pidfd for `pid` (Linux 5.3): readable once the process exited, before it
+/// is reaped. `None` on older kernels (then the exit is seen by reaping).
+fn exit_fd(pid: u32) -> Option<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
     }
+    // SAFETY: the fd was just returned to us and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: the AsyncFd owns the fd and neither replaces nor closes it
+    // while registered.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
 }
 
 enum StopCause {

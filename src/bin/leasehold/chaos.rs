@@ -24,11 +24,17 @@ pub fn worker(a: ChaosWorkerArgs) -> u8 {
         return exit::SOFTWARE;
     };
     let mut replies = BufReader::new(conn);
-    let line = format!(
-        "W {token} {} {}\n",
-        std::os::unix::process::parent_id(),
-        std::process::id()
-    );
+    // Host pids, also when the job runs in a PID namespace of its own: the
+    // supervisor's from the holder id (host/pid/random), ours from /proc/self.
+    let supervisor = std::env::var("LEASEHOLD_HOLDER")
+        .ok()
+        .and_then(|h| h.split('/').nth(1)?.parse::<u32>().ok())
+        .unwrap_or_else(std::os::unix::process::parent_id);
+    let pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        .unwrap_or_else(std::process::id);
+    let line = format!("W {token} {supervisor} {pid}\n");
     let mut reply = String::new();
     loop {
         if out.write_all(line.as_bytes()).is_err() {

@@ -297,6 +297,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// What holds the job's processes together so that none outlives the
+    /// lease: pidns (its own PID namespace; everything dies with the
+    /// supervisor), cgroup (a cgroup v2 of its own, killed whole), group (its
+    /// process group; the supervisor is a child subreaper), or auto (the best
+    /// this host allows, in that order).
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub contain: ContainArg,
+
     /// Hold one of N slots instead of the single lease: at most N instances
     /// run at once (like `consul lock -n`).
     #[arg(long, value_name = "N")]
@@ -305,6 +313,26 @@ pub struct RunArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainArg {
+    Auto,
+    Pidns,
+    Cgroup,
+    Group,
+}
+
+impl From<ContainArg> for leasehold::supervisor::Contain {
+    fn from(c: ContainArg) -> Self {
+        use leasehold::supervisor::Contain;
+        match c {
+            ContainArg::Auto => Contain::Auto,
+            ContainArg::Pidns => Contain::PidNs,
+            ContainArg::Cgroup => Contain::Cgroup,
+            ContainArg::Group => Contain::Group,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -55,8 +55,9 @@ fn start_redis(dir: &Path) -> Result<Redis, String> {
 
 fn spawn_instance(n: usize, url: &str, ttl: Duration, dir: &Path) -> std::io::Result<Instance> {
     let exe = std::env::current_exe()?;
-    // The sample job: note its pid by token, then work until stopped.
-    let job = r#"echo $$ > "$DEMO_DIR/child-$LEASEHOLD_TOKEN"; exec sleep 3600"#;
+    // The sample job: note its pid by token, then work until stopped. The
+    // host's pid, from /proc/self: in a PID namespace `$$` is not.
+    let job = r#"read -r pid _ < /proc/self/stat; echo $pid > "$DEMO_DIR/child-$LEASEHOLD_TOKEN"; exec sleep 3600"#;
     let child = Command::new(exe)
         .args(["run", "--name", "demo-job", "--redis", url, "--ttl"])
         .arg(humantime::format_duration(ttl).to_string())

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use leasehold::supervisor::{Outcome, Signals, Supervisor, exit_code};
+use leasehold::supervisor::{Contain, Outcome, Signals, Supervisor, exit_code};
 use leasehold::{Error, Lease, LeaseConfig, ReleaseOutcome};
 
 use crate::cli::RunArgs;
@@ -32,6 +32,11 @@ pub async fn run(a: RunArgs) -> u8 {
     if let Err(e) = supervisor.check_fits(&config) {
         return fail(&e);
     }
+    let containment = match Contain::from(a.contain).resolve() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
         let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
