@@ -123,25 +123,42 @@ pub struct QuotaTakeArgs {
     #[command(flatten)]
     pub conn: Conn,
 
-    /// How many are allowed per period.
+    /// How many are allowed per period (1 to 2^53 - 1).
     #[arg(long)]
     pub limit: u64,
 
-    /// The period (e.g. 1d, 1h, 10s).
-    #[arg(long, value_parser = duration, value_name = "DUR")]
-    pub per: Duration,
+    /// The period: one number and a unit. Calendar: d (local days from
+    /// midnight), w (weeks from Monday), mo (months from the 1st), y (years).
+    /// Lengths (ms, s, m, h) that divide a day tile the local day from
+    /// midnight on the wall clock (12h: 00:00-12:00, 12:00-24:00); other
+    /// lengths (7h, 36h) are that much real time, counted from the Unix epoch.
+    #[arg(long, value_parser = period, value_name = "PERIOD")]
+    pub per: leasehold::quota::Period,
 
-    /// Time zone whose calendar the windows follow (IANA name; default UTC).
+    /// Time zone whose calendar and wall clock the windows follow (IANA
+    /// name; default UTC).
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
-    /// A sliding window: at most LIMIT in any interval of the period.
+    /// A sliding window: at most LIMIT in any interval of the period
+    /// (a fixed length: ms, s, m, h, d or w).
     #[arg(long)]
     pub sliding: bool,
 
-    /// How many to take.
+    /// How many to take (at most LIMIT); 0 only reads what is left.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: u64,
+
+    /// Names this take: a retry with the same id within 10 minutes counts
+    /// once. Without it a random id is used (and printed if the outcome is
+    /// unknown).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+
+    /// How long the take may keep trying; after that its outcome is unknown
+    /// (exit 69).
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DUR")]
+    pub timeout: Duration,
 
     /// One JSON object instead of text.
     #[arg(long)]
@@ -330,6 +347,14 @@ pub struct DemoArgs {
     /// Lease TTL used by the demo's supervisors.
     #[arg(long, default_value = "2s", value_parser = duration, value_name = "DUR")]
     pub ttl: Duration,
+}
+
+fn period(s: &str) -> Result<leasehold::quota::Period, String> {
+    match leasehold::quota::Period::parse(s) {
+        Ok(p) => Ok(p),
+        Err(leasehold::Error::BadConfig { rule, .. }) => Err(rule),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
