@@ -225,7 +225,7 @@ fn periods_longer_than_a_day_are_what_they_say() {
     let (code, v, err) = take_json(
         &url,
         "m",
-        &["--limit", "3", "--per", "1mo", "--tz", "Asia/Shanghai"],
+        &["--limit", "3", "--per", "1month", "--tz", "Asia/Shanghai"],
     );
     assert_eq!(code, 0, "{err}");
     let reset = reset_of(&v);
