@@ -951,42 +951,64 @@ impl Node {
         })
     }
 
-    /// The cached value of `name` and how long it stays valid, if any.
-    pub async fn cache_get(&self, name: &str) -> Result<Option<(String, Duration)>> {
-        keys::validate_name(name)?;
-        let k = format!("{}{{cache:{name}}}:value", self.prefix);
-        let call = Call::new(&scripts::CACHE_GET).key(k);
-        let r = array("cache get", self.call("cache get", call).await?)?;
-        if r.is_empty() {
-            return Ok(None);
-        }
-        let value = string_at("cache get", &r, 0)?;
-        let pttl = int_at("cache get", &r, 1)?;
-        Ok(Some((value, Duration::from_millis(pttl.max(0) as u64))))
+    /// The key `<prefix>{cache:<name>}:<suffix>`; the refresher lease
+    /// `cache:<name>` shares the hash tag.
+    fn cache_key(&self, name: &str, suffix: &str) -> String {
+        format!("{}{{cache:{name}}}:{suffix}", self.prefix)
     }
 
-    /// Stores `value` for `lifetime` (or, with `Err(msg)`, announces a failed
-    /// fetch) if `holder` still holds the refresher lease `cache:<name>`.
+    /// `cache_get.lua`: the cached value of `name` (if any) and the failure of
+    /// a recent fetch (if any).
+    pub async fn cache_get(&self, name: &str) -> Result<CacheEntry> {
+        keys::validate_name(name)?;
+        let call = Call::new(&scripts::CACHE_GET)
+            .key(self.cache_key(name, "value"))
+            .key(self.cache_key(name, "failed"));
+        let r = array("cache get", self.call("cache get", call).await?)?;
+        let ms = |i| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                int_at("cache get", &r, i)?.max(0) as u64
+            ))
+        };
+        let value = if int_at("cache get", &r, 0)? == 1 {
+            Some((string_at("cache get", &r, 1)?, ms(2)?, ms(3)?))
+        } else {
+            None
+        };
+        let failure = if int_at("cache get", &r, 4)? == 1 {
+            Some((string_at("cache get", &r, 5)?, ms(6)?))
+        } else {
+            None
+        };
+        Ok(CacheEntry { value, failure })
+    }
+
+    /// Stores `value` for `lifetime` or, with `Err((failure, remember))`,
+    /// announces a failed refresh and keeps its failure for `remember` — if
+    /// `holder` still holds the refresher lease `cache:<name>`. Returns false
+    /// when it does not.
     pub async fn cache_store(
         &self,
         name: &str,
         holder: &HolderId,
-        outcome: std::result::Result<(&str, Duration), &str>,
+        outcome: std::result::Result<(&str, Duration), (&str, Duration)>,
     ) -> Result<bool> {
         let lease = self.keys(&format!("cache:{name}"))?;
-        let k = format!("{}{{cache:{name}}}:value", self.prefix);
-        let (value, life, failure) = match outcome {
-            Ok((v, life)) => (v, life.as_millis().max(1) as u64, ""),
-            Err(msg) => ("", 0, msg),
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (value, life, failure, remember) = match outcome {
+            Ok((v, life)) => (v, ms(life).max(1), "", 0),
+            Err((text, remember)) => ("", 0, text, ms(remember)),
         };
         let call = Call::new(&scripts::CACHE_STORE)
-            .key(k)
+            .key(self.cache_key(name, "value"))
             .key(&lease.lease)
+            .key(self.cache_key(name, "failed"))
             .arg(holder.as_str())
             .arg(value)
             .arg(life)
             .arg(&lease.events)
-            .arg(failure);
+            .arg(failure)
+            .arg(remember);
         Ok(int("cache store", &self.call("cache store", call).await?)? == 1)
     }
 
@@ -1051,6 +1073,17 @@ pub struct QuotaReply {
     pub remaining: u64,
     /// Sliding: until the oldest live take leaves the window.
     pub reset: Duration,
+}
+
+/// What `cache_get.lua` found.
+#[derive(Clone, Debug, Default)]
+pub struct CacheEntry {
+    /// The value, how long it stays valid, and the lifetime it was stored
+    /// with (zero if unknown).
+    pub value: Option<(String, Duration, Duration)>,
+    /// A recent refresh's failure (`budget …` or `fetch …`) and how long it
+    /// is kept.
+    pub failure: Option<(String, Duration)>,
 }
 
 /// One lease (or semaphore slot) to renew in a batch.

@@ -184,25 +184,33 @@ pub struct CacheGetArgs {
     #[arg(long, default_value = "1m", value_parser = duration, value_name = "DUR")]
     pub refresh_before: Duration,
 
-    /// At most this many fetches per day, across all hosts.
+    /// At most this many fetches per calendar day of --tz, across all hosts
+    /// (up to 2N can happen around that midnight: N before, N after).
     #[arg(long, value_name = "N")]
     pub max_fetches_per_day: Option<u64>,
 
-    /// How long FETCH_CMD may run.
+    /// How long FETCH_CMD may run; its whole process group is killed after.
     #[arg(long, default_value = "30s", value_parser = duration, value_name = "DUR")]
     pub fetch_timeout: Duration,
 
-    /// Lifetime of a value when FETCH_CMD does not print one.
+    /// Lifetime of a value when FETCH_CMD does not print one (at most 365d).
     #[arg(long, default_value = "1h", value_parser = duration, value_name = "DUR")]
     pub default_lifetime: Duration,
 
-    /// Time zone whose day the fetch budget counts (IANA name; default UTC).
+    /// After a failed fetch (or a spent budget), callers get that failure
+    /// for this long without fetching again (0s: not at all; at most 1h).
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DUR")]
+    pub retry_failed_after: Duration,
+
+    /// Time zone whose calendar day the fetch budget counts (IANA name;
+    /// default UTC).
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
     /// The fetch command, after `--`. It prints the value on stdout's first
     /// line and, optionally, its lifetime on the second (e.g. 7200 or 2h); or
-    /// a JSON object {"value": "...", "expires_in": 7200}.
+    /// a JSON object {"value": "...", "expires_in": 7200}, which a value of
+    /// several lines needs.
     #[arg(last = true, required = true, value_name = "FETCH_CMD")]
     pub command: Vec<std::ffi::OsString>,
 }
