@@ -768,7 +768,10 @@ impl Quota {
             return Ok(Attempt::Done(Taken {
                 allowed: r.allowed,
                 remaining: r.remaining,
-                reset_at: SystemTime::now() + r.reset,
+                // Bounded by the period, unless Redis answered nonsense.
+                reset_at: SystemTime::now()
+                    .checked_add(r.reset.min(period))
+                    .unwrap_or(UNIX_EPOCH),
                 replayed: r.replayed,
             }));
         }

@@ -111,3 +111,47 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Fixed windows contain the instant they are asked for, and tile time:
+    /// the next one starts where this one ends; in every zone, across
+    /// daylight-saving changes, for every kind of period.
+    #[test]
+    fn fixed_windows_contain_now_and_tile_time(
+        secs in 0i64..4_102_444_800, // 1970 .. 2100
+        ms in 0i64..1000,
+        zone in prop::sample::select(vec![
+            "UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe",
+            "America/Sao_Paulo", "Asia/Kolkata", "Pacific/Apia", "America/St_Johns",
+            "Africa/Casablanca", "Antarctica/Troll",
+        ]),
+        per in prop::sample::select(vec![
+            "1s", "250ms", "45m", "15m", "1h", "2h", "12h", "24h", "7h", "25h", "36h",
+            "1d", "3d", "1w", "2w", "1mo", "3mo", "5mo", "1y", "2y",
+        ]),
+        near_change in any::<bool>(),
+        shift in -4 * 3_600_000i64..4 * 3_600_000,
+    ) {
+        let tz = jiff::tz::TimeZone::get(zone).expect("zone");
+        let period = Period::parse(per).expect("period");
+        let mut now = jiff::Timestamp::from_millisecond(secs * 1000 + ms).expect("now");
+        if near_change {
+            // Within a few hours of the zone's next offset change, where
+            // windows are hardest.
+            if let Some(t) = tz.following(now).next() {
+                now = t
+                    .timestamp()
+                    .checked_add(jiff::SignedDuration::from_millis(shift))
+                    .expect("near");
+            }
+        }
+        let w = leasehold::quota::window(now, period, &tz).expect("window");
+        prop_assert!(w.start <= now && now < w.end, "{:?} {} {}", w, now, per);
+        prop_assert!(w.end <= w.last);
+        let next = leasehold::quota::window(w.end, period, &tz).expect("next");
+        prop_assert_eq!(next.start, w.end, "{:?} then {:?}", w, next);
+        prop_assert_ne!(&next.id, &w.id);
+        let again = leasehold::quota::window(w.start, period, &tz).expect("same");
+        prop_assert_eq!(&again, &w);
+    }
+}
