@@ -112,6 +112,19 @@ pub enum Error {
     #[error("token cache {name:?}: fetching a new value failed: {message}")]
     FetchFailed { name: String, message: String },
 
+    /// A quota take got no answer in time: it may or may not have counted.
+    #[error(
+        "quota take on {key:?} got no answer within {after:?} (last: {last}): it may or may not have counted; a retry with request id {request} within {} counts it at most once",
+        humantime::format_duration(*remember)
+    )]
+    QuotaUnknown {
+        key: String,
+        after: Duration,
+        last: String,
+        request: String,
+        remember: Duration,
+    },
+
     /// An operation that needs the lease was called after it was lost.
     #[error("lease {name:?} is no longer held by us")]
     NotHolder { name: String },
@@ -125,7 +138,8 @@ impl Error {
             Error::Unreachable { .. }
             | Error::Timeout { .. }
             | Error::NoQuorum { .. }
-            | Error::NotReplicated { .. } => true,
+            | Error::NotReplicated { .. }
+            | Error::QuotaUnknown { .. } => true,
             Error::Redis { source, .. } => {
                 let text = source.to_string();
                 source.is_io_error()

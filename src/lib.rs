@@ -55,5 +55,5 @@ pub use config::LeaseConfig;
 pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseBuilder, LeaseState, LostReason, ReleaseOutcome};
-pub use quota::{Quota, QuotaBuilder, Taken};
+pub use quota::{Period, Quota, QuotaBuilder, Taken};
 pub use token::{FencingToken, HolderId};

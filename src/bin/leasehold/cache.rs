@@ -1,50 +1,65 @@
 //! `leasehold cache get`.
 
-use std::time::Duration;
-
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::process::Command;
 
 use crate::cli::CacheGetArgs;
 use crate::{exit, report};
 
-/// Parses what FETCH_CMD printed: JSON {"value", "expires_in"} or lines
-/// "value\n[lifetime]".
-fn parse_fetched(out: &str, default: Duration) -> Result<(String, Duration), String> {
-    let trimmed = out.trim();
-    if trimmed.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(trimmed)
-            .map_err(|e| format!("fetch command printed bad JSON: {e}"))?;
-        let value = v["value"]
-            .as_str()
-            .ok_or("fetch command's JSON has no string \"value\"")?
-            .to_string();
-        let life = match &v["expires_in"] {
-            serde_json::Value::Number(n) => {
-                Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))
-            }
-            serde_json::Value::Null => default,
-            _ => return Err("\"expires_in\" must be a number of seconds".into()),
-        };
-        return Ok((value, life));
+/// Kills the fetch command's whole process group when dropped: on a timeout
+/// the fetch future is dropped, and `sh -c 'curl …'` must not leave `curl`
+/// running to spend an upstream fetch nobody waits for. (Killing the group
+/// after a normal exit also ends anything it left in the background.)
+struct GroupKill(Pid);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        // Only signals; the group leader is reaped by tokio (kill_on_drop).
+        let _ = killpg(self.0, Signal::SIGKILL);
     }
-    let mut lines = trimmed.lines();
-    let value = lines.next().unwrap_or("").trim_end().to_string();
-    if value.is_empty() {
-        return Err("fetch command printed nothing".into());
+}
+
+/// Runs FETCH_CMD in its own process group and returns its stdout.
+async fn run_fetch(
+    program: &std::ffi::OsStr,
+    args: &[std::ffi::OsString],
+) -> Result<Vec<u8>, String> {
+    let child = Command::new(program)
+        .args(args)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.to_string_lossy()))?;
+    let _group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(|pid| GroupKill(Pid::from_raw(pid)));
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("fetch command: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("fetch command failed: {}", out.status));
     }
-    let life = match lines.next().map(str::trim) {
-        None | Some("") => default,
-        Some(l) => match l.parse::<u64>() {
-            Ok(secs) => Duration::from_secs(secs),
-            Err(_) => humantime::parse_duration(l).map_err(|e| {
-                format!("bad lifetime {l:?} on the fetch command's second line: {e}")
-            })?,
-        },
-    };
-    Ok((value, life))
+    Ok(out.stdout)
 }
 
 pub async fn get(a: CacheGetArgs) -> u8 {
+    if a.default_lifetime.is_zero() || a.default_lifetime > leasehold::cache::MAX_LIFETIME {
+        eprintln!(
+            "leasehold: bad --default-lifetime {}: must be more than 0 and at most 365 days",
+            humantime::format_duration(a.default_lifetime)
+        );
+        return exit::USAGE;
+    }
+    let Some((program, args)) = a.command.split_first() else {
+        eprintln!("leasehold: no fetch command given after --");
+        return exit::USAGE;
+    };
     let client = match a.conn.connect().await {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +70,8 @@ pub async fn get(a: CacheGetArgs) -> u8 {
     let mut b = client
         .token_cache()
         .refresh_before(a.refresh_before)
-        .fetch_timeout(a.fetch_timeout);
+        .fetch_timeout(a.fetch_timeout)
+        .retry_failed_after(a.retry_failed_after);
     if let Some(n) = a.max_fetches_per_day {
         b = b.max_fetches_per_day(n);
     }
@@ -69,24 +85,10 @@ pub async fn get(a: CacheGetArgs) -> u8 {
             return exit::of_error(&e);
         }
     };
-    let Some((program, args)) = a.command.split_first() else {
-        eprintln!("leasehold: no fetch command given after --");
-        return exit::USAGE;
-    };
     let default = a.default_lifetime;
     let fetch = || async move {
-        let out = Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {}: {e}", program.to_string_lossy()))?;
-        if !out.status.success() {
-            return Err(format!("fetch command failed: {}", out.status));
-        }
-        parse_fetched(&String::from_utf8_lossy(&out.stdout), default)
+        let stdout = run_fetch(program, args).await?;
+        leasehold::cache::parse_fetch_output(&String::from_utf8_lossy(&stdout), default)
     };
     match cache.get_or_refresh(&a.name, fetch).await {
         Ok(v) => {
@@ -101,31 +103,5 @@ pub async fn get(a: CacheGetArgs) -> u8 {
                 other => exit::of_error(&other),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fetched_output_forms() {
-        let d = Duration::from_secs(60);
-        assert_eq!(parse_fetched("tok\n", d), Ok(("tok".into(), d)));
-        assert_eq!(
-            parse_fetched("tok\n7200\n", d),
-            Ok(("tok".into(), Duration::from_secs(7200)))
-        );
-        assert_eq!(
-            parse_fetched("tok\n2h\n", d),
-            Ok(("tok".into(), Duration::from_secs(7200)))
-        );
-        assert_eq!(
-            parse_fetched(r#"{"value":"t","expires_in":30}"#, d),
-            Ok(("t".into(), Duration::from_secs(30)))
-        );
-        assert!(parse_fetched("", d).is_err());
-        assert!(parse_fetched("tok\nsoon\n", d).is_err());
-        assert!(parse_fetched("{\"x\":1}", d).is_err());
     }
 }

@@ -123,25 +123,42 @@ pub struct QuotaTakeArgs {
     #[command(flatten)]
     pub conn: Conn,
 
-    /// How many are allowed per period.
+    /// How many are allowed per period (1 to 2^53 - 1).
     #[arg(long)]
     pub limit: u64,
 
-    /// The period (e.g. 1d, 1h, 10s).
-    #[arg(long, value_parser = duration, value_name = "DUR")]
-    pub per: Duration,
+    /// The period: one number and a unit. Calendar: d (local days from
+    /// midnight), w (weeks from Monday), mo (months from the 1st), y (years).
+    /// Lengths (ms, s, m, h) that divide a day tile the local day from
+    /// midnight on the wall clock (12h: 00:00-12:00, 12:00-24:00); other
+    /// lengths (7h, 36h) are that much real time, counted from the Unix epoch.
+    #[arg(long, value_parser = period, value_name = "PERIOD")]
+    pub per: leasehold::quota::Period,
 
-    /// Time zone whose calendar the windows follow (IANA name; default UTC).
+    /// Time zone whose calendar and wall clock the windows follow (IANA
+    /// name; default UTC).
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
-    /// A sliding window: at most LIMIT in any interval of the period.
+    /// A sliding window: at most LIMIT in any interval of the period
+    /// (a fixed length: ms, s, m, h, d or w).
     #[arg(long)]
     pub sliding: bool,
 
-    /// How many to take.
+    /// How many to take (at most LIMIT); 0 only reads what is left.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: u64,
+
+    /// Names this take: a retry with the same id within 10 minutes counts
+    /// once. Without it a random id is used (and printed if the outcome is
+    /// unknown).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+
+    /// How long the take may keep trying; after that its outcome is unknown
+    /// (exit 69).
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DUR")]
+    pub timeout: Duration,
 
     /// One JSON object instead of text.
     #[arg(long)]
@@ -167,25 +184,33 @@ pub struct CacheGetArgs {
     #[arg(long, default_value = "1m", value_parser = duration, value_name = "DUR")]
     pub refresh_before: Duration,
 
-    /// At most this many fetches per day, across all hosts.
+    /// At most this many fetches per calendar day of --tz, across all hosts
+    /// (up to 2N can happen around that midnight: N before, N after).
     #[arg(long, value_name = "N")]
     pub max_fetches_per_day: Option<u64>,
 
-    /// How long FETCH_CMD may run.
+    /// How long FETCH_CMD may run; its whole process group is killed after.
     #[arg(long, default_value = "30s", value_parser = duration, value_name = "DUR")]
     pub fetch_timeout: Duration,
 
-    /// Lifetime of a value when FETCH_CMD does not print one.
+    /// Lifetime of a value when FETCH_CMD does not print one (at most 365d).
     #[arg(long, default_value = "1h", value_parser = duration, value_name = "DUR")]
     pub default_lifetime: Duration,
 
-    /// Time zone whose day the fetch budget counts (IANA name; default UTC).
+    /// After a failed fetch (or a spent budget), callers get that failure
+    /// for this long without fetching again (0s: not at all; at most 1h).
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DUR")]
+    pub retry_failed_after: Duration,
+
+    /// Time zone whose calendar day the fetch budget counts (IANA name;
+    /// default UTC).
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
     /// The fetch command, after `--`. It prints the value on stdout's first
     /// line and, optionally, its lifetime on the second (e.g. 7200 or 2h); or
-    /// a JSON object {"value": "...", "expires_in": 7200}.
+    /// a JSON object {"value": "...", "expires_in": 7200}, which a value of
+    /// several lines needs.
     #[arg(last = true, required = true, value_name = "FETCH_CMD")]
     pub command: Vec<std::ffi::OsString>,
 }
@@ -358,6 +383,14 @@ pub struct DemoArgs {
     /// Lease TTL used by the demo's supervisors.
     #[arg(long, default_value = "2s", value_parser = duration, value_name = "DUR")]
     pub ttl: Duration,
+}
+
+fn period(s: &str) -> Result<leasehold::quota::Period, String> {
+    match leasehold::quota::Period::parse(s) {
+        Ok(p) => Ok(p),
+        Err(leasehold::Error::BadConfig { rule, .. }) => Err(rule),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

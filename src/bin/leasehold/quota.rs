@@ -13,7 +13,10 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
             return exit::of_error(&e);
         }
     };
-    let mut q = client.quota(a.limit, a.per);
+    let mut q = client
+        .quota(a.limit, std::time::Duration::from_secs(1))
+        .period(a.per)
+        .timeout(a.timeout);
     if let Some(tz) = &a.tz {
         q = q.time_zone(tz.clone());
     }
@@ -27,7 +30,13 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
             return exit::of_error(&e);
         }
     };
-    let taken = match quota.take(&a.key, a.count).await {
+    // Always under a request id, so that an unknown outcome can be settled
+    // by a retry that counts once.
+    let request = a
+        .request_id
+        .clone()
+        .unwrap_or_else(leasehold::quota::random_id);
+    let taken = match quota.take_with_id(&a.key, a.count, &request).await {
         Ok(t) => t,
         Err(e) => {
             report(&e);
@@ -47,17 +56,24 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
             serde_json::json!({
                 "key": a.key,
                 "allowed": taken.allowed,
+                "taken": if taken.allowed && !taken.replayed { a.count } else { 0 },
+                "replayed": taken.replayed,
                 "remaining": taken.remaining,
                 "limit": a.limit,
                 "reset_at": reset,
-                "reset_in_ms": in_secs.as_millis() as u64,
+                "reset_in_ms": u64::try_from(in_secs.as_millis()).unwrap_or(u64::MAX),
             })
         );
     } else {
         let rounded = std::time::Duration::from_secs(in_secs.as_secs());
+        let verdict = match (taken.allowed, taken.replayed, a.count) {
+            (true, true, _) => "allowed (this request id was counted already)",
+            (true, false, 0) => "read",
+            (true, false, _) => "allowed",
+            (false, ..) => "denied",
+        };
         println!(
-            "{} {:?}: {} of {} left, resets at {reset} (in {})",
-            if taken.allowed { "allowed" } else { "denied" },
+            "{verdict} {:?}: {} of {} left, resets at {reset} (in {})",
             a.key,
             taken.remaining,
             a.limit,
