@@ -4,7 +4,8 @@
 //! the others wait for it (woken by an event, not polling) or keep using the
 //! old one while it is still valid.
 //!
-//! - The refresher is whoever holds the lease `cache:<name>`; it stores the new
+//! - The refresher is whoever holds the lease `cache#<name>` (`#`: no user
+//!   lease can take that name); it stores the new
 //!   value only while it still holds that lease (`cache_store.lua`), so a
 //!   refresher that stalled cannot overwrite a newer value.
 //! - Refresh-ahead: when less than `refresh_before` of the value's life is
@@ -44,9 +45,9 @@ use crate::quota::Quota;
 /// The longest lifetime a value may have: 365 days.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
-/// Longest cache name: the budget's quota key `cache:<name>:fetches` is a
+/// Longest cache name: the budget's quota key `cache#<name>:fetches` is a
 /// lease-style name of at most 200 bytes.
-const MAX_NAME_LEN: usize = 200 - "cache:".len() - ":fetches".len();
+const MAX_NAME_LEN: usize = 200 - "cache#".len() - ":fetches".len();
 
 const JSON_FORM: &str =
     r#"a value of several lines needs the JSON form {"value": "...", "expires_in": SECONDS}"#;
@@ -315,7 +316,7 @@ impl TokenCache {
     {
         check_name(name)?;
         let node = self.client.backend().single("token cache")?;
-        let lease_name = format!("cache:{name}");
+        let lease_name = format!("cache#{name}");
         let mut fetch = Some(fetch);
         let mut sub = None;
         let mut events = None;
@@ -330,6 +331,7 @@ impl TokenCache {
             let refresher = self
                 .client
                 .lease(lease_name.clone())
+                .reserved()
                 .ttl(self.fetch_timeout)
                 .try_acquire()
                 .await?;
@@ -428,7 +430,9 @@ impl TokenCache {
             .filter(|(_, left, _)| !left.is_zero())
             .map(|(v, _, _)| v);
         if let Some((limit, quota)) = &self.budget {
-            let taken = quota.take(&format!("cache:{name}:fetches"), 1).await?;
+            let taken = quota
+                .take_reserved(&format!("cache#{name}:fetches"), 1)
+                .await?;
             if !taken.allowed {
                 if let Some(v) = still_valid {
                     tracing::warn!(

@@ -650,6 +650,13 @@ impl Quota {
     /// [`Error::QuotaUnknown`] when no attempt was answered in time; Redis
     /// errors that a retry cannot mend.
     pub async fn take(&self, key: &str, n: u64) -> Result<Taken> {
+        check_key("quota key", key)?;
+        self.take_reserved(key, n).await
+    }
+
+    /// [`Quota::take`] for leasehold's own keys (`cache#<name>:fetches`),
+    /// which no user key can name.
+    pub(crate) async fn take_reserved(&self, key: &str, n: u64) -> Result<Taken> {
         // Only this call's own attempts use the id: remember it a little
         // longer than they can arrive.
         let remember = (self.timeout * 2 + Duration::from_secs(60)).min(self.remember);
@@ -675,6 +682,7 @@ impl Quota {
             });
         }
         check_key("request id", request_id)?;
+        check_key("quota key", key)?;
         self.take_inner(key, n, request_id, self.remember).await
     }
 
@@ -685,7 +693,6 @@ impl Quota {
         request: &str,
         remember: Duration,
     ) -> Result<Taken> {
-        check_key("quota key", key)?;
         if n > self.limit {
             return Err(Error::BadConfig {
                 what: "count",

@@ -171,7 +171,7 @@ async fn a_failed_fetch_reaches_every_waiter_and_caches_nothing() {
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     assert!(
-        r.cmd(&["EXISTS", "leasehold:{cache:bad}:value"])
+        r.cmd(&["EXISTS", "leasehold:{cache#bad}:value"])
             .contains(":0")
     );
 }
@@ -313,7 +313,7 @@ fn no_part_of_a_value_is_shown_published_or_kept() {
         ),
     ] {
         let mut result = None;
-        let events = published_during(&r, &format!("leasehold:{{cache:{name}}}:events"), || {
+        let events = published_during(&r, &format!("leasehold:{{cache#{name}}}:events"), || {
             result = Some(cache_get(&url, name, &["-vv", "--", "sh", "-c", output]));
         });
         let (code, out, err) = result.expect("ran");
@@ -327,7 +327,7 @@ fn no_part_of_a_value_is_shown_published_or_kept() {
             !events.contains("s3cret") && !events.contains("BEGIN"),
             "{events}"
         );
-        let kept = r.cmd(&["GET", &format!("leasehold:{{cache:{name}}}:failed")]);
+        let kept = r.cmd(&["GET", &format!("leasehold:{{cache#{name}}}:failed")]);
         assert!(
             !kept.contains("s3cret") && !kept.contains("BEGIN"),
             "{kept}"
@@ -455,7 +455,7 @@ fn lifetimes_are_bounded() {
         assert_eq!(code, 70, "{name}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("365 days"), "{err}");
-        let exists = r.cmd(&["EXISTS", &format!("leasehold:{{cache:{name}}}:value")]);
+        let exists = r.cmd(&["EXISTS", &format!("leasehold:{{cache#{name}}}:value")]);
         assert!(exists.contains(":0"), "{name} was stored: {exists}");
     }
     let (code, _, err) = cache_get(
@@ -520,24 +520,16 @@ fn a_failing_upstream_is_fetched_once_per_interval() {
     }
     let fetched = std::fs::read_to_string(&count).unwrap_or_default();
     assert_eq!(fetched.lines().count(), 1, "one fetch for three callers");
-    // One budget unit spent.
-    let (code, out, err) = leasehold_output(&[
-        "quota",
-        "take",
-        "cache:down:fetches",
-        "--redis",
-        &url,
-        "--limit",
-        "5",
-        "--per",
-        "1d",
-        "-n",
-        "0",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    assert_eq!(v["remaining"], 4, "{v}");
+    // One budget unit spent: the budget's counter (the cache's own quota key
+    // `cache#down:fetches`, which no user key can name) says 1.
+    let keys = r.cmd(&["KEYS", "leasehold:{quota:cache#down:fetches}:*"]);
+    let counter = keys
+        .lines()
+        .find(|l| l.starts_with("leasehold:") && !l.contains(":req:"))
+        .unwrap_or_else(|| panic!("no budget counter: {keys}"))
+        .to_string();
+    let used = r.cmd(&["GET", &counter]);
+    assert!(used.contains("\r\n1\r\n"), "budget used: {used}");
     // Without the memory of failures, every caller fetches.
     let (code, _, _) = cache_get(
         &url,
@@ -553,4 +545,30 @@ fn a_failing_upstream_is_fetched_once_per_interval() {
     assert_eq!(code, 70);
     let fetched = std::fs::read_to_string(&count).unwrap_or_default();
     assert_eq!(fetched.lines().count(), 3);
+}
+
+/// A lease named like the cache's refresher used to be (`cache:<name>`) is an
+/// ordinary lease: it neither blocks nor is blocked by the cache (issue 21).
+#[tokio::test]
+async fn a_user_lease_cannot_take_the_cache_refresher_lock() {
+    let r = RedisServer::start();
+    r.warm();
+    let c = leasehold::Client::connect(&r.url()).await.expect("connect");
+    let squatter = c.lease("cache:tok").acquire().await.expect("a user lease");
+    let cache = c.token_cache().build().expect("cache");
+    let v = tokio::time::timeout(
+        Duration::from_secs(5),
+        cache.get_or_refresh("tok", || async {
+            Ok(("secret".to_string(), Duration::from_secs(60)))
+        }),
+    )
+    .await
+    .expect("not blocked by the user lease")
+    .expect("fetched");
+    assert_eq!(v, "secret");
+    assert!(
+        c.lease("cache#tok").try_acquire().await.is_err(),
+        "# is not a user name"
+    );
+    squatter.release().await.expect("release");
 }

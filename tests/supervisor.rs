@@ -110,9 +110,7 @@ fn run_args<'a>(url: &'a str, extra: &[&'a str], job: &'a str) -> Vec<&'a str> {
 fn expiry_after_a_renewal(r: &RedisServer) -> Instant {
     let pttl = || {
         let t = Instant::now();
-        let reply = r.cmd(&["PTTL", "leasehold:{job}:lease"]);
-        let ms: i64 = reply.trim().trim_start_matches(':').parse().unwrap_or(-1);
-        (t, ms)
+        (t, r.lease_left_ms("job"))
     };
     let (_, mut last) = pttl();
     let t0 = Instant::now();

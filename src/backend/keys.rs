@@ -72,6 +72,20 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The mark of leasehold's own names (the token cache's refresher lease and
+/// fetch budget: `cache#<name>`): `#` is not allowed in user names, so no
+/// lease, semaphore or quota key of a user can collide with them.
+pub(crate) const RESERVED: char = '#';
+
+/// Checks a name as the backend sees it: a user name, or one of leasehold's
+/// own (`<kind>#<user name>`), which only the library builds.
+pub(crate) fn validate_key_name(name: &str) -> Result<()> {
+    match name.split_once(RESERVED) {
+        Some(("cache", rest)) => validate_name(rest),
+        _ => validate_name(name),
+    }
+}
+
 /// Checks a key prefix: at most 64 bytes of the name characters, no braces.
 pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.len() > 64 || !prefix.bytes().all(is_name_byte) {

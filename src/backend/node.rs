@@ -440,7 +440,7 @@ impl Node {
     /// The key schema of `name` (validated), with the epoch marker placed in
     /// the lease's slot on Cluster.
     pub fn keys(&self, name: &str) -> Result<keys::Keys> {
-        keys::validate_name(name)?;
+        keys::validate_key_name(name)?;
         let mut k = keys::Keys::new(&self.prefix, name);
         if matches!(self.conn, Conn::Cluster(_)) {
             let slot = redis::cluster_routing::Slot::for_key(&k.lease);
@@ -965,7 +965,7 @@ impl Node {
         &self,
         t: &FixedTake<'_>,
     ) -> Result<std::result::Result<QuotaReply, i64>> {
-        keys::validate_name(t.key)?;
+        keys::validate_key_name(t.key)?;
         let call = Call::new(&scripts::QUOTA_FIXED)
             .key(self.quota_key(t.key, &format!("{}:{}", t.scope, t.window)))
             .key(self.quota_key(t.key, &format!("{}:req:{}", t.scope, t.request)))
@@ -991,7 +991,7 @@ impl Node {
 
     /// `quota_sliding.lua`.
     pub async fn quota_sliding(&self, t: &SlidingTake<'_>) -> Result<QuotaReply> {
-        keys::validate_name(t.key)?;
+        keys::validate_key_name(t.key)?;
         let call = Call::new(&scripts::QUOTA_SLIDING)
             .key(self.quota_key(t.key, t.scope))
             .key(self.quota_key(t.key, &format!("{}:req:{}", t.scope, t.request)))
@@ -1010,10 +1010,10 @@ impl Node {
         })
     }
 
-    /// The key `<prefix>{cache:<name>}:<suffix>`; the refresher lease
-    /// `cache:<name>` shares the hash tag.
+    /// The key `<prefix>{cache#<name>}:<suffix>`; the refresher lease
+    /// `cache#<name>` shares the hash tag (and no user name can: `#`).
     fn cache_key(&self, name: &str, suffix: &str) -> String {
-        format!("{}{{cache:{name}}}:{suffix}", self.prefix)
+        format!("{}{{cache#{name}}}:{suffix}", self.prefix)
     }
 
     /// `cache_get.lua`: the cached value of `name` (if any) and the failure of
@@ -1044,7 +1044,7 @@ impl Node {
 
     /// Stores `value` for `lifetime` or, with `Err((failure, remember))`,
     /// announces a failed refresh and keeps its failure for `remember` — if
-    /// `holder` still holds the refresher lease `cache:<name>`. Returns false
+    /// `holder` still holds the refresher lease `cache#<name>`. Returns false
     /// when it does not.
     pub async fn cache_store(
         &self,
@@ -1052,7 +1052,7 @@ impl Node {
         holder: &HolderId,
         outcome: std::result::Result<(&str, Duration), (&str, Duration)>,
     ) -> Result<bool> {
-        let lease = self.keys(&format!("cache:{name}"))?;
+        let lease = self.keys(&format!("cache#{name}"))?;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let (value, life, failure, remember) = match outcome {
             Ok((v, life)) => (v, ms(life).max(1), "", 0),

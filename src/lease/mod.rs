@@ -36,6 +36,8 @@ pub struct LeaseBuilder {
     renew_every: Option<Duration>,
     value: String,
     min_validity: Duration,
+    /// One of leasehold's own names (`cache#<name>`), not a user's.
+    reserved: bool,
 }
 
 /// What [`Lease::release`] found.
@@ -58,7 +60,15 @@ impl LeaseBuilder {
             renew_every: None,
             value: String::new(),
             min_validity: Duration::ZERO,
+            reserved: false,
         }
+    }
+
+    /// For leasehold's own leases (the token cache's refresher), named
+    /// `<kind>#<name>`, which no user name can be.
+    pub(crate) fn reserved(mut self) -> Self {
+        self.reserved = true;
+        self
     }
 
     /// How long Redis keeps the lease without renewal (default 10 s). This is
@@ -103,7 +113,11 @@ impl LeaseBuilder {
                 rule: "a semaphore needs at least 1 slot".into(),
             });
         }
-        crate::backend::keys::validate_name(&self.name)?;
+        if self.reserved {
+            crate::backend::keys::validate_key_name(&self.name)?;
+        } else {
+            crate::backend::keys::validate_name(&self.name)?;
+        }
         LeaseConfig::with_intervals(self.ttl, self.renew_every)
     }
 

@@ -173,6 +173,19 @@ impl RedisServer {
         assert!(reply.contains("OK"), "warm: {reply}");
     }
 
+    /// Milliseconds until lease `name` expires in Redis (by Redis's clock),
+    /// -2 when it is free: the lease record keeps `exp`, not a key TTL.
+    pub fn lease_left_ms(&self, name: &str) -> i64 {
+        let script = "local r = redis.call('HMGET', KEYS[1], 'holder', 'exp') \
+            if not r[1] or r[1] == '' then return -2 end \
+            local t = redis.call('TIME') \
+            local left = tonumber(r[2]) - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) \
+            if left <= 0 then return -2 end return left";
+        let key = format!("leasehold:{{{name}}}:lease");
+        let reply = self.cmd(&["EVAL", script, "1", &key]);
+        reply.trim().trim_start_matches(':').parse().unwrap_or(-2)
+    }
+
     /// The server's run_id (new on every start).
     pub fn run_id(&self) -> String {
         let info = self.cmd(&["INFO", "server"]);

@@ -1,8 +1,8 @@
 -- cache_get.lua: read a cached value, how long it stays valid, and whether
 -- a recent refresh failed.
 --
--- KEYS[1]  value hash      <prefix>{cache:<name>}:value    fields value, life (ms); TTL = what is left
--- KEYS[2]  failure marker  <prefix>{cache:<name>}:failed   "budget <limit> <reset>" | "fetch <message>"
+-- KEYS[1]  value hash      <prefix>{cache#<name>}:value    fields value, life (ms); TTL = what is left
+-- KEYS[2]  failure marker  <prefix>{cache#<name>}:failed   "budget <limit> <reset>" | "fetch <message>"
 --
 -- Returns {has value (1/0), value, pttl ms, lifetime ms (0 unknown),
 --          has failure (1/0), failure, failure pttl ms}.
