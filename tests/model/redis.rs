@@ -1,0 +1,1134 @@
+//! The model's Redis: one server's keys and the lease and semaphore scripts
+//! of `src/backend/scripts/`, written again in Rust step for step.
+//!
+//! Each function below is one `.lua` file (with the helpers of `prelude.lua`);
+//! the comments quote the Lua line each step stands for, so that a change to
+//! a script has an obvious place here. The conformance test (`conformance.rs`)
+//! runs these functions and the real scripts on a real `redis-server` side by
+//! side and compares every reply, every published message and every key: if
+//! a script changes and this file does not, that test fails.
+//!
+//! Conventions: times are Redis's clock, milliseconds (`Ms`) or microseconds
+//! (`Us`); holder ids, values and run ids are small numbers rendered as the
+//! strings Redis would hold (`Hid::text`, `Val::text`, `Run::hex`). Lua
+//! numbers are doubles; every number here stays below 2^53, where they are
+//! exact, so plain integers mirror them.
+
+#![allow(dead_code)]
+
+use std::fmt;
+
+pub type Ms = u64;
+pub type Us = u64;
+
+/// A holder (or waiter) id. Rendered `h000`..`h255`: string order is number
+/// order, which is what Redis uses to order zset members of equal score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hid(pub u8);
+
+impl Hid {
+    pub fn text(self) -> String {
+        format!("h{:03}", self.0)
+    }
+}
+
+/// A holder's value (free text; one has a space, as `qinfo` must cope).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Val(pub u8);
+
+pub const VALUES: [&str; 4] = ["", "v", "a b", "x y z"];
+
+impl Val {
+    pub fn text(self) -> &'static str {
+        VALUES[self.0 as usize]
+    }
+}
+
+/// A server's `run_id` (new on every start, and on a promoted replica).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Run(pub u16);
+
+impl Run {
+    pub fn hex(self) -> String {
+        format!("{:040x}", 0x1ea5_e000_u64 + self.0 as u64)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Lease,
+    Sem,
+}
+
+impl Kind {
+    pub fn text(self) -> &'static str {
+        match self {
+            Kind::Lease => "lease",
+            Kind::Sem => "sem",
+        }
+    }
+}
+
+/// The record's `holder` field: `""` (free) or an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Who {
+    Nobody,
+    Id(Hid),
+}
+
+impl Who {
+    pub fn text(self) -> String {
+        match self {
+            Who::Nobody => String::new(),
+            Who::Id(h) => h.text(),
+        }
+    }
+}
+
+/// The name record `<prefix>{<name>}:lease`, field by field; `None` = field
+/// absent (the hash exists while any field is set).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Record {
+    pub kind: Option<Kind>,
+    pub holder: Option<Who>,
+    pub value: Option<Val>,
+    pub exp: Option<Ms>,
+    pub ttl: Option<Ms>,
+    pub token: Option<u64>,
+    pub run: Option<Run>,
+    pub maxttl: Option<Ms>,
+    pub qu: Option<Ms>,
+    pub obs: Option<Ms>,
+    pub w: Option<bool>,
+}
+
+impl Record {
+    pub fn exists(&self) -> bool {
+        *self != Record::default()
+    }
+}
+
+/// `"<lapse ms> <ttl ms> <value>"` in `qinfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QInfo {
+    pub lapse: Ms,
+    pub ttl: Ms,
+    pub value: Val,
+}
+
+/// The server marker `"<run_id> <base ms> <longest ttl ms>"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Marker {
+    pub run: Run,
+    pub base: Ms,
+    pub max: Ms,
+}
+
+/// Every key of one name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Name {
+    pub rec: Record,
+    /// zset waiter → arrival (µs), kept in Redis order (score, then member).
+    pub queue: Vec<(Hid, Us)>,
+    pub qinfo: Vec<(Hid, QInfo)>,
+    /// zset holder → slot expiry (ms), in Redis order.
+    pub slots: Vec<(Hid, Ms)>,
+    /// holder → (token, value).
+    pub slotinfo: Vec<(Hid, (u64, Val))>,
+    /// PEXPIREAT of the keys that have one.
+    pub queue_at: Option<Ms>,
+    pub qinfo_at: Option<Ms>,
+    pub slots_at: Option<Ms>,
+    pub slotinfo_at: Option<Ms>,
+}
+
+/// One server's keys: the marker (one per server) and the names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Store {
+    pub marker: Option<Marker>,
+    pub names: Vec<Name>,
+}
+
+/// What a script sees of the server: `INFO server` (`run_id`,
+/// `uptime_in_seconds`, `server_time_usec`; `TIME` reads the same clock),
+/// `INFO replication` (`second_repl_offset` ≠ -1: promoted since its start)
+/// and `INFO commandstats` (`FLUSHALL`/`FLUSHDB` called since its start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Env {
+    pub now_us: Us,
+    pub run: Run,
+    pub uptime_s: u64,
+    pub promoted: bool,
+    pub flushed: bool,
+}
+
+impl Env {
+    pub fn now(&self) -> Ms {
+        self.now_us / 1000
+    }
+}
+
+/// `uptime_in_seconds` as Redis 7 computes it: whole seconds of the clock now
+/// minus whole seconds of the clock at start (measured: 0.1 s after a start
+/// at x.9 s it reads 1).
+pub fn redis_uptime(start_ms: Ms, now_ms: Ms) -> u64 {
+    (now_ms / 1000).saturating_sub(start_ms / 1000)
+}
+
+/// A message published on the name's events channel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    Granted {
+        token: u64,
+        head: Hid,
+        claim: Ms,
+        next: Option<Hid>,
+    },
+    Released {
+        token: u64,
+        head: Option<Hid>,
+        /// `released <token>` (false) or `released <token> <head or "">` (true).
+        named: bool,
+    },
+    Acquired(u64),
+    Proclaimed(u64),
+}
+
+impl Event {
+    /// The payload exactly as the script publishes it.
+    pub fn text(&self) -> String {
+        match self {
+            Event::Granted {
+                token,
+                head,
+                claim,
+                next,
+            } => format!(
+                "granted {token} {} {claim} {}",
+                head.text(),
+                next.map(Hid::text).unwrap_or_default()
+            ),
+            Event::Released { token, head, named } => match (named, head) {
+                (false, _) => format!("released {token}"),
+                (true, h) => format!("released {token} {}", h.map(Hid::text).unwrap_or_default()),
+            },
+            Event::Acquired(t) => format!("acquired {t}"),
+            Event::Proclaimed(t) => format!("proclaimed {t}"),
+        }
+    }
+}
+
+/// A reply as Redis sends it (Lua numbers become integers, strings bulk
+/// strings, tables arrays).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reply {
+    Int(i64),
+    Bulk(String),
+    Arr(Vec<Reply>),
+    Err(String),
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Int(i) => write!(f, "{i}"),
+            Reply::Bulk(s) => write!(f, "{s:?}"),
+            Reply::Err(e) => write!(f, "(error) {e}"),
+            Reply::Arr(a) => {
+                write!(f, "[")?;
+                for (i, r) in a.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{r}")?;
+                }
+                write!(f, "]")
+            }
+        }
+    }
+}
+
+fn int(i: i64) -> Reply {
+    Reply::Int(i)
+}
+fn bulk(s: impl Into<String>) -> Reply {
+    Reply::Bulk(s.into())
+}
+
+/// `acquire.lua`'s replies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Acquired {
+    /// `{1, token}`
+    Yes { token: u64 },
+    /// `{0, left, holder, value, token, first}`
+    Held {
+        left: Ms,
+        holder: Hid,
+        value: Val,
+        token: u64,
+        first: bool,
+    },
+    /// `{2, wait}`
+    Quarantine { wait: Ms },
+    /// `{3, wait, head}`
+    Queued { wait: Ms, head: Hid },
+    /// `LEASEHOLD_KIND sem`
+    KindSem,
+}
+
+impl Acquired {
+    pub fn reply(&self) -> Reply {
+        match *self {
+            Acquired::Yes { token } => Reply::Arr(vec![int(1), bulk(token.to_string())]),
+            Acquired::Held {
+                left,
+                holder,
+                value,
+                token,
+                first,
+            } => Reply::Arr(vec![
+                int(0),
+                int(left as i64),
+                bulk(holder.text()),
+                bulk(value.text()),
+                bulk(token.to_string()),
+                int(first as i64),
+            ]),
+            Acquired::Quarantine { wait } => Reply::Arr(vec![int(2), int(wait as i64)]),
+            Acquired::Queued { wait, head } => {
+                Reply::Arr(vec![int(3), int(wait as i64), bulk(head.text())])
+            }
+            Acquired::KindSem => Reply::Err("LEASEHOLD_KIND sem".into()),
+        }
+    }
+}
+
+/// `renew.lua`'s replies: `{1}` or `{0, why}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Renewed {
+    Yes,
+    /// Refused; the current holder, or `None` for `""` (free or expired).
+    No(Option<Hid>),
+}
+
+impl Renewed {
+    pub fn reply(&self) -> Reply {
+        match self {
+            Renewed::Yes => Reply::Arr(vec![int(1)]),
+            Renewed::No(h) => Reply::Arr(vec![int(0), bulk(h.map(Hid::text).unwrap_or_default())]),
+        }
+    }
+}
+
+/// `sem_acquire.lua`'s replies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SemAcquired {
+    /// `{1, token}`
+    Yes { token: u64 },
+    /// `{0, wait, used}`
+    Full { wait: Ms, used: u32 },
+    /// `{2, wait}`
+    Quarantine { wait: Ms },
+    /// `LEASEHOLD_KIND lease`
+    KindLease,
+}
+
+impl SemAcquired {
+    pub fn reply(&self) -> Reply {
+        match *self {
+            SemAcquired::Yes { token } => Reply::Arr(vec![int(1), bulk(token.to_string())]),
+            SemAcquired::Full { wait, used } => {
+                Reply::Arr(vec![int(0), int(wait as i64), int(used as i64)])
+            }
+            SemAcquired::Quarantine { wait } => Reply::Arr(vec![int(2), int(wait as i64)]),
+            SemAcquired::KindLease => Reply::Err("LEASEHOLD_KIND lease".into()),
+        }
+    }
+}
+
+/// Deliberate one-line changes of the scripts, to show that the checker
+/// notices (see `model.rs`). `None` everywhere is the real protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ScriptMutants {
+    /// renew.lua and sem_renew.lua extend an entry of ours even when it has
+    /// expired (re-creating it), as redis-semaphore#175 did.
+    pub renew_recreates: bool,
+}
+
+fn zset_insert(z: &mut Vec<(Hid, u64)>, id: Hid, score: u64) {
+    z.retain(|(h, _)| *h != id);
+    // Redis order: score, then member (byte order of the member string,
+    // which for `Hid::text` is number order).
+    let at = z
+        .iter()
+        .position(|(h, s)| (*s, *h) > (score, id))
+        .unwrap_or(z.len());
+    z.insert(at, (id, score));
+}
+
+fn zset_remove(z: &mut Vec<(Hid, u64)>, at: &mut Option<Ms>, id: Hid) -> bool {
+    let before = z.len();
+    z.retain(|(h, _)| *h != id);
+    if z.is_empty() {
+        // An empty zset is deleted, and its TTL with it.
+        *at = None;
+    }
+    z.len() != before
+}
+
+fn hash_set<V>(h: &mut Vec<(Hid, V)>, id: Hid, v: V) {
+    match h.iter_mut().find(|(k, _)| *k == id) {
+        Some(e) => e.1 = v,
+        None => {
+            h.push((id, v));
+            h.sort_by_key(|(k, _)| *k);
+        }
+    }
+}
+
+fn hash_del<V>(h: &mut Vec<(Hid, V)>, at: &mut Option<Ms>, id: Hid) {
+    h.retain(|(k, _)| *k != id);
+    if h.is_empty() {
+        *at = None;
+    }
+}
+
+fn hash_get<V: Copy>(h: &[(Hid, V)], id: Hid) -> Option<V> {
+    h.iter().find(|(k, _)| *k == id).map(|(_, v)| *v)
+}
+
+/// `PTTL`: -2 missing, -1 no TTL, else ms left.
+fn pttl(exists: bool, at: Option<Ms>, now: Ms) -> i64 {
+    match (exists, at) {
+        (false, _) => -2,
+        (true, None) => -1,
+        (true, Some(t)) => t as i64 - now as i64,
+    }
+}
+
+impl Name {
+    /// Redis expires a key once its clock is past the key's PEXPIREAT (a
+    /// script sees the keys as of its start).
+    pub fn expire_keys(&mut self, now: Ms) {
+        if self.queue_at.is_some_and(|t| now > t) {
+            self.queue.clear();
+            self.queue_at = None;
+        }
+        if self.qinfo_at.is_some_and(|t| now > t) {
+            self.qinfo.clear();
+            self.qinfo_at = None;
+        }
+        if self.slots_at.is_some_and(|t| now > t) {
+            self.slots.clear();
+            self.slots_at = None;
+        }
+        if self.slotinfo_at.is_some_and(|t| now > t) {
+            self.slotinfo.clear();
+            self.slotinfo_at = None;
+        }
+    }
+
+    /// prelude.lua `live_head`: the first waiter whose place has not lapsed;
+    /// lapsed ones leave the line on the way.
+    fn live_head(&mut self, now: Ms) -> Option<(Hid, QInfo)> {
+        loop {
+            // local h = redis.call('ZRANGE', queue, 0, 0)[1]
+            let (h, _) = *self.queue.first()?;
+            // if info and num(string.match(info, '^(%d+)')) > now then return h, info end
+            if let Some(info) = hash_get(&self.qinfo, h)
+                && info.lapse > now
+            {
+                return Some((h, info));
+            }
+            zset_remove(&mut self.queue, &mut self.queue_at, h);
+            hash_del(&mut self.qinfo, &mut self.qinfo_at, h);
+        }
+    }
+
+    fn rank(&self, id: Hid) -> Option<usize> {
+        self.queue.iter().position(|(h, _)| *h == id)
+    }
+}
+
+/// prelude.lua `claim_ms`: clamp(ttl/10, 100 ms, 1 s).
+pub fn claim_ms(ttl: Ms) -> Ms {
+    (ttl / 10).clamp(100, 1000)
+}
+
+/// prelude.lua `trusted`.
+fn trusted(rec_run: Option<Run>, rec_w: Option<bool>, env: &Env) -> bool {
+    // return rec_run == run or (rec_w == '1' and promoted())
+    rec_run == Some(env.run) || (rec_w == Some(true) && env.promoted)
+}
+
+/// `string.format('%.0f', math.max(last + 1, now_us))`: the next token.
+fn next_token(last: u64, now_us: Us) -> u64 {
+    (last + 1).max(now_us)
+}
+
+impl Store {
+    pub fn new(names: usize) -> Store {
+        Store {
+            marker: None,
+            names: vec![Name::default(); names],
+        }
+    }
+
+    pub fn expire_keys(&mut self, now: Ms) {
+        for n in &mut self.names {
+            n.expire_keys(now);
+        }
+    }
+
+    /// prelude.lua `ready_at`: the Redis time from which a name last granted
+    /// by `rec_run` (longest TTL `rec_max`; `None`: no record) may be granted
+    /// again with `ttl`.
+    #[allow(clippy::too_many_arguments)]
+    fn ready_at(
+        &mut self,
+        env: &Env,
+        rec_run: Option<Run>,
+        rec_max: Option<Ms>,
+        ttl: Ms,
+        write: bool,
+        rec_w: Option<bool>,
+    ) -> Ms {
+        let (run, now, uptime) = (env.run, env.now(), env.uptime_s);
+        // if rec_run and trusted(rec_run, rec_w, run) then return 0 end
+        if rec_run.is_some() && trusted(rec_run, rec_w, env) {
+            return 0;
+        }
+        // local mrun, mbase, mmax = nil, 0, 0 ... string.match(m, ...)
+        let (mrun, mut mbase, mut mmax) = match self.marker {
+            Some(m) => (Some(m.run), m.base, m.max),
+            None => (None, 0, 0),
+        };
+        // if mrun ~= run then
+        if mrun != Some(run) {
+            // mbase = now - uptime * 1000
+            mbase = now - uptime * 1000;
+            // if flushed or promoted() then mbase = now end
+            if env.flushed || env.promoted {
+                mbase = now;
+            }
+            // mmax = math.max(mmax, ttl)
+            mmax = mmax.max(ttl);
+            if write {
+                self.marker = Some(Marker {
+                    run,
+                    base: mbase,
+                    max: mmax,
+                });
+            }
+        }
+        // local longest = math.max(ttl, rec_max or mmax)
+        let longest = ttl.max(rec_max.unwrap_or(mmax));
+        if write && longest > mmax {
+            self.marker = Some(Marker {
+                run,
+                base: mbase,
+                max: longest,
+            });
+        }
+        mbase + longest
+    }
+
+    /// prelude.lua `note_ttl`: raises the server's longest TTL.
+    fn note_ttl(&mut self, env: &Env, ttl: Ms) {
+        // if a == run and num(c) < ttl then redis.call('SET', epoch, a .. ' ' .. b .. ' ' .. ttl) end
+        if let Some(m) = &mut self.marker
+            && m.run == env.run
+            && m.max < ttl
+        {
+            m.max = ttl;
+        }
+    }
+
+    /// prelude.lua `note_refused`: a renewal refused by a server that did not
+    /// grant the lease records the holder's TTL in the quarantine.
+    fn note_refused(&mut self, env: &Env, n: usize, ttl: Ms, rec_run: Option<Run>) {
+        // if rec_run == run then return end
+        if rec_run == Some(env.run) {
+            return;
+        }
+        // ready_at(epoch, run, now, uptime, nil, nil, ttl, true)
+        self.ready_at(env, None, None, ttl, true, None);
+        self.note_ttl(env, ttl);
+        // if redis.call('EXISTS', rec) == 1 and num(redis.call('HGET', rec, 'maxttl')) < ttl then
+        let rec = &mut self.names[n].rec;
+        if rec.exists() && rec.maxttl.unwrap_or(0) < ttl {
+            rec.maxttl = Some(ttl);
+        }
+    }
+
+    /// `acquire.lua`. `wait`: ARGV[5] == "wait"; `confirm`: ARGV[7] == "w".
+    #[allow(clippy::too_many_arguments)]
+    pub fn acquire(
+        &mut self,
+        env: &Env,
+        n: usize,
+        me: Hid,
+        ttl: Ms,
+        value: Val,
+        wait: bool,
+        margin: Ms,
+        confirm: bool,
+    ) -> (Acquired, Vec<Event>) {
+        let (now, now_us) = (env.now(), env.now_us);
+        self.expire_keys(now);
+        // local r = redis.pcall('HMGET', KEYS[1], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'qu', 'obs', 'value', 'w')
+        let r = self.names[n].rec.clone();
+        let holder = r.holder.unwrap_or(Who::Nobody);
+        let exp = r.exp.unwrap_or(0);
+        let last = r.token.unwrap_or(0);
+        let qu = r.qu.unwrap_or(0);
+        let obs = r.obs.unwrap_or(0);
+        // if kind == 'sem' then ... ZCOUNT KEYS[5] '(' .. now '+inf' ... if live > 0 then LEASEHOLD_KIND sem
+        if r.kind == Some(Kind::Sem) && self.names[n].slots.iter().any(|(_, e)| *e > now) {
+            return (Acquired::KindSem, vec![]);
+        }
+        // local function queue_up(wait_ms)
+        let queue_up = |s: &mut Store, wait_ms: Ms| {
+            if !wait {
+                return;
+            }
+            let name = &mut s.names[n];
+            let until = now + wait_ms + margin;
+            // ZADD KEYS[2] NX now_us me
+            if name.rank(me).is_none() {
+                zset_insert(&mut name.queue, me, now_us);
+            }
+            // HSET KEYS[3] me until_ms .. ' ' .. ttl .. ' ' .. value
+            hash_set(
+                &mut name.qinfo,
+                me,
+                QInfo {
+                    lapse: until,
+                    ttl,
+                    value,
+                },
+            );
+            // if until_ms > qu then HSET qu; PEXPIREAT queue, qinfo until_ms
+            if until > qu {
+                name.rec.qu = Some(until);
+                name.queue_at = Some(until);
+                name.qinfo_at = Some(until);
+            }
+        };
+        // if holder ~= '' and exp > now then
+        if let Who::Id(h) = holder
+            && exp > now
+        {
+            if h == me {
+                // HSET exp now + ttl, ttl, value; ZREM queue me; HDEL qinfo me; return {1, r[4] or '0'}
+                let name = &mut self.names[n];
+                name.rec.exp = Some(now + ttl);
+                name.rec.ttl = Some(ttl);
+                name.rec.value = Some(value);
+                zset_remove(&mut name.queue, &mut name.queue_at, me);
+                hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+                return (Acquired::Yes { token: last }, vec![]);
+            }
+            // queue_up(exp - now); first = waiting and ZRANK me == 0
+            queue_up(self, exp - now);
+            let first = wait && self.names[n].rank(me) == Some(0);
+            return (
+                Acquired::Held {
+                    left: exp - now,
+                    holder: h,
+                    value: r.value.unwrap_or_default(),
+                    token: last,
+                    first,
+                },
+                vec![],
+            );
+        }
+        // local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[10])
+        let rec_max = r.maxttl.or(r.token.map(|_| 0));
+        let ready = self.ready_at(env, r.run, rec_max, ttl, true, r.w);
+        // if now < ready then queue_up(ready - now); return {2, ready - now} end
+        if now < ready {
+            queue_up(self, ready - now);
+            return (Acquired::Quarantine { wait: ready - now }, vec![]);
+        }
+        // if qu > 0 then
+        if qu > 0 {
+            let head = self.names[n].live_head(now);
+            match head {
+                // if head and head ~= me then ... return {3, lapses, head}
+                Some((h, info)) if h != me => {
+                    let lapses = info.lapse - now;
+                    queue_up(self, lapses);
+                    return (
+                        Acquired::Queued {
+                            wait: lapses,
+                            head: h,
+                        },
+                        vec![],
+                    );
+                }
+                // if head then ZREM queue me; HDEL qinfo me end
+                Some(_) => {
+                    let name = &mut self.names[n];
+                    zset_remove(&mut name.queue, &mut name.queue_at, me);
+                    hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+                }
+                None => {}
+            }
+            // if redis.call('EXISTS', KEYS[2]) == 0 then HDEL KEYS[1] qu end
+            if self.names[n].queue.is_empty() {
+                self.names[n].rec.qu = None;
+            }
+        }
+        // local tok = max(last + 1, now_us); HSET kind lease holder me value exp ttl token run w
+        let tok = next_token(last, now_us);
+        {
+            let rec = &mut self.names[n].rec;
+            rec.kind = Some(Kind::Lease);
+            rec.holder = Some(Who::Id(me));
+            rec.value = Some(value);
+            rec.exp = Some(now + ttl);
+            rec.ttl = Some(ttl);
+            rec.token = Some(tok);
+            rec.run = Some(env.run);
+            rec.w = Some(confirm);
+        }
+        // if ttl > num(r[6]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
+        if ttl > r.maxttl.unwrap_or(0) {
+            self.names[n].rec.maxttl = Some(ttl);
+            self.note_ttl(env, ttl);
+        }
+        // if obs > now then PUBLISH acquired tok end
+        let events = if obs > now {
+            vec![Event::Acquired(tok)]
+        } else {
+            vec![]
+        };
+        (Acquired::Yes { token: tok }, events)
+    }
+
+    /// `release.lua`. `always`: ARGV[3] == "always". Returns 1/0.
+    pub fn release(&mut self, env: &Env, n: usize, me: Hid, always: bool) -> (bool, Vec<Event>) {
+        let now = env.now();
+        self.expire_keys(now);
+        // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w')
+        let r = self.names[n].rec.clone();
+        // if failed(r) or r[1] ~= ARGV[1] then return 0 end
+        if r.holder != Some(Who::Id(me)) {
+            return (false, vec![]);
+        }
+        let mut tok = r.token.unwrap_or(0);
+        let mut events = vec![];
+        // if r[3] then
+        if r.qu.is_some() {
+            let head = self.names[n].live_head(now);
+            // if head and trusted(r[5], r[7], run) then
+            if let Some((h, info)) = head
+                && trusted(r.run, r.w, env)
+            {
+                let claim = claim_ms(info.ttl);
+                tok = next_token(r.token.unwrap_or(0), env.now_us);
+                let name = &mut self.names[n];
+                // HSET holder head value exp now + claim ttl token run
+                name.rec.holder = Some(Who::Id(h));
+                name.rec.value = Some(info.value);
+                name.rec.exp = Some(now + claim);
+                name.rec.ttl = Some(info.ttl);
+                name.rec.token = Some(tok);
+                name.rec.run = Some(env.run);
+                // if ttl > num(r[6]) then HSET maxttl ttl end
+                if info.ttl > r.maxttl.unwrap_or(0) {
+                    name.rec.maxttl = Some(info.ttl);
+                }
+                // ZREM queue head; HDEL qinfo head
+                zset_remove(&mut name.queue, &mut name.queue_at, h);
+                hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
+                // local next = live_head(...); if not next then HDEL qu end
+                let next = name.live_head(now).map(|(h, _)| h);
+                if next.is_none() {
+                    name.rec.qu = None;
+                }
+                events.push(Event::Granted {
+                    token: tok,
+                    head: h,
+                    claim,
+                    next,
+                });
+                return (true, events);
+            }
+            // HSET holder '' value ''
+            let name = &mut self.names[n];
+            name.rec.holder = Some(Who::Nobody);
+            name.rec.value = Some(Val(0));
+            // if head then PUBLISH released tok head; return 1 end
+            if let Some((h, _)) = head {
+                events.push(Event::Released {
+                    token: tok,
+                    head: Some(h),
+                    named: true,
+                });
+                return (true, events);
+            }
+            // HDEL qu
+            name.rec.qu = None;
+        } else {
+            let name = &mut self.names[n];
+            name.rec.holder = Some(Who::Nobody);
+            name.rec.value = Some(Val(0));
+        }
+        if always {
+            events.push(Event::Released {
+                token: tok,
+                head: None,
+                named: false,
+            });
+        } else if let Some(obs) = r.obs {
+            // if num(r[4]) > tonumber(t[1]) * 1000 (TIME's whole seconds)
+            if obs > env.now_us / 1_000_000 * 1000 {
+                events.push(Event::Released {
+                    token: tok,
+                    head: None,
+                    named: false,
+                });
+            } else {
+                self.names[n].rec.obs = None;
+            }
+        }
+        (true, events)
+    }
+
+    /// `renew.lua`. `repair`: ARGV[3], ARGV[4] (quorum only).
+    pub fn renew(
+        &mut self,
+        env: &Env,
+        n: usize,
+        me: Hid,
+        ttl: Ms,
+        repair: Option<(u64, Val)>,
+        mutants: ScriptMutants,
+    ) -> Renewed {
+        let now = env.now();
+        self.expire_keys(now);
+        // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'exp', 'token', 'run')
+        let r = self.names[n].rec.clone();
+        // local held = (r[1] or '') ~= '' and num(r[2]) > now
+        let holder = match r.holder {
+            Some(Who::Id(h)) => Some(h),
+            _ => None,
+        };
+        let held = holder.is_some() && r.exp.unwrap_or(0) > now;
+        // if held and r[1] == ARGV[1] then HSET exp now + ttl, ttl; return {1}
+        // (The mutant also takes a free or expired lease: `if r[1] == ARGV[1]
+        // or not held`, the SET-if-missing renewal of older lock libraries.)
+        if (held && holder == Some(me)) || (mutants.renew_recreates && !held) {
+            let rec = &mut self.names[n].rec;
+            rec.holder = Some(Who::Id(me));
+            rec.exp = Some(now + ttl);
+            rec.ttl = Some(ttl);
+            return Renewed::Yes;
+        }
+        // if not held and ARGV[3] then (quorum repair)
+        if !held && let Some((tok, value)) = repair {
+            // if num(tok) < num(r[3]) then tok = r[3] end
+            let tok = tok.max(r.token.unwrap_or(0));
+            let rec = &mut self.names[n].rec;
+            rec.kind = Some(Kind::Lease);
+            rec.holder = Some(Who::Id(me));
+            rec.value = Some(value);
+            rec.exp = Some(now + ttl);
+            rec.ttl = Some(ttl);
+            rec.token = Some(tok);
+            return Renewed::Yes;
+        }
+        // note_refused(KEYS[1], KEYS[2], ttl, r[4])
+        self.note_refused(env, n, ttl, r.run);
+        if held {
+            Renewed::No(holder)
+        } else {
+            Renewed::No(None)
+        }
+    }
+
+    /// `leave.lua`. Returns n (1 if it was queued or held a grant).
+    pub fn leave(&mut self, env: &Env, n: usize, me: Hid) -> (i64, Vec<Event>) {
+        let now = env.now();
+        self.expire_keys(now);
+        // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'exp', 'token')
+        let r = self.names[n].rec.clone();
+        let tok = r.token.unwrap_or(0);
+        let mut events = vec![];
+        let mut count = 0;
+        let name = &mut self.names[n];
+        // if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
+        if !name.queue.is_empty() {
+            let was_head = name.queue.first().map(|(h, _)| *h) == Some(me);
+            count = zset_remove(&mut name.queue, &mut name.queue_at, me) as i64;
+            // if TYPE qinfo == 'hash' then HDEL qinfo me
+            hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+            // local free = (r[1] or '') == '' or num(r[2]) <= now
+            let free = matches!(r.holder, None | Some(Who::Nobody)) || r.exp.unwrap_or(0) <= now;
+            if was_head
+                && free
+                && let Some((h, _)) = name.live_head(now)
+            {
+                events.push(Event::Released {
+                    token: tok,
+                    head: Some(h),
+                    named: true,
+                });
+            }
+        }
+        // if r[1] == ARGV[1] then (a grant that reached us too late)
+        if r.holder == Some(Who::Id(me)) {
+            name.rec.holder = Some(Who::Nobody);
+            name.rec.value = Some(Val(0));
+            let head = name.live_head(now).map(|(h, _)| h);
+            events.push(Event::Released {
+                token: tok,
+                head,
+                named: true,
+            });
+            count = 1;
+        }
+        (count, events)
+    }
+
+    /// `confirm.lua` (quorum): raise the lease's token to `token` if ours.
+    pub fn confirm(&mut self, env: &Env, n: usize, me: Hid, token: u64) -> bool {
+        self.expire_keys(env.now());
+        let rec = &mut self.names[n].rec;
+        // if TYPE ~= 'hash' then return 0; if r[1] ~= ARGV[1] then return 0
+        if !rec.exists() || rec.holder != Some(Who::Id(me)) {
+            return false;
+        }
+        // if tonumber(ARGV[2]) > (tonumber(r[2]) or 0) then HSET token
+        if token > rec.token.unwrap_or(0) {
+            rec.token = Some(token);
+        }
+        true
+    }
+
+    /// `status.lua`.
+    pub fn status(&mut self, env: &Env, n: usize) -> Reply {
+        let now = env.now();
+        self.expire_keys(now);
+        let r = self.names[n].rec.clone();
+        let last = r.token.unwrap_or(0).to_string();
+        let kind = r.kind.unwrap_or(Kind::Lease).text();
+        // if (r[1] or '') ~= '' and num(r[2]) > now then
+        if let Some(Who::Id(h)) = r.holder
+            && r.exp.unwrap_or(0) > now
+        {
+            return Reply::Arr(vec![
+                int((r.exp.unwrap_or(0) - now) as i64),
+                bulk(h.text()),
+                bulk(r.value.unwrap_or_default().text()),
+                bulk(last.clone()),
+                bulk(last),
+                bulk(kind),
+                int(0),
+            ]);
+        }
+        // ready_at(..., r[6], r[7] and num(r[7]) or (r[4] and 0 or nil), num(r[8]), false, r[9]) or 0
+        let rec_max = r.maxttl.or(r.token.map(|_| 0));
+        let ready = self.ready_at(env, r.run, rec_max, r.ttl.unwrap_or(0), false, r.w);
+        Reply::Arr(vec![
+            int(-2),
+            bulk(""),
+            bulk(""),
+            bulk("0"),
+            bulk(last),
+            bulk(kind),
+            int((ready as i64 - now as i64).max(0)),
+        ])
+    }
+
+    /// `observe.lua`.
+    pub fn observe(&mut self, env: &Env, n: usize, ms: Ms) {
+        self.expire_keys(env.now());
+        let until = env.now() + ms;
+        let rec = &mut self.names[n].rec;
+        if rec.obs.unwrap_or(0) < until {
+            rec.obs = Some(until);
+        }
+    }
+
+    /// `proclaim.lua`.
+    pub fn proclaim(&mut self, env: &Env, n: usize, me: Hid, value: Val) -> (bool, Vec<Event>) {
+        let now = env.now();
+        self.expire_keys(now);
+        let rec = &mut self.names[n].rec;
+        // if TYPE ~= 'hash' then return 0
+        if !rec.exists() || rec.holder != Some(Who::Id(me)) || rec.exp.unwrap_or(0) <= now {
+            return (false, vec![]);
+        }
+        rec.value = Some(value);
+        (true, vec![Event::Proclaimed(rec.token.unwrap_or(0))])
+    }
+
+    /// `sem_acquire.lua`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sem_acquire(
+        &mut self,
+        env: &Env,
+        n: usize,
+        me: Hid,
+        ttl: Ms,
+        value: Val,
+        limit: u32,
+        confirm: bool,
+    ) -> (SemAcquired, Vec<Event>) {
+        let (now, now_us) = (env.now(), env.now_us);
+        self.expire_keys(now);
+        // local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w')
+        let r = self.names[n].rec.clone();
+        // if r[1] == 'lease' and (r[2] or '') ~= '' and num(r[3]) > now then LEASEHOLD_KIND lease
+        if r.kind == Some(Kind::Lease)
+            && matches!(r.holder, Some(Who::Id(_)))
+            && r.exp.unwrap_or(0) > now
+        {
+            return (SemAcquired::KindLease, vec![]);
+        }
+        let name = &mut self.names[n];
+        // ZRANGEBYSCORE KEYS[1] -inf now: ZREM, HDEL each
+        let expired: Vec<Hid> = name
+            .slots
+            .iter()
+            .filter(|(_, e)| *e <= now)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in expired {
+            zset_remove(&mut name.slots, &mut name.slots_at, h);
+            hash_del(&mut name.slotinfo, &mut name.slotinfo_at, h);
+        }
+        // local function keep(until_ms): if PTTL(k) < until_ms - now then PEXPIREAT k until_ms
+        let keep = |name: &mut Name, until: Ms| {
+            let d = until as i64 - now as i64;
+            if pttl(!name.slots.is_empty(), name.slots_at, now) < d && !name.slots.is_empty() {
+                name.slots_at = Some(until);
+            }
+            if pttl(!name.slotinfo.is_empty(), name.slotinfo_at, now) < d
+                && !name.slotinfo.is_empty()
+            {
+                name.slotinfo_at = Some(until);
+            }
+        };
+        // if redis.call('ZSCORE', KEYS[1], me) then
+        if name.slots.iter().any(|(h, _)| *h == me) {
+            // ZADD XX now + ttl me; keep(now + ttl)
+            zset_insert(&mut name.slots, me, now + ttl);
+            keep(name, now + ttl);
+            // local info = HGET slotinfo me or '0'; return {1, match(info, '^(%d+)') or '0'}
+            let tok = hash_get(&name.slotinfo, me).map(|(t, _)| t).unwrap_or(0);
+            return (SemAcquired::Yes { token: tok }, vec![]);
+        }
+        // local used = ZCARD; if used >= limit then {0, max(first - now, 0), used}
+        let used = name.slots.len() as u32;
+        if used >= limit {
+            let first = name.slots.first().map(|(_, e)| *e).unwrap_or(0);
+            return (
+                SemAcquired::Full {
+                    wait: first.saturating_sub(now),
+                    used,
+                },
+                vec![],
+            );
+        }
+        // local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[8])
+        let rec_max = r.maxttl.or(r.token.map(|_| 0));
+        let ready = self.ready_at(env, r.run, rec_max, ttl, true, r.w);
+        if now < ready {
+            return (SemAcquired::Quarantine { wait: ready - now }, vec![]);
+        }
+        // local tok = max(num(r[4]) + 1, now_us); HSET kind sem token run w
+        let tok = next_token(r.token.unwrap_or(0), now_us);
+        let name = &mut self.names[n];
+        name.rec.kind = Some(Kind::Sem);
+        name.rec.token = Some(tok);
+        name.rec.run = Some(env.run);
+        name.rec.w = Some(confirm);
+        if ttl > r.maxttl.unwrap_or(0) {
+            name.rec.maxttl = Some(ttl);
+            self.note_ttl(env, ttl);
+        }
+        let name = &mut self.names[n];
+        // ZADD slots now + ttl me; HSET slotinfo me tok .. ' ' .. value; keep(now + ttl)
+        zset_insert(&mut name.slots, me, now + ttl);
+        hash_set(&mut name.slotinfo, me, (tok, value));
+        keep(name, now + ttl);
+        let events = if r.obs.unwrap_or(0) > now {
+            vec![Event::Acquired(tok)]
+        } else {
+            vec![]
+        };
+        (SemAcquired::Yes { token: tok }, events)
+    }
+
+    /// `sem_renew.lua`.
+    pub fn sem_renew(
+        &mut self,
+        env: &Env,
+        n: usize,
+        me: Hid,
+        ttl: Ms,
+        mutants: ScriptMutants,
+    ) -> Renewed {
+        let now = env.now();
+        self.expire_keys(now);
+        let name = &mut self.names[n];
+        // local exp = ZSCORE slots me; if not exp or tonumber(exp) <= now_ms then return {0, ''}
+        let exp = name.slots.iter().find(|(h, _)| *h == me).map(|(_, e)| *e);
+        let live = exp.is_some_and(|e| e > now);
+        if !live && !mutants.renew_recreates {
+            return Renewed::No(None);
+        }
+        // ZADD XX now_ms + ttl me (the mutant: a plain ZADD, which re-creates)
+        zset_insert(&mut name.slots, me, now + ttl);
+        // for i = 1, 2: if PTTL(k) < ttl then PEXPIRE k ttl
+        if !name.slots.is_empty() && pttl(true, name.slots_at, now) < ttl as i64 {
+            name.slots_at = Some(now + ttl);
+        }
+        if !name.slotinfo.is_empty() && pttl(true, name.slotinfo_at, now) < ttl as i64 {
+            name.slotinfo_at = Some(now + ttl);
+        }
+        Renewed::Yes
+    }
+
+    /// `sem_release.lua`.
+    pub fn sem_release(&mut self, env: &Env, n: usize, me: Hid) -> (bool, Vec<Event>) {
+        self.expire_keys(env.now());
+        let name = &mut self.names[n];
+        // if ZREM slots me == 0 then return 0
+        if !zset_remove(&mut name.slots, &mut name.slots_at, me) {
+            return (false, vec![]);
+        }
+        hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
+        (
+            true,
+            vec![Event::Released {
+                token: 0,
+                head: None,
+                named: false,
+            }],
+        )
+    }
+
+    /// `sem_status.lua`: holder, ms left, "token value" of unexpired slots.
+    pub fn sem_status(&mut self, env: &Env, n: usize) -> Reply {
+        let now = env.now();
+        self.expire_keys(now);
+        let name = &self.names[n];
+        let mut out = vec![];
+        // ZRANGEBYSCORE slots now_ms + 1 +inf WITHSCORES
+        for (h, e) in name.slots.iter().filter(|(_, e)| *e > now) {
+            out.push(bulk(h.text()));
+            out.push(int((*e - now) as i64));
+            let info = match hash_get(&name.slotinfo, *h) {
+                Some((t, v)) => format!("{t} {}", v.text()),
+                None => "0 ".into(),
+            };
+            out.push(bulk(info));
+        }
+        Reply::Arr(out)
+    }
+}
