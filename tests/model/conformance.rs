@@ -370,6 +370,7 @@ impl ModelServer {
             uptime_s: redis_uptime(self.start_ms, self.now_us / 1000),
             promoted: self.promoted,
             flushed: self.flushed,
+            mutants: ScriptMutants::default(),
         }
     }
 }
@@ -526,7 +527,7 @@ impl Harness {
                 ttl,
                 repair,
             } => (
-                st.renew(&env, n, who, ttl, repair, ScriptMutants::default())
+                st.renew(&env, n, who, ttl, repair)
                     .reply(),
                 vec![],
             ),
@@ -562,7 +563,7 @@ impl Harness {
                 (r.reply(), ev)
             }
             Op::SemRenew { n, who, ttl } => (
-                st.sem_renew(&env, n, who, ttl, ScriptMutants::default())
+                st.sem_renew(&env, n, who, ttl)
                     .reply(),
                 vec![],
             ),

@@ -160,6 +160,8 @@ pub struct Env {
     pub uptime_s: u64,
     pub promoted: bool,
     pub flushed: bool,
+    /// Deliberate changes of the scripts (none for the real protocol).
+    pub mutants: ScriptMutants,
 }
 
 impl Env {
@@ -176,7 +178,7 @@ pub fn redis_uptime(start_ms: Ms, now_ms: Ms) -> u64 {
 }
 
 /// A message published on the name's events channel.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
     Granted {
         token: u64,
@@ -256,7 +258,7 @@ fn bulk(s: impl Into<String>) -> Reply {
 }
 
 /// `acquire.lua`'s replies.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Acquired {
     /// `{1, token}`
     Yes { token: u64 },
@@ -304,7 +306,7 @@ impl Acquired {
 }
 
 /// `renew.lua`'s replies: `{1}` or `{0, why}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Renewed {
     Yes,
     /// Refused; the current holder, or `None` for `""` (free or expired).
@@ -321,7 +323,7 @@ impl Renewed {
 }
 
 /// `sem_acquire.lua`'s replies.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SemAcquired {
     /// `{1, token}`
     Yes { token: u64 },
@@ -347,12 +349,21 @@ impl SemAcquired {
 }
 
 /// Deliberate one-line changes of the scripts, to show that the checker
-/// notices (see `model.rs`). `None` everywhere is the real protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// notices them (`model.rs` keeps one test per mutant that expects a
+/// counterexample). All `false` is the real protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ScriptMutants {
-    /// renew.lua and sem_renew.lua extend an entry of ours even when it has
-    /// expired (re-creating it), as redis-semaphore#175 did.
+    /// renew.lua takes a free or expired lease (`if r[1] == ARGV[1] or not
+    /// held`), and sem_renew.lua re-adds an expired slot (a plain `ZADD`, as
+    /// redis-semaphore#175 did).
     pub renew_recreates: bool,
+    /// prelude.lua `ready_at` returns 0: no quarantine after a wipe.
+    pub no_quarantine: bool,
+    /// prelude.lua compares no run_id: a record or a marker restored from an
+    /// older snapshot counts as this server's own.
+    pub ignore_run_id: bool,
+    /// acquire.lua issues `last + 1`, without the clock floor.
+    pub no_token_floor: bool,
 }
 
 fn zset_insert(z: &mut Vec<(Hid, u64)>, id: Hid, score: u64) {
@@ -458,12 +469,17 @@ pub fn claim_ms(ttl: Ms) -> Ms {
 /// prelude.lua `trusted`.
 fn trusted(rec_run: Option<Run>, rec_w: Option<bool>, env: &Env) -> bool {
     // return rec_run == run or (rec_w == '1' and promoted())
-    rec_run == Some(env.run) || (rec_w == Some(true) && env.promoted)
+    (rec_run.is_some() && env.mutants.ignore_run_id)
+        || rec_run == Some(env.run)
+        || (rec_w == Some(true) && env.promoted)
 }
 
 /// `string.format('%.0f', math.max(last + 1, now_us))`: the next token.
-fn next_token(last: u64, now_us: Us) -> u64 {
-    (last + 1).max(now_us)
+fn next_token(env: &Env, last: u64) -> u64 {
+    if env.mutants.no_token_floor {
+        return last + 1;
+    }
+    (last + 1).max(env.now_us)
 }
 
 impl Store {
@@ -494,12 +510,17 @@ impl Store {
         rec_w: Option<bool>,
     ) -> Ms {
         let (run, now, uptime) = (env.run, env.now(), env.uptime_s);
+        if env.mutants.no_quarantine {
+            return 0;
+        }
         // if rec_run and trusted(rec_run, rec_w, run) then return 0 end
         if rec_run.is_some() && trusted(rec_run, rec_w, env) {
             return 0;
         }
         // local mrun, mbase, mmax = nil, 0, 0 ... string.match(m, ...)
         let (mrun, mut mbase, mut mmax) = match self.marker {
+            // (The mutant takes any marker for this server's own.)
+            Some(m) if env.mutants.ignore_run_id => (Some(run), m.base, m.max),
             Some(m) => (Some(m.run), m.base, m.max),
             None => (None, 0, 0),
         };
@@ -681,7 +702,7 @@ impl Store {
             }
         }
         // local tok = max(last + 1, now_us); HSET kind lease holder me value exp ttl token run w
-        let tok = next_token(last, now_us);
+        let tok = next_token(env, last);
         {
             let rec = &mut self.names[n].rec;
             rec.kind = Some(Kind::Lease);
@@ -727,7 +748,7 @@ impl Store {
                 && trusted(r.run, r.w, env)
             {
                 let claim = claim_ms(info.ttl);
-                tok = next_token(r.token.unwrap_or(0), env.now_us);
+                tok = next_token(env, r.token.unwrap_or(0));
                 let name = &mut self.names[n];
                 // HSET holder head value exp now + claim ttl token run
                 name.rec.holder = Some(Who::Id(h));
@@ -805,8 +826,8 @@ impl Store {
         me: Hid,
         ttl: Ms,
         repair: Option<(u64, Val)>,
-        mutants: ScriptMutants,
     ) -> Renewed {
+        let mutants = env.mutants;
         let now = env.now();
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'exp', 'token', 'run')
@@ -978,7 +999,7 @@ impl Store {
         limit: u32,
         confirm: bool,
     ) -> (SemAcquired, Vec<Event>) {
-        let (now, now_us) = (env.now(), env.now_us);
+        let now = env.now();
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w')
         let r = self.names[n].rec.clone();
@@ -1041,7 +1062,7 @@ impl Store {
             return (SemAcquired::Quarantine { wait: ready - now }, vec![]);
         }
         // local tok = max(num(r[4]) + 1, now_us); HSET kind sem token run w
-        let tok = next_token(r.token.unwrap_or(0), now_us);
+        let tok = next_token(env, r.token.unwrap_or(0));
         let name = &mut self.names[n];
         name.rec.kind = Some(Kind::Sem);
         name.rec.token = Some(tok);
@@ -1065,14 +1086,8 @@ impl Store {
     }
 
     /// `sem_renew.lua`.
-    pub fn sem_renew(
-        &mut self,
-        env: &Env,
-        n: usize,
-        me: Hid,
-        ttl: Ms,
-        mutants: ScriptMutants,
-    ) -> Renewed {
+    pub fn sem_renew(&mut self, env: &Env, n: usize, me: Hid, ttl: Ms) -> Renewed {
+        let mutants = env.mutants;
         let now = env.now();
         self.expire_keys(now);
         let name = &mut self.names[n];

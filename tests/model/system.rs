@@ -1,0 +1,1536 @@
+//! The protocol as a state machine for the checker: a few clients, one Redis
+//! (or a quorum of three), a network, a fenced resource, and faults.
+//!
+//! Time is discrete (ms of Redis's clock, which is also "real" time) and
+//! event driven: the checker moves the clock to the next instant at which
+//! something is due — a client's timer, the end of a message's delay window,
+//! the end of a pause — and in between explores every order of the actions
+//! enabled at that instant. Timers fire on time (a client that is not paused
+//! cannot skip one); a message is delivered at any instant within its delay
+//! window, or lost (a fault).
+//!
+//! Clients follow the code, step for step:
+//! - `waiter.rs`: the fast path (one attempt, reply ignored unless acquired),
+//!   then subscribe and attempt in a loop; after a failed attempt sleep until
+//!   the reply's wait (plus 1 ms and jitter when not first), woken early by a
+//!   release naming us, a grant (`take_grant`: deadline from the last queued
+//!   attempt's send instant, claimed with a renewal when less than
+//!   max(min_validity, claim/2) is left or writes must be confirmed), or the
+//!   note that we are next after a grant (come when it lapses). The `select!`
+//!   picks any ready branch; tokio's `Notify` keeps one permit.
+//! - `keeper.rs`: deadline `sent + ttl − drift` (from the send instant),
+//!   renewal every `renew_every` (`ttl/3`), retries every `retry_every`, lost
+//!   at the deadline even with a renewal in flight; a refusal loses the lease
+//!   at once; after a reconnect every lease is renewed at once; release waits
+//!   for a renewal in flight.
+//! - the supervisor: the work (the child) is inside its lease from the
+//!   acquisition until the safety deadline; after a refusal it is stopped
+//!   within the stop budget (and by the deadline); on release it stops first.
+//!
+//! The server steps are the scripts (`redis.rs`). A client's clock runs at a
+//! constant rate that differs from Redis's by at most the drift the design
+//! allows (`ttl/100 + 2 ms` per TTL): `Rate::Slow` is that extreme.
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use leasehold::LeaseConfig;
+use stateright::{Model, Property};
+
+use super::redis::*;
+
+/// The model's time origin (Redis ms): the start of a second.
+pub const T0: Ms = 10_000_000;
+
+// ---------------------------------------------------------------------------
+// The client side's arithmetic, from the crate itself.
+// ---------------------------------------------------------------------------
+
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn d(ms: Ms) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// `deadline::safety_deadline(sent, ttl) − sent`, in local ms: `ttl − drift`.
+fn validity(ttl: Ms) -> Ms {
+    let o = *ORIGIN;
+    (leasehold::deadline::safety_deadline(o, d(ttl)) - o).as_millis() as Ms
+}
+
+/// `deadline::drift(ttl)`.
+fn drift(ttl: Ms) -> Ms {
+    leasehold::deadline::drift(d(ttl)).as_millis() as Ms
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+/// A client clock's rate against Redis's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rate {
+    /// As slow as the drift margin allows: `ttl − drift` local ms take `ttl`
+    /// real ms (the deadline lands exactly on Redis's expiry when the request
+    /// is processed the instant it is sent).
+    Slow,
+    Exact,
+    /// As fast, the other way.
+    Fast,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientCfg {
+    pub ttl: Ms,
+    pub rate: Rate,
+    /// How many times it acquires (then it stays idle).
+    pub acquisitions: u8,
+    /// `LeaseBuilder::min_validity`: `run` passes its stop budget.
+    pub min_validity: Ms,
+    /// After a refusal the work is stopped within this (grace + kill margin).
+    pub stop_budget: Ms,
+    /// The waiter's jitter (0–3 ms in the code; fixed per client here).
+    pub jitter: Ms,
+}
+
+impl ClientCfg {
+    /// A library user (no stop budget) with TTL `ttl`.
+    pub fn new(ttl: Ms) -> ClientCfg {
+        ClientCfg {
+            ttl,
+            rate: Rate::Exact,
+            acquisitions: 1,
+            min_validity: 0,
+            stop_budget: 0,
+            jitter: 0,
+        }
+    }
+
+    /// A `leasehold run` supervisor: default grace (TTL/5) + kill margin.
+    pub fn supervisor(ttl: Ms) -> ClientCfg {
+        let budget = ttl / 5 + leasehold::supervisor::KILL_MARGIN.as_millis() as Ms;
+        ClientCfg {
+            min_validity: budget,
+            stop_budget: budget,
+            ..ClientCfg::new(ttl)
+        }
+    }
+
+    pub fn rate(mut self, r: Rate) -> Self {
+        self.rate = r;
+        self
+    }
+    pub fn acquisitions(mut self, n: u8) -> Self {
+        self.acquisitions = n;
+        self
+    }
+    pub fn jitter(mut self, j: Ms) -> Self {
+        self.jitter = j;
+        self
+    }
+
+    fn config(&self) -> LeaseConfig {
+        LeaseConfig::new(d(self.ttl)).expect("a valid TTL")
+    }
+    fn renew_every(&self) -> Ms {
+        self.config().renew_every().as_millis() as Ms
+    }
+    fn retry_every(&self) -> Ms {
+        self.config().retry_every().as_millis() as Ms
+    }
+    fn margin(&self) -> Ms {
+        leasehold::backend::queue_margin(d(self.ttl)).as_millis() as Ms
+    }
+
+    /// Real ms that `local` ms of this client's clock take.
+    pub fn real(&self, local: Ms) -> Ms {
+        let t = self.ttl;
+        let dr = drift(t);
+        match self.rate {
+            Rate::Exact => local,
+            Rate::Slow => (local * t).div_ceil(t - dr),
+            Rate::Fast => local * (t - dr) / t,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Lease,
+    Sem { limit: u32 },
+}
+
+/// How Redis reports `uptime_in_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uptime {
+    /// As Redis 7 does: whole seconds now minus whole seconds at start.
+    Redis,
+    /// Whole seconds elapsed since the start (what the design assumes:
+    /// `now − uptime` is never before the start).
+    Elapsed,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// How many faults one run may contain.
+    pub budget: u8,
+    pub crash: bool,
+    /// A client may freeze for this long (0: never).
+    pub pause: Ms,
+    pub lose: bool,
+    pub restart_empty: bool,
+    /// Restart from an older copy (an RDB snapshot or a lagging AOF).
+    pub restart_older: bool,
+    /// Fail over to a replica (an older copy), which reports itself promoted.
+    pub failover: bool,
+    /// How many times the older copy (snapshot / replica) may catch up with
+    /// the data (not a fault).
+    pub syncs: u8,
+}
+
+/// Client-side mutants (the script-side ones are in `ScriptMutants`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mutants {
+    pub script: ScriptMutants,
+    /// The safety deadline counts from the reply instead of the send instant.
+    pub deadline_from_reply: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sys {
+    pub label: &'static str,
+    pub mode: Mode,
+    pub clients: Vec<ClientCfg>,
+    /// One-way delay of commands and replies: [min, max] ms.
+    pub delay: (Ms, Ms),
+    /// Largest delay of a published message.
+    pub pubsub_delay: Ms,
+    /// A client notices a restarted server (reconnects, renews everything)
+    /// within this window after the restart.
+    pub reconnect: (Ms, Ms),
+    pub op_timeout: Ms,
+    pub faults: Faults,
+    /// `--min-replicas 1`: `WAIT` after every acquire and renewal.
+    pub min_replicas: bool,
+    pub uptime: Uptime,
+    pub mutants: Mutants,
+    /// Explore up to this long after T0.
+    pub horizon: Ms,
+    /// Liveness: a free lease with a live waiter is held within this long
+    /// of the last fault.
+    pub liveness_bound: Ms,
+    /// How many writes each tenure may make to the fenced resource.
+    pub writes: u8,
+    /// A message is delivered at either end of its delay window (false),
+    /// or at any instant within it (true: many more interleavings).
+    pub any_delay: bool,
+    /// How many messages of one run may take longer than the shortest delay
+    /// (delay-bounded exploration; `u8::MAX`: all of them).
+    pub late: u8,
+    /// Clients start acquiring at any instant up to this long after T0
+    /// (and again at once after each tenure, as `run --forever` does).
+    pub start_window: Ms,
+    /// A holder releases at any instant (true), or only as it acquires and
+    /// at its renewal instants (before or after the renewal goes out).
+    pub release_anytime: bool,
+}
+
+impl Sys {
+    /// Two library clients with TTL `ttl` on one Redis, no faults.
+    pub fn base(label: &'static str, ttl: Ms) -> Sys {
+        Sys {
+            label,
+            mode: Mode::Lease,
+            clients: vec![ClientCfg::new(ttl), ClientCfg::new(ttl)],
+            delay: (1, 10),
+            pubsub_delay: 10,
+            reconnect: (1, 30),
+            op_timeout: 5000,
+            faults: Faults::default(),
+            min_replicas: false,
+            uptime: Uptime::Elapsed,
+            mutants: Mutants::default(),
+            horizon: 3 * ttl,
+            liveness_bound: 2 * ttl + 500,
+            writes: 0,
+            any_delay: false,
+            late: 2,
+            start_window: 0,
+            release_anytime: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Req {
+    Acquire { wait: bool },
+    Renew,
+    Release,
+    Leave,
+    SemAcquire,
+    SemRenew,
+    SemRelease,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rep {
+    /// acquire.lua's reply; false: `WAIT` did not reach the replica.
+    Acquire(Acquired, bool),
+    Renew(Renewed, bool),
+    SemAcquire(SemAcquired, bool),
+    Done(bool),
+    /// The connection failed (the server restarted under the request).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Body {
+    Req(Hid, Req),
+    Rep(Rep),
+    Pub(Event),
+    /// The client's connection to the server came back after a restart.
+    Reconnected,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Msg {
+    /// Must be delivered (or lost) by then.
+    pub deadline: Ms,
+    /// Not before.
+    pub earliest: Ms,
+    pub client: u8,
+    /// The client's request id (replies carry it back).
+    pub id: u8,
+    pub body: Body,
+}
+
+impl Msg {
+    fn to_server(&self) -> bool {
+        matches!(self.body, Body::Req(..))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hold {
+    pub token: u64,
+    /// Ghost: the order in which tenures began.
+    pub seq: u8,
+    pub deadline: Ms,
+    pub due: Ms,
+    /// A renewal in flight: (request id, send instant).
+    pub flight: Option<(u8, Ms)>,
+    /// When the tenure began (at the client).
+    pub since: Ms,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Idle,
+    Done,
+    /// The fast path's attempt is in flight.
+    Fast { id: u8, sent: Ms, timeout: Ms },
+    /// A loop attempt is in flight (subscribed).
+    Attempt { id: u8, sent: Ms, timeout: Ms },
+    /// An acquisition not replicated in time is given back; then `then_loop`
+    /// (fast path) or backoff.
+    Undo { id: u8, timeout: Ms, fast: bool },
+    /// In the waiter's `select!`.
+    Sleep { until: Ms },
+    Backoff { until: Ms },
+    /// `take_grant` claims a grant with a renewal.
+    Claim { id: u8, sent: Ms, token: u64, timeout: Ms },
+    Hold(Hold),
+    /// Lost by a refusal: the work is being stopped.
+    Stopping { until: Ms },
+    /// Released: waits for a renewal in flight (until it lands or the
+    /// deadline), then release.lua.
+    Releasing {
+        landing: Option<(u8, Ms)>,
+        id: Option<u8>,
+        timeout: Ms,
+    },
+}
+
+/// What a waiter has been told (`notify.rs` `Mailbox` and the `released`
+/// Notify), and whether it listens at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Mail {
+    pub open: bool,
+    pub grant: Option<(u64, Ms)>,
+    pub on_deck: Option<Ms>,
+    pub permit: bool,
+    pub released: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Client {
+    pub acq: u8,
+    pub phase: Phase,
+    pub paused: Option<Ms>,
+    pub crashed: bool,
+    pub next_id: u8,
+    pub last_queued: Option<Ms>,
+    pub backoff: Ms,
+    pub mail: Mail,
+    pub writes: u8,
+}
+
+impl Client {
+    pub fn hid(&self, c: usize) -> Hid {
+        Hid((c as u8) * 16 + self.acq)
+    }
+    fn waiting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Fast { .. }
+                | Phase::Attempt { .. }
+                | Phase::Undo { .. }
+                | Phase::Sleep { .. }
+                | Phase::Backoff { .. }
+                | Phase::Claim { .. }
+        )
+    }
+    fn holding(&self) -> bool {
+        matches!(self.phase, Phase::Hold(_) | Phase::Stopping { .. })
+    }
+    /// Inside its work: the child may be running.
+    pub fn in_work(&self, now: Ms) -> bool {
+        !self.crashed
+            && match &self.phase {
+                Phase::Hold(h) => now < h.deadline,
+                Phase::Stopping { until } => now < *until,
+                _ => false,
+            }
+    }
+    /// The next instant at which a timer of this client fires.
+    fn timer(&self) -> Option<Ms> {
+        if self.crashed {
+            return None;
+        }
+        match &self.phase {
+            Phase::Idle | Phase::Done => None,
+            Phase::Fast { timeout, .. }
+            | Phase::Attempt { timeout, .. }
+            | Phase::Undo { timeout, .. }
+            | Phase::Claim { timeout, .. } => Some(*timeout),
+            Phase::Sleep { until } | Phase::Backoff { until } | Phase::Stopping { until } => {
+                Some(*until)
+            }
+            Phase::Hold(h) => Some(if h.flight.is_some() {
+                h.deadline
+            } else {
+                h.due.min(h.deadline)
+            }),
+            Phase::Releasing {
+                landing, timeout, ..
+            } => Some(landing.map_or(*timeout, |(_, at)| at)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Server {
+    pub store: Store,
+    /// The older copy: the last snapshot, or what the replica has.
+    pub older: Option<Store>,
+    pub run: Run,
+    pub start: Ms,
+    pub promoted: bool,
+}
+
+/// The fenced resource: accepts a write whose token is at least the highest
+/// it has seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub max: u64,
+    pub seq: u8,
+    pub accepted: u8,
+    /// Set when it accepted a write of an older tenure after one of a newer
+    /// tenure, or the same token from two tenures.
+    pub violated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    pub now: Ms,
+    pub server: Server,
+    pub clients: Vec<Client>,
+    pub net: Vec<Msg>,
+    pub fence: Fence,
+    pub faults_left: u8,
+    pub syncs_left: u8,
+    /// How many more messages may be late.
+    pub late_left: u8,
+    pub next_run: u16,
+    /// Ghost: tenures begun so far.
+    pub tenures: u8,
+    /// Ghost: the last fault.
+    pub calm_since: Ms,
+    /// Ghost: since when a live waiter has found the lease free (no tenure).
+    pub stuck_since: Option<Ms>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RestartKind {
+    Empty,
+    Older,
+    Failover,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The clock moves to the next instant at which something is due.
+    Tick,
+    /// Message `i` arrives; for a command with `WAIT`, whether the replica
+    /// acknowledged it.
+    Deliver(u8, bool),
+    Lose(u8),
+    Start(u8),
+    Timer(u8),
+    /// The waiter's `select!` takes its mailbox's permit.
+    Called(u8),
+    /// The waiter's `select!` takes a `released` notification.
+    Woken(u8),
+    /// The holder finishes its work and releases.
+    Finish(u8),
+    Write(u8),
+    Crash(u8),
+    Pause(u8),
+    Resume(u8),
+    Restart(RestartKind),
+    /// The snapshot / replica catches up with the data.
+    Sync,
+}
+
+// ---------------------------------------------------------------------------
+// Transitions.
+// ---------------------------------------------------------------------------
+
+impl Sys {
+    fn env(&self, s: &State) -> Env {
+        let sv = &s.server;
+        Env {
+            now_us: s.now * 1000,
+            run: sv.run,
+            uptime_s: match self.uptime {
+                Uptime::Redis => redis_uptime(sv.start, s.now),
+                Uptime::Elapsed => (s.now - sv.start) / 1000,
+            },
+            promoted: sv.promoted,
+            flushed: false,
+            mutants: self.mutants.script,
+        }
+    }
+
+    fn send(&self, s: &mut State, c: usize, id: u8, body: Body, window: (Ms, Ms)) {
+        s.net.push(Msg {
+            earliest: s.now + window.0,
+            deadline: s.now + window.1,
+            client: c as u8,
+            id,
+            body,
+        });
+    }
+
+    /// Sends request `r` for client `c`; returns its id.
+    fn request(&self, s: &mut State, c: usize, r: Req) -> u8 {
+        let cl = &mut s.clients[c];
+        let id = cl.next_id;
+        cl.next_id = cl.next_id.wrapping_add(1);
+        let hid = cl.hid(c);
+        self.send(s, c, id, Body::Req(hid, r), self.delay);
+        id
+    }
+
+    fn attempt_req(&self) -> Req {
+        match self.mode {
+            Mode::Lease => Req::Acquire { wait: true },
+            Mode::Sem { .. } => Req::SemAcquire,
+        }
+    }
+
+    fn renew_req(&self) -> Req {
+        match self.mode {
+            Mode::Lease => Req::Renew,
+            Mode::Sem { .. } => Req::SemRenew,
+        }
+    }
+
+    fn release_req(&self) -> Req {
+        match self.mode {
+            Mode::Lease => Req::Release,
+            Mode::Sem { .. } => Req::SemRelease,
+        }
+    }
+
+    /// The waiter's loop: subscribed, attempt now.
+    fn loop_attempt(&self, s: &mut State, c: usize) {
+        s.clients[c].mail.open = true;
+        let id = self.request(s, c, self.attempt_req());
+        let now = s.now;
+        s.clients[c].phase = Phase::Attempt {
+            id,
+            sent: now,
+            timeout: now + self.clients[c].real(self.op_timeout),
+        };
+    }
+
+    /// The lease is ours: from the request sent at `sent`, for `first_ttl`.
+    fn hold(&self, s: &mut State, c: usize, token: u64, sent: Ms, first_ttl: Ms) {
+        let cfg = &self.clients[c];
+        let from = if self.mutants.deadline_from_reply {
+            s.now
+        } else {
+            sent
+        };
+        let deadline = from + cfg.real(validity(first_ttl));
+        let due = sent + cfg.real(cfg.renew_every().min(first_ttl / 3));
+        let seq = s.tenures;
+        s.tenures += 1;
+        let cl = &mut s.clients[c];
+        cl.mail = Mail::default();
+        cl.writes = 0;
+        cl.phase = Phase::Hold(Hold {
+            token,
+            seq,
+            deadline,
+            due,
+            flight: None,
+            since: s.now,
+        });
+    }
+
+    /// `waiter.rs` `take_grant`.
+    fn take_grant(&self, s: &mut State, c: usize, token: u64, claim: Ms, last_queued: Ms) {
+        let cfg = &self.clients[c];
+        let deadline = last_queued + cfg.real(validity(claim));
+        let need = cfg.min_validity.max(claim / 2);
+        if !self.min_replicas && deadline > s.now + cfg.real(need) {
+            self.hold(s, c, token, last_queued, claim);
+            return;
+        }
+        let id = self.request(s, c, self.renew_req());
+        let now = s.now;
+        s.clients[c].phase = Phase::Claim {
+            id,
+            sent: now,
+            token,
+            timeout: now + cfg.real(self.op_timeout),
+        };
+    }
+
+    fn backoff(&self, s: &mut State, c: usize) {
+        let cfg = &self.clients[c];
+        let cl = &mut s.clients[c];
+        let w = cl.backoff;
+        cl.backoff = (w * 2).min(2000);
+        cl.phase = Phase::Backoff {
+            until: s.now + cfg.real(w),
+        };
+    }
+
+    fn sleep(&self, s: &mut State, c: usize, local: Ms) {
+        let until = s.now + self.clients[c].real(local);
+        s.clients[c].phase = Phase::Sleep { until };
+    }
+
+    /// The tenure ended (lost, released or stopped): acquire again at once
+    /// if it has acquisitions left.
+    fn end_tenure(&self, s: &mut State, c: usize) {
+        let cl = &mut s.clients[c];
+        cl.mail = Mail::default();
+        if cl.acq + 1 < self.clients[c].acquisitions {
+            cl.acq += 1;
+            self.start(s, c);
+        } else {
+            cl.phase = Phase::Done;
+        }
+    }
+
+    /// `acquire()`: a fresh holder id, then the fast path.
+    fn start(&self, s: &mut State, c: usize) {
+        let cl = &mut s.clients[c];
+        cl.last_queued = None;
+        cl.backoff = 50;
+        cl.mail = Mail::default();
+        let id = self.request(s, c, self.attempt_req());
+        let now = s.now;
+        s.clients[c].phase = Phase::Fast {
+            id,
+            sent: now,
+            timeout: now + self.clients[c].real(self.op_timeout),
+        };
+    }
+
+    fn start_release(&self, s: &mut State, c: usize) {
+        let id = self.request(s, c, self.release_req());
+        let t = s.now + self.clients[c].real(self.op_timeout);
+        s.clients[c].phase = Phase::Releasing {
+            landing: None,
+            id: Some(id),
+            timeout: t,
+        };
+    }
+
+    /// A failed attempt (an error, or no reply in time).
+    fn attempt_failed(&self, s: &mut State, c: usize, fast: bool) {
+        if fast {
+            // The fast path falls through to the loop at once.
+            self.loop_attempt(s, c);
+        } else {
+            self.backoff(s, c);
+        }
+    }
+
+    fn on_reply(&self, s: &mut State, c: usize, id: u8, rep: Rep) {
+        let cfg = self.clients[c].clone();
+        let phase = s.clients[c].phase.clone();
+        match phase {
+            Phase::Fast { id: want, sent, .. } | Phase::Attempt { id: want, sent, .. }
+                if want == id =>
+            {
+                let fast = matches!(phase, Phase::Fast { .. });
+                match rep {
+                    Rep::Acquire(Acquired::Yes { token }, true)
+                    | Rep::SemAcquire(SemAcquired::Yes { token }, true) => {
+                        self.hold(s, c, token, sent, cfg.ttl)
+                    }
+                    Rep::Acquire(Acquired::Yes { .. }, false)
+                    | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => {
+                        // node.rs: not on enough replicas — give it back.
+                        let id = self.request(s, c, self.release_req());
+                        let t = s.now + cfg.real(self.op_timeout);
+                        s.clients[c].phase = Phase::Undo {
+                            id,
+                            timeout: t,
+                            fast,
+                        };
+                    }
+                    Rep::Failed => self.attempt_failed(s, c, fast),
+                    _ if fast => self.loop_attempt(s, c),
+                    Rep::Acquire(Acquired::Queued { wait, .. }, _) => {
+                        s.clients[c].last_queued = Some(sent);
+                        self.sleep(s, c, wait + cfg.jitter);
+                    }
+                    Rep::Acquire(Acquired::Held { left, first, .. }, _) => {
+                        s.clients[c].last_queued = Some(sent);
+                        s.clients[c].backoff = 50;
+                        let w = if first { left } else { left + 1 + cfg.jitter };
+                        self.sleep(s, c, w);
+                    }
+                    Rep::Acquire(Acquired::Quarantine { wait }, _)
+                    | Rep::SemAcquire(SemAcquired::Quarantine { wait }, _) => {
+                        if matches!(self.mode, Mode::Lease) {
+                            s.clients[c].last_queued = Some(sent);
+                        }
+                        self.sleep(s, c, wait + cfg.jitter);
+                    }
+                    Rep::SemAcquire(SemAcquired::Full { wait, .. }, _) => {
+                        s.clients[c].backoff = 50;
+                        self.sleep(s, c, wait + cfg.jitter);
+                    }
+                    // LEASEHOLD_KIND: not unavailable, acquire() returns it.
+                    _ => self.end_tenure(s, c),
+                }
+            }
+            Phase::Undo { id: want, fast, .. } if want == id => self.attempt_failed(s, c, fast),
+            Phase::Claim {
+                id: want,
+                sent,
+                token,
+                ..
+            } if want == id => match rep {
+                Rep::Renew(Renewed::Yes, true) => {
+                    self.hold(s, c, token, sent, cfg.ttl)
+                }
+                // Refused, not replicated, or unknown: attempt again.
+                _ => self.loop_attempt(s, c),
+            },
+            Phase::Hold(mut h) if h.flight.map(|f| f.0) == Some(id) => {
+                let (_, sent) = h.flight.take().expect("in flight");
+                match rep {
+                    Rep::Renew(Renewed::Yes, true) => {
+                        let from = if self.mutants.deadline_from_reply {
+                            s.now
+                        } else {
+                            sent
+                        };
+                        h.deadline = from + cfg.real(validity(cfg.ttl));
+                        h.due = sent + cfg.real(cfg.renew_every());
+                        s.clients[c].phase = Phase::Hold(h);
+                    }
+                    Rep::Renew(Renewed::No(_), _) => {
+                        let until = (s.now + cfg.real(cfg.stop_budget)).min(h.deadline);
+                        s.clients[c].phase = Phase::Stopping { until };
+                    }
+                    _ => {
+                        // Unknown outcome: the deadline stays; retry.
+                        h.due = (s.now + cfg.real(cfg.retry_every())).min(h.deadline);
+                        s.clients[c].phase = Phase::Hold(h);
+                    }
+                }
+            }
+            Phase::Releasing {
+                landing: Some((want, _)),
+                ..
+            } if want == id => self.start_release(s, c),
+            Phase::Releasing { id: Some(want), .. } if want == id => self.end_tenure(s, c),
+            // A reply nobody waits for any more.
+            _ => {}
+        }
+    }
+
+    fn on_event(&self, s: &mut State, c: usize, e: Event) {
+        let cfg = &self.clients[c];
+        let me = s.clients[c].hid(c);
+        let now = s.now;
+        let mail = &mut s.clients[c].mail;
+        if !mail.open {
+            return;
+        }
+        match e {
+            Event::Granted {
+                token,
+                head,
+                claim,
+                next,
+            } => {
+                if head == me {
+                    mail.grant = Some((token, claim));
+                    mail.permit = true;
+                }
+                if next == Some(me) {
+                    mail.on_deck = Some(now + cfg.real(claim));
+                    mail.permit = true;
+                }
+            }
+            Event::Released { head: Some(h), .. } => {
+                if h == me {
+                    mail.permit = true;
+                }
+            }
+            Event::Released { head: None, .. } => mail.released = true,
+            Event::Acquired(_) | Event::Proclaimed(_) => {}
+        }
+    }
+
+    /// The server runs the script for request `m`.
+    fn serve(&self, s: &mut State, m: &Msg, sync: bool) {
+        let c = m.client as usize;
+        let Body::Req(hid, req) = &m.body else {
+            unreachable!()
+        };
+        let (hid, cfg) = (*hid, &self.clients[c]);
+        let env = self.env(s);
+        let st = &mut s.server.store;
+        let waited = self.min_replicas;
+        let (rep, events) = match req {
+            Req::Acquire { wait } => {
+                let (r, ev) = st.acquire(
+                    &env,
+                    0,
+                    hid,
+                    cfg.ttl,
+                    Val(0),
+                    *wait,
+                    cfg.margin(),
+                    self.min_replicas,
+                );
+                (Rep::Acquire(r, !waited || sync), ev)
+            }
+            Req::Renew => (
+                Rep::Renew(st.renew(&env, 0, hid, cfg.ttl, None), !waited || sync),
+                vec![],
+            ),
+            Req::Release => {
+                let (ok, ev) = st.release(&env, 0, hid, false);
+                (Rep::Done(ok), ev)
+            }
+            Req::Leave => {
+                let (n, ev) = st.leave(&env, 0, hid);
+                (Rep::Done(n == 1), ev)
+            }
+            Req::SemAcquire => {
+                let Mode::Sem { limit } = self.mode else {
+                    unreachable!()
+                };
+                let (r, ev) = st.sem_acquire(&env, 0, hid, cfg.ttl, Val(0), limit, self.min_replicas);
+                (Rep::SemAcquire(r, !waited || sync), ev)
+            }
+            Req::SemRenew => (
+                Rep::Renew(st.sem_renew(&env, 0, hid, cfg.ttl), !waited || sync),
+                vec![],
+            ),
+            Req::SemRelease => {
+                let (ok, ev) = st.sem_release(&env, 0, hid);
+                (Rep::Done(ok), ev)
+            }
+        };
+        if waited && sync {
+            // WAIT returned: the replica has everything up to here.
+            s.server.older = Some(s.server.store.clone());
+        }
+        self.send(s, c, m.id, Body::Rep(rep), self.delay);
+        for e in events {
+            for d in 0..s.clients.len() {
+                if s.clients[d].mail.open && !s.clients[d].crashed {
+                    self.send(s, d, 0, Body::Pub(e), (self.delay.0, self.pubsub_delay));
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, s: &mut State, m: Msg, sync: bool) {
+        let c = m.client as usize;
+        match m.body.clone() {
+            Body::Req(..) => self.serve(s, &m, sync),
+            Body::Rep(r) => self.on_reply(s, c, m.id, r),
+            Body::Pub(e) => self.on_event(s, c, e),
+            Body::Reconnected => {
+                let cl = &mut s.clients[c];
+                // keeper.rs RenewAll: every lease not in flight is due now.
+                if let Phase::Hold(h) = &mut cl.phase
+                    && h.flight.is_none()
+                {
+                    h.due = s.now;
+                }
+                // notify.rs wake_all: every waiter is woken once.
+                if cl.mail.open {
+                    cl.mail.permit = true;
+                    if matches!(cl.phase, Phase::Sleep { .. }) {
+                        cl.mail.released = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn timer(&self, s: &mut State, c: usize) {
+        let cfg = self.clients[c].clone();
+        let now = s.now;
+        match s.clients[c].phase.clone() {
+            Phase::Fast { .. } => self.attempt_failed(s, c, true),
+            Phase::Attempt { .. } => self.attempt_failed(s, c, false),
+            Phase::Undo { fast, .. } => self.attempt_failed(s, c, fast),
+            Phase::Claim { .. } => self.loop_attempt(s, c),
+            Phase::Sleep { .. } | Phase::Backoff { .. } => self.loop_attempt(s, c),
+            Phase::Stopping { .. } => self.end_tenure(s, c),
+            Phase::Hold(mut h) => {
+                if now >= h.deadline {
+                    // Lost at the deadline, even with a renewal in flight.
+                    self.end_tenure(s, c);
+                } else if h.flight.is_none() && now >= h.due {
+                    let id = self.request(s, c, self.renew_req());
+                    h.flight = Some((id, now));
+                    s.clients[c].phase = Phase::Hold(h);
+                }
+            }
+            Phase::Releasing {
+                landing: Some(_), ..
+            } => self.start_release(s, c),
+            Phase::Releasing { .. } => self.end_tenure(s, c),
+            Phase::Idle | Phase::Done => {}
+        }
+        let _ = cfg;
+    }
+
+    fn restart(&self, s: &mut State, kind: RestartKind) {
+        let now = s.now;
+        let sv = &mut s.server;
+        sv.store = match kind {
+            RestartKind::Empty => Store::new(1),
+            _ => sv.older.clone().unwrap_or_else(|| Store::new(1)),
+        };
+        sv.run = Run(s.next_run);
+        s.next_run += 1;
+        sv.promoted = kind == RestartKind::Failover;
+        sv.start = if sv.promoted { now - 3_600_000 } else { now };
+        if sv.promoted {
+            sv.older = None;
+        }
+        // Requests not yet served fail with the connection.
+        let mut failed = vec![];
+        s.net.retain(|m| {
+            if m.to_server() {
+                failed.push((m.client as usize, m.id));
+                false
+            } else {
+                true
+            }
+        });
+        for (c, id) in failed {
+            self.send(s, c, id, Body::Rep(Rep::Failed), self.delay);
+        }
+        for c in 0..s.clients.len() {
+            if !s.clients[c].crashed {
+                self.send(s, c, 0, Body::Reconnected, self.reconnect);
+            }
+        }
+    }
+
+    fn write(&self, s: &mut State, c: usize) {
+        let (token, seq) = match &s.clients[c].phase {
+            Phase::Hold(h) => (h.token, h.seq),
+            _ => return,
+        };
+        s.clients[c].writes += 1;
+        let f = &mut s.fence;
+        if token < f.max {
+            return; // rejected: the resource did its job
+        }
+        if f.accepted > 0 && (seq < f.seq || (token == f.max && seq != f.seq)) {
+            f.violated = true;
+        }
+        f.max = token;
+        f.seq = seq;
+        f.accepted += 1;
+    }
+
+    /// The earliest instant after now at which something is due, unless
+    /// something is due now.
+    fn next_instant(&self, s: &State) -> Option<Ms> {
+        let now = s.now;
+        let mut next = Ms::MAX;
+        for cl in &s.clients {
+            if cl.crashed {
+                continue;
+            }
+            if cl.phase == Phase::Idle {
+                // It starts at some instant of the start window, at its end
+                // at the latest.
+                if now >= T0 + self.start_window {
+                    return None;
+                }
+                next = next.min(T0 + self.start_window);
+            }
+            if let Some(p) = cl.paused {
+                if p <= now {
+                    return None;
+                }
+                next = next.min(p);
+                continue;
+            }
+            // A ready branch of the waiter's `select!` runs at once.
+            if matches!(cl.phase, Phase::Sleep { .. }) && (cl.mail.permit || cl.mail.released) {
+                return None;
+            }
+            if let Some(t) = cl.timer() {
+                if t <= now {
+                    return None;
+                }
+                next = next.min(t);
+            }
+        }
+        let mut late = 0;
+        for m in &s.net {
+            let rcv = &s.clients[m.client as usize];
+            if !m.to_server() && rcv.paused.is_some() {
+                continue;
+            }
+            if m.deadline <= now {
+                return None;
+            }
+            if m.earliest == now {
+                // Waiting past its earliest instant makes it late.
+                late += 1;
+                if late > s.late_left {
+                    return None;
+                }
+            }
+            if m.earliest > now {
+                next = next.min(m.earliest);
+            }
+            next = next.min(m.deadline);
+        }
+        (next != Ms::MAX && next <= T0 + self.horizon).then_some(next)
+    }
+
+    fn deliverable(&self, s: &State, m: &Msg) -> bool {
+        let on_time = if self.any_delay {
+            m.earliest <= s.now
+        } else {
+            m.earliest == s.now || m.deadline <= s.now
+        };
+        on_time && (m.to_server() || s.clients[m.client as usize].paused.is_none())
+    }
+
+    /// Request ids only tell a client's current request from stale ones:
+    /// renumber them from 0 so that states differing only in old ids merge.
+    fn canonical_ids(&self, s: &mut State) {
+        for c in 0..s.clients.len() {
+            let mut ids: Vec<u8> = s
+                .net
+                .iter()
+                .filter(|m| m.client as usize == c && matches!(m.body, Body::Req(..) | Body::Rep(_)))
+                .map(|m| m.id)
+                .collect();
+            let cl = &mut s.clients[c];
+            let own = phase_ids(&mut cl.phase);
+            ids.extend(own.iter().map(|i| **i));
+            ids.sort();
+            ids.dedup();
+            let map = |id: u8| ids.iter().position(|x| *x == id).expect("known id") as u8;
+            for i in own {
+                *i = map(*i);
+            }
+            cl.next_id = ids.len() as u8;
+            for m in s.net.iter_mut() {
+                if m.client as usize == c && matches!(m.body, Body::Req(..) | Body::Rep(_)) {
+                    m.id = map(m.id);
+                }
+            }
+        }
+    }
+
+    fn update_ghosts(&self, s: &mut State) {
+        let capacity = match self.mode {
+            Mode::Lease => 1,
+            Mode::Sem { limit } => limit as usize,
+        };
+        let holding = s.clients.iter().filter(|c| c.holding()).count();
+        let live_waiter = s
+            .clients
+            .iter()
+            .any(|c| !c.crashed && c.paused.is_none() && c.waiting());
+        let stuck = live_waiter && holding < capacity;
+        s.stuck_since = if stuck {
+            Some(s.stuck_since.unwrap_or(s.now))
+        } else {
+            None
+        };
+    }
+}
+
+/// The request ids a phase refers to.
+fn phase_ids(p: &mut Phase) -> Vec<&mut u8> {
+    match p {
+        Phase::Fast { id, .. }
+        | Phase::Attempt { id, .. }
+        | Phase::Undo { id, .. }
+        | Phase::Claim { id, .. } => vec![id],
+        Phase::Hold(h) => h.flight.as_mut().map(|(id, _)| id).into_iter().collect(),
+        Phase::Releasing { landing, id, .. } => landing
+            .as_mut()
+            .map(|(i, _)| i)
+            .into_iter()
+            .chain(id.as_mut())
+            .collect(),
+        _ => vec![],
+    }
+}
+
+impl Model for Sys {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![State {
+            now: T0,
+            server: Server {
+                store: Store::new(1),
+                older: None,
+                run: Run(0),
+                // A server that has been up for an hour, used for the first time.
+                start: T0 - 3_600_000,
+                promoted: false,
+            },
+            clients: self
+                .clients
+                .iter()
+                .map(|_| Client {
+                    acq: 0,
+                    phase: Phase::Idle,
+                    paused: None,
+                    crashed: false,
+                    next_id: 0,
+                    last_queued: None,
+                    backoff: 50,
+                    mail: Mail::default(),
+                    writes: 0,
+                })
+                .collect(),
+            net: vec![],
+            fence: Fence::default(),
+            faults_left: self.faults.budget,
+            syncs_left: self.faults.syncs,
+            late_left: self.late,
+            next_run: 1,
+            tenures: 0,
+            calm_since: T0,
+            stuck_since: None,
+        }]
+    }
+
+    fn actions(&self, s: &State, out: &mut Vec<Action>) {
+        let now = s.now;
+        let fault = s.faults_left > 0;
+        if self.next_instant(s).is_some() {
+            out.push(Action::Tick);
+        }
+        for (i, m) in s.net.iter().enumerate() {
+            if !self.deliverable(s, m) {
+                continue;
+            }
+            let waited = self.min_replicas
+                && matches!(
+                    m.body,
+                    Body::Req(_, Req::Acquire { .. } | Req::Renew | Req::SemAcquire | Req::SemRenew)
+                );
+            out.push(Action::Deliver(i as u8, true));
+            if waited {
+                out.push(Action::Deliver(i as u8, false));
+            }
+            if fault && self.faults.lose {
+                out.push(Action::Lose(i as u8));
+            }
+        }
+        for (c, cl) in s.clients.iter().enumerate() {
+            let c8 = c as u8;
+            if cl.crashed {
+                continue;
+            }
+            if let Some(until) = cl.paused {
+                if until <= now {
+                    out.push(Action::Resume(c8));
+                }
+                // A paused supervisor's child may still write.
+                if matches!(cl.phase, Phase::Hold(_)) && cl.writes < self.writes {
+                    out.push(Action::Write(c8));
+                }
+                continue;
+            }
+            match &cl.phase {
+                Phase::Idle if now <= T0 + self.start_window => out.push(Action::Start(c8)),
+                Phase::Sleep { .. } => {
+                    if cl.mail.permit {
+                        out.push(Action::Called(c8));
+                    }
+                    if cl.mail.released {
+                        out.push(Action::Woken(c8));
+                    }
+                }
+                Phase::Hold(h) => {
+                    if h.deadline > now
+                        && (self.release_anytime || now == h.since || now == h.due)
+                    {
+                        out.push(Action::Finish(c8));
+                    }
+                    if cl.writes < self.writes {
+                        out.push(Action::Write(c8));
+                    }
+                }
+                _ => {}
+            }
+            if cl.timer().is_some_and(|t| t <= now) {
+                out.push(Action::Timer(c8));
+            }
+            if fault && !matches!(cl.phase, Phase::Done) {
+                if self.faults.crash {
+                    out.push(Action::Crash(c8));
+                }
+                if self.faults.pause > 0 {
+                    out.push(Action::Pause(c8));
+                }
+            }
+        }
+        if fault {
+            if self.faults.restart_empty {
+                out.push(Action::Restart(RestartKind::Empty));
+            }
+            if self.faults.restart_older {
+                out.push(Action::Restart(RestartKind::Older));
+            }
+            if self.faults.failover {
+                out.push(Action::Restart(RestartKind::Failover));
+            }
+        }
+        if s.syncs_left > 0 && s.server.older.as_ref() != Some(&s.server.store) {
+            out.push(Action::Sync);
+        }
+    }
+
+    fn next_state(&self, last: &State, a: Action) -> Option<State> {
+        let mut s = last.clone();
+        let is_fault = matches!(
+            a,
+            Action::Lose(_) | Action::Crash(_) | Action::Pause(_) | Action::Restart(_)
+        );
+        if is_fault {
+            s.faults_left -= 1;
+            s.calm_since = s.now;
+        }
+        match a {
+            Action::Tick => {
+                let next = self.next_instant(&s)?;
+                let now = s.now;
+                let late = s
+                    .net
+                    .iter()
+                    .filter(|m| {
+                        m.earliest == now
+                            && (m.to_server() || s.clients[m.client as usize].paused.is_none())
+                    })
+                    .count() as u8;
+                s.late_left = s.late_left.saturating_sub(late);
+                s.now = next;
+            }
+            Action::Deliver(i, sync) => {
+                let m = s.net.remove(i as usize);
+                if !s.clients[m.client as usize].crashed || m.to_server() {
+                    self.deliver(&mut s, m, sync);
+                }
+            }
+            Action::Lose(i) => {
+                s.net.remove(i as usize);
+            }
+            Action::Start(c) => self.start(&mut s, c as usize),
+            Action::Timer(c) => self.timer(&mut s, c as usize),
+            Action::Called(c) => {
+                let c = c as usize;
+                let cl = &mut s.clients[c];
+                cl.mail.permit = false;
+                // `if let (Some(grant), Some(s)) = (wake.take_grant(), last_queued)`
+                let grant = cl.mail.grant.take();
+                match (grant, cl.last_queued) {
+                    (Some((token, claim)), Some(lq)) => self.take_grant(&mut s, c, token, claim, lq),
+                    _ => match cl.mail.on_deck.take() {
+                        Some(at) => {
+                            let one = self.clients[c].real(1);
+                            if let Phase::Sleep { until } = &mut cl.phase {
+                                *until = (*until).min(at + one);
+                            }
+                        }
+                        None => self.loop_attempt(&mut s, c),
+                    },
+                }
+            }
+            Action::Woken(c) => {
+                let c = c as usize;
+                s.clients[c].mail.released = false;
+                self.loop_attempt(&mut s, c);
+            }
+            Action::Finish(c) => {
+                let c = c as usize;
+                let Phase::Hold(h) = s.clients[c].phase.clone() else {
+                    return None;
+                };
+                match h.flight {
+                    // Stop renewing; wait for the renewal in flight (the
+                    // keeper abandons it at the deadline at the latest).
+                    Some((id, _)) => {
+                        s.clients[c].phase = Phase::Releasing {
+                            landing: Some((id, h.deadline)),
+                            id: None,
+                            timeout: h.deadline,
+                        }
+                    }
+                    None => self.start_release(&mut s, c),
+                }
+            }
+            Action::Write(c) => self.write(&mut s, c as usize),
+            Action::Crash(c) => {
+                let c = c as usize;
+                s.clients[c].crashed = true;
+                s.clients[c].phase = Phase::Done;
+                s.clients[c].mail = Mail::default();
+                s.net.retain(|m| m.to_server() || m.client as usize != c);
+            }
+            Action::Pause(c) => s.clients[c as usize].paused = Some(s.now + self.faults.pause),
+            Action::Resume(c) => s.clients[c as usize].paused = None,
+            Action::Restart(kind) => self.restart(&mut s, kind),
+            Action::Sync => {
+                s.syncs_left -= 1;
+                s.server.older = Some(s.server.store.clone());
+            }
+        }
+        self.canonical_ids(&mut s);
+        s.net.sort();
+        self.update_ghosts(&mut s);
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("never more inside their work than allowed", |m: &Sys, s: &State| {
+                let cap = match m.mode {
+                    Mode::Lease => 1,
+                    Mode::Sem { limit } => limit as usize,
+                };
+                s.clients.iter().filter(|c| c.in_work(s.now)).count() <= cap
+            }),
+            Property::always("the fenced resource never goes back", |_: &Sys, s: &State| {
+                !s.fence.violated
+            }),
+            Property::always("a free lease with a live waiter is taken", |m: &Sys, s: &State| {
+                s.stuck_since
+                    .is_none_or(|t| s.now - t.max(s.calm_since) <= m.liveness_bound)
+            }),
+            Property::sometimes("two tenures", |_: &Sys, s: &State| s.tenures >= 2),
+        ]
+    }
+
+    fn within_boundary(&self, s: &State) -> bool {
+        s.now <= T0 + self.horizon
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Readable traces.
+// ---------------------------------------------------------------------------
+
+fn t(ms: Ms) -> String {
+    if ms >= T0 {
+        format!("+{}", ms - T0)
+    } else {
+        format!("-{}", T0 - ms)
+    }
+}
+
+impl Sys {
+    /// One line per party: what each believes.
+    pub fn beliefs(&self, s: &State) -> String {
+        let mut out = String::new();
+        let r = &s.server.store.names[0].rec;
+        let holder = match r.holder {
+            Some(Who::Id(h)) => h.text(),
+            _ => "-".into(),
+        };
+        let _ = write!(
+            out,
+            "      redis {}: holder {holder} until {} token {} run r{}",
+            s.server.run.0,
+            r.exp.map(t).unwrap_or_else(|| "-".into()),
+            r.token.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+            r.run.map(|x| x.0.to_string()).unwrap_or_else(|| "-".into()),
+        );
+        let q = &s.server.store.names[0].queue;
+        if !q.is_empty() {
+            let ids: Vec<String> = q.iter().map(|(h, _)| h.text()).collect();
+            let _ = write!(out, " queue [{}]", ids.join(" "));
+        }
+        let slots = &s.server.store.names[0].slots;
+        if !slots.is_empty() {
+            let ids: Vec<String> = slots
+                .iter()
+                .map(|(h, e)| format!("{} until {}", h.text(), t(*e)))
+                .collect();
+            let _ = write!(out, " slots [{}]", ids.join(", "));
+        }
+        if let Some(m) = s.server.store.marker {
+            let _ = write!(out, " marker (r{} base {} longest {})", m.run.0, t(m.base), m.max);
+        }
+        out.push('\n');
+        for (c, cl) in s.clients.iter().enumerate() {
+            let who = cl.hid(c).text();
+            let state = match &cl.phase {
+                Phase::Idle => "idle".into(),
+                Phase::Done => if cl.crashed { "crashed" } else { "done" }.into(),
+                Phase::Fast { sent, .. } => format!("fast-path attempt sent {}", t(*sent)),
+                Phase::Attempt { sent, .. } => format!("attempt sent {}", t(*sent)),
+                Phase::Undo { .. } => "giving back an unreplicated acquisition".into(),
+                Phase::Sleep { until } => format!("waiting until {}", t(*until)),
+                Phase::Backoff { until } => format!("backing off until {}", t(*until)),
+                Phase::Claim { sent, token, .. } => {
+                    format!("claiming grant token {token}, renewal sent {}", t(*sent))
+                }
+                Phase::Hold(h) => format!(
+                    "HOLDS token {} until {} (renew {}{}){}",
+                    h.token,
+                    t(h.deadline),
+                    t(h.due),
+                    h.flight
+                        .map(|(_, s)| format!(", renewal sent {} in flight", t(s)))
+                        .unwrap_or_default(),
+                    if cl.in_work(s.now) { " IN WORK" } else { "" }
+                ),
+                Phase::Stopping { until } => format!("lost (refused), stopping until {}", t(*until)),
+                Phase::Releasing { .. } => "releasing".into(),
+            };
+            let mut extra = String::new();
+            if let Some(lq) = cl.last_queued
+                && cl.mail.open
+            {
+                let _ = write!(extra, " last queued {}", t(lq));
+            }
+            if let Some((tok, claim)) = cl.mail.grant {
+                let _ = write!(extra, " mailbox: grant token {tok} claim {claim}");
+            }
+            if cl.mail.permit {
+                extra.push_str(" (woken)");
+            }
+            if let Some(p) = cl.paused {
+                let _ = write!(extra, " PAUSED until {}", t(p));
+            }
+            let _ = writeln!(out, "      c{c} {who}: {state}{extra}");
+        }
+        if s.fence.accepted > 0 {
+            let _ = writeln!(out, "      resource: highest token {}", s.fence.max);
+        }
+        out
+    }
+
+    /// What action `a` in state `s` does, in words.
+    pub fn describe(&self, s: &State, a: Action) -> String {
+        let c = |c: u8| format!("c{c} {}", s.clients[c as usize].hid(c as usize).text());
+        match a {
+            Action::Tick => "time passes".into(),
+            Action::Deliver(i, sync) => {
+                let m = &s.net[i as usize];
+                let w = if self.min_replicas && !sync {
+                    " (WAIT times out)"
+                } else {
+                    ""
+                };
+                match &m.body {
+                    Body::Req(h, r) => format!("redis runs {r:?} for {}{w}", h.text()),
+                    Body::Rep(r) => format!("{} gets reply {r:?}", c(m.client)),
+                    Body::Pub(e) => format!("{} receives '{}'", c(m.client), e.text()),
+                    Body::Reconnected => format!("{} reconnects: renews everything", c(m.client)),
+                }
+            }
+            Action::Lose(i) => {
+                let m = &s.net[i as usize];
+                format!("FAULT: message lost: {:?} (client c{})", m.body, m.client)
+            }
+            Action::Start(x) => format!("{} starts acquiring", c(x)),
+            Action::Timer(x) => format!("{}: timer", c(x)),
+            Action::Called(x) => format!("{}: woken by its mailbox", c(x)),
+            Action::Woken(x) => format!("{}: woken by a release", c(x)),
+            Action::Finish(x) => format!("{} finishes its work and releases", c(x)),
+            Action::Write(x) => format!("{} writes to the fenced resource", c(x)),
+            Action::Crash(x) => format!("FAULT: {} crashes", c(x)),
+            Action::Pause(x) => format!("FAULT: {} pauses", c(x)),
+            Action::Resume(x) => format!("{} resumes", c(x)),
+            Action::Restart(k) => format!("FAULT: redis restarts ({k:?})"),
+            Action::Sync => "the snapshot/replica catches up".into(),
+        }
+    }
+
+    /// A path as text: for each step the time and the event, then each
+    /// party's belief when it changed.
+    pub fn trace(&self, path: &[(State, Option<Action>)]) -> String {
+        let mut out = String::new();
+        let mut shown = String::new();
+        for (i, (s, a)) in path.iter().enumerate() {
+            let Some(a) = a else { break };
+            let next = &path[i + 1].0;
+            if *a != Action::Tick {
+                let _ = writeln!(out, "t={:<7} {}", t(s.now), self.describe(s, *a));
+            }
+            let b = self.beliefs(next);
+            if b != shown {
+                if *a == Action::Tick {
+                    let _ = writeln!(out, "t={:<7} (time passes)", t(next.now));
+                }
+                out.push_str(&b);
+                shown = b;
+            }
+        }
+        out
+    }
+}
