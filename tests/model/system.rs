@@ -157,8 +157,12 @@ impl ClientCfg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// A lease on one Redis.
     Lease,
+    /// A semaphore of `limit` slots on one Redis.
     Sem { limit: u32 },
+    /// A lease on three independent servers (`quorum.rs`).
+    Quorum,
 }
 
 /// How Redis reports `uptime_in_seconds`.
@@ -184,6 +188,8 @@ pub struct Faults {
     pub restart_older: bool,
     /// Fail over to a replica (an older copy), which reports itself promoted.
     pub failover: bool,
+    /// Only these servers fail (a bit per server).
+    pub faulty_nodes: u8,
     /// How many times the older copy (snapshot / replica) may catch up with
     /// the data (not a fault).
     pub syncs: u8,
@@ -220,6 +226,8 @@ pub struct Sys {
     /// Liveness: a free lease with a live waiter is held within this long
     /// of the last fault.
     pub liveness_bound: Ms,
+    /// Servers: 1, or 3 for `Mode::Quorum`.
+    pub nodes: usize,
     /// How many writes each tenure may make to the fenced resource.
     pub writes: u8,
     /// A message is delivered at either end of its delay window (false),
@@ -234,9 +242,27 @@ pub struct Sys {
     /// A holder releases at any instant (true), or only as it acquires and
     /// at its renewal instants (before or after the renewal goes out).
     pub release_anytime: bool,
+    /// A sleeping waiter may give up (its `acquire()` future is dropped, or
+    /// `acquire_timeout` runs out): it leaves the queue (leave.lua).
+    pub give_up: bool,
+    /// NOT the code: the give-back of a quorum attempt that did not get a
+    /// majority publishes no `released` (the code publishes it, which wakes
+    /// every waiter, the giver included, to retry at once: a busy loop, see
+    /// docs/design.md). Only to keep the quorum checks with faults
+    /// tractable.
+    pub quiet_give_back: bool,
 }
 
 impl Sys {
+    /// Three servers, Redlock as `quorum.rs` does it.
+    pub fn quorum(label: &'static str, ttl: Ms) -> Sys {
+        Sys {
+            mode: Mode::Quorum,
+            nodes: 3,
+            ..Sys::base(label, ttl)
+        }
+    }
+
     /// Two library clients with TTL `ttl` on one Redis, no faults.
     pub fn base(label: &'static str, ttl: Ms) -> Sys {
         Sys {
@@ -253,11 +279,14 @@ impl Sys {
             mutants: Mutants::default(),
             horizon: 3 * ttl,
             liveness_bound: 2 * ttl + 500,
+            nodes: 1,
             writes: 0,
             any_delay: false,
             late: 2,
             start_window: 0,
             release_anytime: false,
+            give_up: false,
+            quiet_give_back: false,
         }
     }
 }
@@ -268,10 +297,15 @@ impl Sys {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Req {
+    /// acquire.lua; `wait`: keep a place in the queue ("wait", else "try").
     Acquire { wait: bool },
-    Renew,
-    Release,
+    /// renew.lua; `repair`: the quorum's token, to re-create a lost lease.
+    Renew { repair: Option<u64> },
+    /// release.lua; `always`: publish `released` (quorum).
+    Release { always: bool },
     Leave,
+    /// confirm.lua (quorum).
+    Confirm { token: u64 },
     SemAcquire,
     SemRenew,
     SemRelease,
@@ -304,6 +338,7 @@ pub struct Msg {
     /// Not before.
     pub earliest: Ms,
     pub client: u8,
+    pub node: u8,
     /// The client's request id (replies carry it back).
     pub id: u8,
     pub body: Body,
@@ -313,6 +348,49 @@ impl Msg {
     fn to_server(&self) -> bool {
         matches!(self.body, Body::Req(..))
     }
+    fn is_command(&self) -> bool {
+        matches!(self.body, Body::Req(..) | Body::Rep(_))
+    }
+}
+
+/// One server's answer to a quorum request, as the client tallies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Vote {
+    None,
+    /// Acquired with this token / renewed / confirmed.
+    Yes(u64),
+    /// Held by another, for this long.
+    Held(Ms),
+    /// Quarantine (or a queue ahead), for this long.
+    Wait(Ms),
+    /// Refused (renewal, confirm, release).
+    No,
+    /// No clear answer (an error, or none in time).
+    Failed,
+}
+
+/// What an acquisition attempt that did not get the lease tells the waiter
+/// (`AcquireReply` in `backend/mod.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// `Err(e) if e.is_unavailable()`: back off.
+    Unavailable,
+    Held { wait: Ms, first: bool },
+    Queued(Ms),
+    Quarantined(Ms),
+    Full(Ms),
+    NoMajority(Ms),
+    /// LEASEHOLD_KIND: `acquire()` returns the error.
+    Refused,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Flight {
+    pub id: u8,
+    pub sent: Ms,
+    /// Abandoned then (the deadline; quorum: the per-node timeout).
+    pub until: Ms,
+    pub votes: [Vote; 3],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -322,8 +400,8 @@ pub struct Hold {
     pub seq: u8,
     pub deadline: Ms,
     pub due: Ms,
-    /// A renewal in flight: (request id, send instant).
-    pub flight: Option<(u8, Ms)>,
+    /// A renewal in flight.
+    pub flight: Option<Flight>,
     /// When the tenure began (at the client).
     pub since: Ms,
 }
@@ -332,26 +410,56 @@ pub struct Hold {
 pub enum Phase {
     Idle,
     Done,
-    /// The fast path's attempt is in flight.
-    Fast { id: u8, sent: Ms, timeout: Ms },
-    /// A loop attempt is in flight (subscribed).
-    Attempt { id: u8, sent: Ms, timeout: Ms },
-    /// An acquisition not replicated in time is given back; then `then_loop`
-    /// (fast path) or backoff.
-    Undo { id: u8, timeout: Ms, fast: bool },
+    /// An acquisition attempt is in flight (`fast`: the first one, before
+    /// subscribing). Quorum: one request per server, tallied at `until`.
+    Attempt {
+        id: u8,
+        sent: Ms,
+        until: Ms,
+        fast: bool,
+        votes: [Vote; 3],
+    },
+    /// Quorum: confirm.lua on the granting majority.
+    Confirm {
+        id: u8,
+        sent: Ms,
+        until: Ms,
+        fast: bool,
+        token: u64,
+        votes: [Vote; 3],
+        /// Where to give it back if it does not count.
+        maybe: [bool; 3],
+        outcome: Outcome,
+    },
+    /// Giving back what an attempt that does not count may have taken (a
+    /// grant not replicated in time; a quorum attempt without a majority).
+    Undo {
+        id: u8,
+        sent: Ms,
+        until: Ms,
+        fast: bool,
+        pending: [bool; 3],
+        outcome: Outcome,
+    },
     /// In the waiter's `select!`.
     Sleep { until: Ms },
     Backoff { until: Ms },
     /// `take_grant` claims a grant with a renewal.
-    Claim { id: u8, sent: Ms, token: u64, timeout: Ms },
+    Claim {
+        id: u8,
+        sent: Ms,
+        token: u64,
+        timeout: Ms,
+    },
     Hold(Hold),
     /// Lost by a refusal: the work is being stopped.
     Stopping { until: Ms },
-    /// Released: waits for a renewal in flight (until it lands or the
-    /// deadline), then release.lua.
+    /// Released: waits for a renewal in flight (until it lands or is
+    /// abandoned), then release.lua on every server.
     Releasing {
-        landing: Option<(u8, Ms)>,
+        landing: Option<Flight>,
         id: Option<u8>,
+        pending: [bool; 3],
         timeout: Ms,
     },
 }
@@ -369,6 +477,7 @@ pub struct Mail {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Client {
+    /// Acquisitions begun so far (each gets a fresh holder id).
     pub acq: u8,
     pub phase: Phase,
     pub paused: Option<Ms>,
@@ -387,8 +496,8 @@ impl Client {
     fn waiting(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Fast { .. }
-                | Phase::Attempt { .. }
+            Phase::Attempt { .. }
+                | Phase::Confirm { .. }
                 | Phase::Undo { .. }
                 | Phase::Sleep { .. }
                 | Phase::Backoff { .. }
@@ -414,21 +523,20 @@ impl Client {
         }
         match &self.phase {
             Phase::Idle | Phase::Done => None,
-            Phase::Fast { timeout, .. }
-            | Phase::Attempt { timeout, .. }
-            | Phase::Undo { timeout, .. }
-            | Phase::Claim { timeout, .. } => Some(*timeout),
-            Phase::Sleep { until } | Phase::Backoff { until } | Phase::Stopping { until } => {
-                Some(*until)
-            }
-            Phase::Hold(h) => Some(if h.flight.is_some() {
-                h.deadline
-            } else {
-                h.due.min(h.deadline)
+            Phase::Attempt { until, .. }
+            | Phase::Confirm { until, .. }
+            | Phase::Undo { until, .. }
+            | Phase::Claim { timeout: until, .. }
+            | Phase::Sleep { until }
+            | Phase::Backoff { until }
+            | Phase::Stopping { until } => Some(*until),
+            Phase::Hold(h) => Some(match &h.flight {
+                Some(f) => f.until.min(h.deadline),
+                None => h.due.min(h.deadline),
             }),
             Phase::Releasing {
                 landing, timeout, ..
-            } => Some(landing.map_or(*timeout, |(_, at)| at)),
+            } => Some(landing.as_ref().map_or(*timeout, |f| f.until)),
         }
     }
 }
@@ -458,7 +566,7 @@ pub struct Fence {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct State {
     pub now: Ms,
-    pub server: Server,
+    pub servers: Vec<Server>,
     pub clients: Vec<Client>,
     pub net: Vec<Msg>,
     pub fence: Fence,
@@ -498,22 +606,39 @@ pub enum Action {
     Woken(u8),
     /// The holder finishes its work and releases.
     Finish(u8),
+    /// A waiter stops waiting (`LeaveOnDrop`).
+    GiveUp(u8),
     Write(u8),
     Crash(u8),
     Pause(u8),
     Resume(u8),
-    Restart(RestartKind),
-    /// The snapshot / replica catches up with the data.
-    Sync,
+    Restart(u8, RestartKind),
 }
 
 // ---------------------------------------------------------------------------
 // Transitions.
 // ---------------------------------------------------------------------------
 
+/// `quorum.rs` `node_timeout`: clamp(ttl/10, 20 ms, 1 s).
+fn node_timeout(ttl: Ms) -> Ms {
+    (ttl / 10).clamp(20, 1000)
+}
+
 impl Sys {
-    fn env(&self, s: &State) -> Env {
-        let sv = &s.server;
+    fn is_quorum(&self) -> bool {
+        self.mode == Mode::Quorum
+    }
+
+    fn majority(&self) -> usize {
+        self.nodes / 2 + 1
+    }
+
+    fn all_nodes(&self) -> [bool; 3] {
+        [true, self.nodes > 1, self.nodes > 2]
+    }
+
+    fn env(&self, s: &State, n: usize) -> Env {
+        let sv = &s.servers[n];
         Env {
             now_us: s.now * 1000,
             run: sv.run,
@@ -527,23 +652,34 @@ impl Sys {
         }
     }
 
-    fn send(&self, s: &mut State, c: usize, id: u8, body: Body, window: (Ms, Ms)) {
+    #[allow(clippy::too_many_arguments)]
+    fn send(&self, s: &mut State, c: usize, node: usize, id: u8, body: Body, window: (Ms, Ms)) {
         s.net.push(Msg {
             earliest: s.now + window.0,
             deadline: s.now + window.1,
             client: c as u8,
+            node: node as u8,
             id,
             body,
         });
     }
 
-    /// Sends request `r` for client `c`; returns its id.
-    fn request(&self, s: &mut State, c: usize, r: Req) -> u8 {
+    fn new_id(&self, s: &mut State, c: usize) -> u8 {
         let cl = &mut s.clients[c];
         let id = cl.next_id;
         cl.next_id = cl.next_id.wrapping_add(1);
-        let hid = cl.hid(c);
-        self.send(s, c, id, Body::Req(hid, r), self.delay);
+        id
+    }
+
+    /// Sends request `r` of client `c` to the servers in `to`; returns its id.
+    fn request(&self, s: &mut State, c: usize, to: [bool; 3], r: Req) -> u8 {
+        let id = self.new_id(s, c);
+        let hid = s.clients[c].hid(c);
+        for (n, on) in to.iter().enumerate() {
+            if *on {
+                self.send(s, c, n, id, Body::Req(hid, r.clone()), self.delay);
+            }
+        }
         id
     }
 
@@ -551,32 +687,49 @@ impl Sys {
         match self.mode {
             Mode::Lease => Req::Acquire { wait: true },
             Mode::Sem { .. } => Req::SemAcquire,
+            // quorum.rs asks every node with `queue = false` ("try").
+            Mode::Quorum => Req::Acquire { wait: false },
         }
     }
 
-    fn renew_req(&self) -> Req {
+    fn renew_req(&self, token: u64) -> Req {
         match self.mode {
-            Mode::Lease => Req::Renew,
+            Mode::Lease => Req::Renew { repair: None },
             Mode::Sem { .. } => Req::SemRenew,
+            Mode::Quorum => Req::Renew {
+                repair: Some(token),
+            },
         }
     }
 
     fn release_req(&self) -> Req {
         match self.mode {
-            Mode::Lease => Req::Release,
+            Mode::Lease => Req::Release { always: false },
             Mode::Sem { .. } => Req::SemRelease,
+            Mode::Quorum => Req::Release { always: true },
         }
     }
 
-    /// The waiter's loop: subscribed, attempt now.
-    fn loop_attempt(&self, s: &mut State, c: usize) {
-        s.clients[c].mail.open = true;
-        let id = self.request(s, c, self.attempt_req());
+    /// One acquisition attempt (the fast path's, or the loop's).
+    fn attempt(&self, s: &mut State, c: usize, fast: bool) {
+        if !fast {
+            // Subscribed (and confirmed) before the attempt.
+            s.clients[c].mail.open = true;
+        }
+        let id = self.request(s, c, self.all_nodes(), self.attempt_req());
+        let cfg = &self.clients[c];
         let now = s.now;
+        let until = if self.is_quorum() {
+            now + cfg.real(node_timeout(cfg.ttl))
+        } else {
+            now + cfg.real(self.op_timeout)
+        };
         s.clients[c].phase = Phase::Attempt {
             id,
             sent: now,
-            timeout: now + self.clients[c].real(self.op_timeout),
+            until,
+            fast,
+            votes: [Vote::None; 3],
         };
     }
 
@@ -614,7 +767,7 @@ impl Sys {
             self.hold(s, c, token, last_queued, claim);
             return;
         }
-        let id = self.request(s, c, self.renew_req());
+        let id = self.request(s, c, self.all_nodes(), self.renew_req(token));
         let now = s.now;
         s.clients[c].phase = Phase::Claim {
             id,
@@ -658,87 +811,305 @@ impl Sys {
         cl.last_queued = None;
         cl.backoff = 50;
         cl.mail = Mail::default();
-        let id = self.request(s, c, self.attempt_req());
-        let now = s.now;
-        s.clients[c].phase = Phase::Fast {
-            id,
-            sent: now,
-            timeout: now + self.clients[c].real(self.op_timeout),
-        };
+        self.attempt(s, c, true);
     }
 
     fn start_release(&self, s: &mut State, c: usize) {
-        let id = self.request(s, c, self.release_req());
-        let t = s.now + self.clients[c].real(self.op_timeout);
+        let id = self.request(s, c, self.all_nodes(), self.release_req());
+        let cfg = &self.clients[c];
+        // quorum.rs releases with a per-node timeout of node_timeout(10 s).
+        let limit = if self.is_quorum() {
+            node_timeout(10_000)
+        } else {
+            self.op_timeout
+        };
         s.clients[c].phase = Phase::Releasing {
             landing: None,
             id: Some(id),
-            timeout: t,
+            pending: self.all_nodes(),
+            timeout: s.now + cfg.real(limit),
         };
     }
 
-    /// A failed attempt (an error, or no reply in time).
-    fn attempt_failed(&self, s: &mut State, c: usize, fast: bool) {
+    /// What the waiter does with an attempt that did not get the lease.
+    fn outcome(&self, s: &mut State, c: usize, sent: Ms, fast: bool, o: Outcome) {
+        let cfg = self.clients[c].clone();
         if fast {
-            // The fast path falls through to the loop at once.
-            self.loop_attempt(s, c);
-        } else {
-            self.backoff(s, c);
+            // The fast path: anything but the lease → subscribe, attempt.
+            return self.attempt(s, c, false);
+        }
+        let cl = &mut s.clients[c];
+        match o {
+            Outcome::Unavailable => self.backoff(s, c),
+            Outcome::Held { wait, first } => {
+                cl.last_queued = Some(sent);
+                cl.backoff = 50;
+                let w = if first {
+                    wait
+                } else {
+                    wait + 1 + cfg.jitter
+                };
+                self.sleep(s, c, w);
+            }
+            Outcome::Queued(w) | Outcome::Quarantined(w) => {
+                if !matches!(self.mode, Mode::Sem { .. }) {
+                    cl.last_queued = Some(sent);
+                }
+                self.sleep(s, c, w + cfg.jitter);
+            }
+            Outcome::Full(w) | Outcome::NoMajority(w) => {
+                cl.backoff = 50;
+                self.sleep(s, c, w + cfg.jitter);
+            }
+            Outcome::Refused => self.end_tenure(s, c),
         }
     }
 
-    fn on_reply(&self, s: &mut State, c: usize, id: u8, rep: Rep) {
+    /// Gives back what an attempt may have taken on the servers in `maybe`,
+    /// then goes on with `o`.
+    #[allow(clippy::too_many_arguments)]
+    fn undo(&self, s: &mut State, c: usize, sent: Ms, fast: bool, maybe: [bool; 3], o: Outcome) {
+        if maybe == [false; 3] {
+            return self.outcome(s, c, sent, fast, o);
+        }
+        let id = self.request(s, c, maybe, self.release_req());
+        let cfg = &self.clients[c];
+        let limit = if self.is_quorum() {
+            node_timeout(cfg.ttl)
+        } else {
+            self.op_timeout
+        };
+        s.clients[c].phase = Phase::Undo {
+            id,
+            sent,
+            until: s.now + cfg.real(limit),
+            fast,
+            pending: maybe,
+            outcome: o,
+        };
+    }
+
+    /// A single server answered an attempt.
+    fn single_attempt(&self, s: &mut State, c: usize, sent: Ms, fast: bool, rep: Rep) {
+        let ttl = self.clients[c].ttl;
+        match rep {
+            Rep::Acquire(Acquired::Yes { token }, true)
+            | Rep::SemAcquire(SemAcquired::Yes { token }, true) => self.hold(s, c, token, sent, ttl),
+            // node.rs: not on enough replicas — give it back, NotReplicated.
+            Rep::Acquire(Acquired::Yes { .. }, false)
+            | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => {
+                self.undo(s, c, sent, fast, [true, false, false], Outcome::Unavailable)
+            }
+            Rep::Failed => self.outcome(s, c, sent, fast, Outcome::Unavailable),
+            Rep::Acquire(Acquired::Queued { wait, .. }, _) => {
+                self.outcome(s, c, sent, fast, Outcome::Queued(wait))
+            }
+            Rep::Acquire(Acquired::Held { left, first, .. }, _) => self.outcome(
+                s,
+                c,
+                sent,
+                fast,
+                Outcome::Held {
+                    wait: left,
+                    first,
+                },
+            ),
+            Rep::Acquire(Acquired::Quarantine { wait }, _)
+            | Rep::SemAcquire(SemAcquired::Quarantine { wait }, _) => {
+                self.outcome(s, c, sent, fast, Outcome::Quarantined(wait))
+            }
+            Rep::SemAcquire(SemAcquired::Full { wait, .. }, _) => {
+                self.outcome(s, c, sent, fast, Outcome::Full(wait))
+            }
+            _ => self.outcome(s, c, sent, fast, Outcome::Refused),
+        }
+    }
+
+    /// `quorum.rs` `attempt`, once every node answered or timed out.
+    fn quorum_attempt(&self, s: &mut State, c: usize, sent: Ms, fast: bool, votes: [Vote; 3]) {
         let cfg = self.clients[c].clone();
-        let phase = s.clients[c].phase.clone();
-        match phase {
-            Phase::Fast { id: want, sent, .. } | Phase::Attempt { id: want, sent, .. }
-                if want == id =>
-            {
-                let fast = matches!(phase, Phase::Fast { .. });
-                match rep {
-                    Rep::Acquire(Acquired::Yes { token }, true)
-                    | Rep::SemAcquire(SemAcquired::Yes { token }, true) => {
-                        self.hold(s, c, token, sent, cfg.ttl)
-                    }
-                    Rep::Acquire(Acquired::Yes { .. }, false)
-                    | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => {
-                        // node.rs: not on enough replicas — give it back.
-                        let id = self.request(s, c, self.release_req());
-                        let t = s.now + cfg.real(self.op_timeout);
-                        s.clients[c].phase = Phase::Undo {
-                            id,
-                            timeout: t,
-                            fast,
-                        };
-                    }
-                    Rep::Failed => self.attempt_failed(s, c, fast),
-                    _ if fast => self.loop_attempt(s, c),
-                    Rep::Acquire(Acquired::Queued { wait, .. }, _) => {
-                        s.clients[c].last_queued = Some(sent);
-                        self.sleep(s, c, wait + cfg.jitter);
-                    }
-                    Rep::Acquire(Acquired::Held { left, first, .. }, _) => {
-                        s.clients[c].last_queued = Some(sent);
-                        s.clients[c].backoff = 50;
-                        let w = if first { left } else { left + 1 + cfg.jitter };
-                        self.sleep(s, c, w);
-                    }
-                    Rep::Acquire(Acquired::Quarantine { wait }, _)
-                    | Rep::SemAcquire(SemAcquired::Quarantine { wait }, _) => {
-                        if matches!(self.mode, Mode::Lease) {
-                            s.clients[c].last_queued = Some(sent);
-                        }
-                        self.sleep(s, c, wait + cfg.jitter);
-                    }
-                    Rep::SemAcquire(SemAcquired::Full { wait, .. }, _) => {
-                        s.clients[c].backoff = 50;
-                        self.sleep(s, c, wait + cfg.jitter);
-                    }
-                    // LEASEHOLD_KIND: not unavailable, acquire() returns it.
-                    _ => self.end_tenure(s, c),
+        let n = self.nodes;
+        let mut granted = vec![];
+        let mut held = vec![];
+        let mut quarantine = 0;
+        let mut failed = 0;
+        let mut maybe = [false; 3];
+        for (i, v) in votes.iter().take(n).enumerate() {
+            match *v {
+                Vote::Yes(t) => {
+                    granted.push((i, t));
+                    maybe[i] = true;
+                }
+                Vote::Held(l) => held.push(l),
+                Vote::Wait(w) => quarantine = quarantine.max(w),
+                _ => {
+                    failed += 1;
+                    maybe[i] = true;
                 }
             }
-            Phase::Undo { id: want, fast, .. } if want == id => self.attempt_failed(s, c, fast),
+        }
+        let outcome = if failed > n - self.majority() {
+            Outcome::Unavailable
+        } else if quarantine > 0 {
+            Outcome::Quarantined(quarantine)
+        } else {
+            // When will enough nodes be free? The k-th smallest TTL left.
+            let free_now = n - held.len();
+            held.sort();
+            let wait = match self.majority().checked_sub(free_now) {
+                Some(k) if k >= 1 && k <= held.len() => held[k - 1],
+                _ => 20 + cfg.jitter,
+            };
+            if held.is_empty() {
+                Outcome::NoMajority(wait)
+            } else {
+                Outcome::Held { wait, first: false }
+            }
+        };
+        let in_time = s.now - sent < cfg.real(validity(cfg.ttl));
+        if granted.len() >= self.majority() && in_time {
+            let token = granted.iter().map(|(_, t)| *t).max().unwrap_or(0);
+            let mut to = [false; 3];
+            for (i, _) in &granted {
+                to[*i] = true;
+            }
+            let id = self.request(s, c, to, Req::Confirm { token });
+            s.clients[c].phase = Phase::Confirm {
+                id,
+                sent,
+                until: s.now + cfg.real(node_timeout(cfg.ttl)),
+                fast,
+                token,
+                votes: to.map(|on| if on { Vote::None } else { Vote::No }),
+                maybe,
+                outcome,
+            };
+            return;
+        }
+        self.undo(s, c, sent, fast, maybe, outcome);
+    }
+
+    /// The confirm round is over: the lease counts if a majority confirmed
+    /// and the whole attempt took less than the validity time.
+    #[allow(clippy::too_many_arguments)]
+    fn quorum_confirmed(&self, s: &mut State, c: usize, p: Phase) {
+        let Phase::Confirm {
+            sent,
+            fast,
+            token,
+            votes,
+            maybe,
+            outcome,
+            ..
+        } = p
+        else {
+            unreachable!()
+        };
+        let cfg = &self.clients[c];
+        let yes = votes.iter().filter(|v| matches!(v, Vote::Yes(_))).count();
+        if yes >= self.majority() && s.now - sent < cfg.real(validity(cfg.ttl)) {
+            return self.hold(s, c, token, sent, cfg.ttl);
+        }
+        self.undo(s, c, sent, fast, maybe, outcome);
+    }
+
+    /// A renewal's replies (or timeouts) are in: `tally_renew`.
+    fn renewed(&self, s: &mut State, c: usize, mut h: Hold, f: Flight) {
+        let cfg = &self.clients[c];
+        let n = self.nodes;
+        let yes = f.votes.iter().take(n).filter(|v| matches!(v, Vote::Yes(_))).count();
+        let no = f.votes.iter().take(n).filter(|v| **v == Vote::No).count();
+        if yes >= self.majority() {
+            let from = if self.mutants.deadline_from_reply {
+                s.now
+            } else {
+                f.sent
+            };
+            h.deadline = from + cfg.real(validity(cfg.ttl));
+            h.due = f.sent + cfg.real(cfg.renew_every());
+            s.clients[c].phase = Phase::Hold(h);
+        } else if no > n - self.majority() {
+            // Refused: lost now; the work stops within the stop budget.
+            let until = (s.now + cfg.real(cfg.stop_budget)).min(h.deadline);
+            s.clients[c].phase = Phase::Stopping { until };
+        } else {
+            // Unknown outcome: the deadline stays; retry.
+            h.due = (s.now + cfg.real(cfg.retry_every())).min(h.deadline);
+            s.clients[c].phase = Phase::Hold(h);
+        }
+    }
+
+    fn on_reply(&self, s: &mut State, c: usize, node: usize, id: u8, rep: Rep) {
+        let n = self.nodes;
+        let phase = s.clients[c].phase.clone();
+        match phase {
+            Phase::Attempt {
+                id: want,
+                sent,
+                until,
+                fast,
+                mut votes,
+            } if want == id => {
+                if !self.is_quorum() {
+                    return self.single_attempt(s, c, sent, fast, rep);
+                }
+                votes[node] = match rep {
+                    Rep::Acquire(Acquired::Yes { token }, _) => Vote::Yes(token),
+                    Rep::Acquire(Acquired::Held { left, .. }, _) => Vote::Held(left),
+                    Rep::Acquire(
+                        Acquired::Quarantine { wait } | Acquired::Queued { wait, .. },
+                        _,
+                    ) => Vote::Wait(wait),
+                    _ => Vote::Failed,
+                };
+                if votes.iter().take(n).all(|v| *v != Vote::None) {
+                    self.quorum_attempt(s, c, sent, fast, votes);
+                } else {
+                    s.clients[c].phase = Phase::Attempt {
+                        id,
+                        sent,
+                        until,
+                        fast,
+                        votes,
+                    };
+                }
+            }
+            Phase::Confirm { id: want, .. } if want == id => {
+                let mut p = phase;
+                if let Phase::Confirm { votes, .. } = &mut p {
+                    votes[node] = match rep {
+                        Rep::Done(true) => Vote::Yes(0),
+                        _ => Vote::No,
+                    };
+                    if votes.iter().take(n).any(|v| *v == Vote::None) {
+                        s.clients[c].phase = p;
+                        return;
+                    }
+                }
+                self.quorum_confirmed(s, c, p);
+            }
+            Phase::Undo {
+                id: want,
+                sent,
+                until,
+                fast,
+                mut pending,
+                outcome,
+            } if want == id => {
+                pending[node] = false;
+                if pending == [false; 3] {
+                    self.outcome(s, c, sent, fast, outcome);
+                } else {
+                    s.clients[c].phase = Phase::Undo {
+                        id,
+                        sent,
+                        until,
+                        fast,
+                        pending,
+                        outcome,
+                    };
+                }
+            }
             Phase::Claim {
                 id: want,
                 sent,
@@ -746,40 +1117,56 @@ impl Sys {
                 ..
             } if want == id => match rep {
                 Rep::Renew(Renewed::Yes, true) => {
-                    self.hold(s, c, token, sent, cfg.ttl)
+                    let ttl = self.clients[c].ttl;
+                    self.hold(s, c, token, sent, ttl)
                 }
                 // Refused, not replicated, or unknown: attempt again.
-                _ => self.loop_attempt(s, c),
+                _ => self.attempt(s, c, false),
             },
-            Phase::Hold(mut h) if h.flight.map(|f| f.0) == Some(id) => {
-                let (_, sent) = h.flight.take().expect("in flight");
-                match rep {
-                    Rep::Renew(Renewed::Yes, true) => {
-                        let from = if self.mutants.deadline_from_reply {
-                            s.now
-                        } else {
-                            sent
-                        };
-                        h.deadline = from + cfg.real(validity(cfg.ttl));
-                        h.due = sent + cfg.real(cfg.renew_every());
-                        s.clients[c].phase = Phase::Hold(h);
-                    }
-                    Rep::Renew(Renewed::No(_), _) => {
-                        let until = (s.now + cfg.real(cfg.stop_budget)).min(h.deadline);
-                        s.clients[c].phase = Phase::Stopping { until };
-                    }
-                    _ => {
-                        // Unknown outcome: the deadline stays; retry.
-                        h.due = (s.now + cfg.real(cfg.retry_every())).min(h.deadline);
-                        s.clients[c].phase = Phase::Hold(h);
-                    }
+            Phase::Hold(mut h) if h.flight.as_ref().map(|f| f.id) == Some(id) => {
+                let mut f = h.flight.take().expect("in flight");
+                f.votes[node] = match rep {
+                    Rep::Renew(Renewed::Yes, true) => Vote::Yes(0),
+                    Rep::Renew(Renewed::No(_), _) => Vote::No,
+                    _ => Vote::Failed,
+                };
+                if f.votes.iter().take(n).any(|v| *v == Vote::None) {
+                    h.flight = Some(f);
+                    s.clients[c].phase = Phase::Hold(h);
+                } else {
+                    self.renewed(s, c, h, f);
                 }
             }
             Phase::Releasing {
-                landing: Some((want, _)),
+                landing: Some(mut f),
+                id: None,
                 ..
-            } if want == id => self.start_release(s, c),
-            Phase::Releasing { id: Some(want), .. } if want == id => self.end_tenure(s, c),
+            } if f.id == id => {
+                f.votes[node] = Vote::Failed;
+                if f.votes.iter().take(n).all(|v| *v != Vote::None) {
+                    self.start_release(s, c);
+                } else if let Phase::Releasing { landing, .. } = &mut s.clients[c].phase {
+                    *landing = Some(f);
+                }
+            }
+            Phase::Releasing {
+                id: Some(want),
+                mut pending,
+                timeout,
+                ..
+            } if want == id => {
+                pending[node] = false;
+                if pending == [false; 3] {
+                    self.end_tenure(s, c);
+                } else {
+                    s.clients[c].phase = Phase::Releasing {
+                        landing: None,
+                        id: Some(want),
+                        pending,
+                        timeout,
+                    };
+                }
+            }
             // A reply nobody waits for any more.
             _ => {}
         }
@@ -819,16 +1206,16 @@ impl Sys {
         }
     }
 
-    /// The server runs the script for request `m`.
+    /// Server `m.node` runs the script for request `m`.
     fn serve(&self, s: &mut State, m: &Msg, sync: bool) {
-        let c = m.client as usize;
+        let (c, node) = (m.client as usize, m.node as usize);
         let Body::Req(hid, req) = &m.body else {
             unreachable!()
         };
         let (hid, cfg) = (*hid, &self.clients[c]);
-        let env = self.env(s);
-        let st = &mut s.server.store;
-        let waited = self.min_replicas;
+        let env = self.env(s, node);
+        let st = &mut s.servers[node].store;
+        let ok = !self.waited(m) || sync;
         let (rep, events) = match req {
             Req::Acquire { wait } => {
                 let (r, ev) = st.acquire(
@@ -841,45 +1228,55 @@ impl Sys {
                     cfg.margin(),
                     self.min_replicas,
                 );
-                (Rep::Acquire(r, !waited || sync), ev)
+                (Rep::Acquire(r, ok), ev)
             }
-            Req::Renew => (
-                Rep::Renew(st.renew(&env, 0, hid, cfg.ttl, None), !waited || sync),
+            Req::Renew { repair } => (
+                Rep::Renew(
+                    st.renew(&env, 0, hid, cfg.ttl, repair.map(|t| (t, Val(0)))),
+                    ok,
+                ),
                 vec![],
             ),
-            Req::Release => {
-                let (ok, ev) = st.release(&env, 0, hid, false);
-                (Rep::Done(ok), ev)
+            Req::Release { always } => {
+                let (done, ev) = st.release(&env, 0, hid, *always);
+                (Rep::Done(done), ev)
             }
             Req::Leave => {
                 let (n, ev) = st.leave(&env, 0, hid);
                 (Rep::Done(n == 1), ev)
             }
+            Req::Confirm { token } => (Rep::Done(st.confirm(&env, 0, hid, *token)), vec![]),
             Req::SemAcquire => {
                 let Mode::Sem { limit } = self.mode else {
                     unreachable!()
                 };
-                let (r, ev) = st.sem_acquire(&env, 0, hid, cfg.ttl, Val(0), limit, self.min_replicas);
-                (Rep::SemAcquire(r, !waited || sync), ev)
+                let (r, ev) =
+                    st.sem_acquire(&env, 0, hid, cfg.ttl, Val(0), limit, self.min_replicas);
+                (Rep::SemAcquire(r, ok), ev)
             }
-            Req::SemRenew => (
-                Rep::Renew(st.sem_renew(&env, 0, hid, cfg.ttl), !waited || sync),
-                vec![],
-            ),
+            Req::SemRenew => (Rep::Renew(st.sem_renew(&env, 0, hid, cfg.ttl), ok), vec![]),
             Req::SemRelease => {
-                let (ok, ev) = st.sem_release(&env, 0, hid);
-                (Rep::Done(ok), ev)
+                let (done, ev) = st.sem_release(&env, 0, hid);
+                (Rep::Done(done), ev)
             }
         };
-        if waited && sync {
-            // WAIT returned: the replica has everything up to here.
-            s.server.older = Some(s.server.store.clone());
+        if sync {
+            // WAIT returned (the replica has everything up to here), or a
+            // snapshot was taken / the replica caught up.
+            s.servers[node].older = Some(s.servers[node].store.clone());
+            if !self.waited(m) {
+                s.syncs_left -= 1;
+            }
         }
-        self.send(s, c, m.id, Body::Rep(rep), self.delay);
+        self.send(s, c, node, m.id, Body::Rep(rep), self.delay);
+        let quiet = self.quiet_give_back && matches!(s.clients[c].phase, Phase::Undo { .. });
         for e in events {
             for d in 0..s.clients.len() {
+                if quiet {
+                    continue;
+                }
                 if s.clients[d].mail.open && !s.clients[d].crashed {
-                    self.send(s, d, 0, Body::Pub(e), (self.delay.0, self.pubsub_delay));
+                    self.send(s, d, node, 0, Body::Pub(e), (self.delay.0, self.pubsub_delay));
                 }
             }
         }
@@ -889,7 +1286,7 @@ impl Sys {
         let c = m.client as usize;
         match m.body.clone() {
             Body::Req(..) => self.serve(s, &m, sync),
-            Body::Rep(r) => self.on_reply(s, c, m.id, r),
+            Body::Rep(r) => self.on_reply(s, c, m.node as usize, m.id, r),
             Body::Pub(e) => self.on_event(s, c, e),
             Body::Reconnected => {
                 let cl = &mut s.clients[c];
@@ -911,22 +1308,59 @@ impl Sys {
     }
 
     fn timer(&self, s: &mut State, c: usize) {
-        let cfg = self.clients[c].clone();
         let now = s.now;
+        let n = self.nodes;
         match s.clients[c].phase.clone() {
-            Phase::Fast { .. } => self.attempt_failed(s, c, true),
-            Phase::Attempt { .. } => self.attempt_failed(s, c, false),
-            Phase::Undo { fast, .. } => self.attempt_failed(s, c, fast),
-            Phase::Claim { .. } => self.loop_attempt(s, c),
-            Phase::Sleep { .. } | Phase::Backoff { .. } => self.loop_attempt(s, c),
+            Phase::Attempt {
+                sent, fast, votes, ..
+            } => {
+                if self.is_quorum() {
+                    // Nodes that did not answer in time count as failed.
+                    let votes = votes.map(|v| if v == Vote::None { Vote::Failed } else { v });
+                    self.quorum_attempt(s, c, sent, fast, votes);
+                } else {
+                    self.outcome(s, c, sent, fast, Outcome::Unavailable);
+                }
+            }
+            p @ Phase::Confirm { .. } => {
+                let mut p = p;
+                if let Phase::Confirm { votes, .. } = &mut p {
+                    *votes = votes.map(|v| if v == Vote::None { Vote::No } else { v });
+                }
+                self.quorum_confirmed(s, c, p);
+            }
+            Phase::Undo {
+                sent,
+                fast,
+                outcome,
+                ..
+            } => self.outcome(s, c, sent, fast, outcome),
+            Phase::Claim { .. } | Phase::Sleep { .. } | Phase::Backoff { .. } => {
+                self.attempt(s, c, false)
+            }
             Phase::Stopping { .. } => self.end_tenure(s, c),
             Phase::Hold(mut h) => {
                 if now >= h.deadline {
                     // Lost at the deadline, even with a renewal in flight.
                     self.end_tenure(s, c);
-                } else if h.flight.is_none() && now >= h.due {
-                    let id = self.request(s, c, self.renew_req());
-                    h.flight = Some((id, now));
+                } else if let Some(mut f) = h.flight.take() {
+                    // The per-node timeout: tally what came.
+                    f.votes = f.votes.map(|v| if v == Vote::None { Vote::Failed } else { v });
+                    self.renewed(s, c, h, f);
+                } else if now >= h.due {
+                    let cfg = &self.clients[c];
+                    let id = self.request(s, c, self.all_nodes(), self.renew_req(h.token));
+                    let until = if self.is_quorum() {
+                        now + cfg.real(node_timeout(cfg.ttl))
+                    } else {
+                        h.deadline
+                    };
+                    h.flight = Some(Flight {
+                        id,
+                        sent: now,
+                        until,
+                        votes: std::array::from_fn(|i| if i < n { Vote::None } else { Vote::No }),
+                    });
                     s.clients[c].phase = Phase::Hold(h);
                 }
             }
@@ -936,12 +1370,11 @@ impl Sys {
             Phase::Releasing { .. } => self.end_tenure(s, c),
             Phase::Idle | Phase::Done => {}
         }
-        let _ = cfg;
     }
 
-    fn restart(&self, s: &mut State, kind: RestartKind) {
+    fn restart(&self, s: &mut State, node: usize, kind: RestartKind) {
         let now = s.now;
-        let sv = &mut s.server;
+        let sv = &mut s.servers[node];
         sv.store = match kind {
             RestartKind::Empty => Store::new(1),
             _ => sv.older.clone().unwrap_or_else(|| Store::new(1)),
@@ -949,6 +1382,8 @@ impl Sys {
         sv.run = Run(s.next_run);
         s.next_run += 1;
         sv.promoted = kind == RestartKind::Failover;
+        // A promoted replica has been up for long; a restarted server just
+        // started.
         sv.start = if sv.promoted { now - 3_600_000 } else { now };
         if sv.promoted {
             sv.older = None;
@@ -956,7 +1391,7 @@ impl Sys {
         // Requests not yet served fail with the connection.
         let mut failed = vec![];
         s.net.retain(|m| {
-            if m.to_server() {
+            if m.to_server() && m.node as usize == node {
                 failed.push((m.client as usize, m.id));
                 false
             } else {
@@ -964,11 +1399,11 @@ impl Sys {
             }
         });
         for (c, id) in failed {
-            self.send(s, c, id, Body::Rep(Rep::Failed), self.delay);
+            self.send(s, c, node, id, Body::Rep(Rep::Failed), self.delay);
         }
         for c in 0..s.clients.len() {
             if !s.clients[c].crashed {
-                self.send(s, c, 0, Body::Reconnected, self.reconnect);
+                self.send(s, c, node, 0, Body::Reconnected, self.reconnect);
             }
         }
     }
@@ -1066,7 +1501,7 @@ impl Sys {
             let mut ids: Vec<u8> = s
                 .net
                 .iter()
-                .filter(|m| m.client as usize == c && matches!(m.body, Body::Req(..) | Body::Rep(_)))
+                .filter(|m| m.client as usize == c && m.is_command())
                 .map(|m| m.id)
                 .collect();
             let cl = &mut s.clients[c];
@@ -1080,7 +1515,7 @@ impl Sys {
             }
             cl.next_id = ids.len() as u8;
             for m in s.net.iter_mut() {
-                if m.client as usize == c && matches!(m.body, Body::Req(..) | Body::Rep(_)) {
+                if m.client as usize == c && m.is_command() {
                     m.id = map(m.id);
                 }
             }
@@ -1089,8 +1524,8 @@ impl Sys {
 
     fn update_ghosts(&self, s: &mut State) {
         let capacity = match self.mode {
-            Mode::Lease => 1,
             Mode::Sem { limit } => limit as usize,
+            _ => 1,
         };
         let holding = s.clients.iter().filter(|c| c.holding()).count();
         let live_waiter = s
@@ -1104,19 +1539,35 @@ impl Sys {
             None
         };
     }
+
+    /// A command followed by `WAIT` (`--min-replicas`).
+    fn waited(&self, m: &Msg) -> bool {
+        self.min_replicas
+            && matches!(
+                m.body,
+                Body::Req(
+                    _,
+                    Req::Acquire { .. } | Req::Renew { .. } | Req::SemAcquire | Req::SemRenew
+                )
+            )
+    }
+
+    fn node_faulty(&self, n: usize) -> bool {
+        self.faults.faulty_nodes == 0 || self.faults.faulty_nodes & (1 << n) != 0
+    }
 }
 
 /// The request ids a phase refers to.
 fn phase_ids(p: &mut Phase) -> Vec<&mut u8> {
     match p {
-        Phase::Fast { id, .. }
-        | Phase::Attempt { id, .. }
+        Phase::Attempt { id, .. }
+        | Phase::Confirm { id, .. }
         | Phase::Undo { id, .. }
         | Phase::Claim { id, .. } => vec![id],
-        Phase::Hold(h) => h.flight.as_mut().map(|(id, _)| id).into_iter().collect(),
+        Phase::Hold(h) => h.flight.as_mut().map(|f| &mut f.id).into_iter().collect(),
         Phase::Releasing { landing, id, .. } => landing
             .as_mut()
-            .map(|(i, _)| i)
+            .map(|f| &mut f.id)
             .into_iter()
             .chain(id.as_mut())
             .collect(),
@@ -1129,16 +1580,17 @@ impl Model for Sys {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
+        let server = |i: usize| Server {
+            store: Store::new(1),
+            older: None,
+            run: Run(i as u16),
+            // Up for an hour, used for the first time.
+            start: T0 - 3_600_000,
+            promoted: false,
+        };
         vec![State {
             now: T0,
-            server: Server {
-                store: Store::new(1),
-                older: None,
-                run: Run(0),
-                // A server that has been up for an hour, used for the first time.
-                start: T0 - 3_600_000,
-                promoted: false,
-            },
+            servers: (0..self.nodes).map(server).collect(),
             clients: self
                 .clients
                 .iter()
@@ -1159,7 +1611,7 @@ impl Model for Sys {
             faults_left: self.faults.budget,
             syncs_left: self.faults.syncs,
             late_left: self.late,
-            next_run: 1,
+            next_run: self.nodes as u16,
             tenures: 0,
             calm_since: T0,
             stuck_since: None,
@@ -1168,24 +1620,30 @@ impl Model for Sys {
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
         let now = s.now;
-        let fault = s.faults_left > 0;
-        if self.next_instant(s).is_some() {
+        let quiet = self.next_instant(s).is_some();
+        if quiet {
             out.push(Action::Tick);
         }
+        // A message may be lost whenever it could be delivered. A crash, a
+        // pause or a restart strikes when nothing is due any more at this
+        // instant (between two instants: faults are not squeezed between
+        // events of the same millisecond, which only multiplies states).
+        let lose = s.faults_left > 0 && self.faults.lose;
+        let fault = s.faults_left > 0 && quiet;
         for (i, m) in s.net.iter().enumerate() {
             if !self.deliverable(s, m) {
                 continue;
             }
-            let waited = self.min_replicas
-                && matches!(
-                    m.body,
-                    Body::Req(_, Req::Acquire { .. } | Req::Renew | Req::SemAcquire | Req::SemRenew)
-                );
-            out.push(Action::Deliver(i as u8, true));
-            if waited {
-                out.push(Action::Deliver(i as u8, false));
+            // For a command: whether the older copy (snapshot, replica)
+            // catches up right after it — always possible with WAIT, which
+            // the reply then reports; otherwise within the `syncs` budget.
+            // (Only writes change what a snapshot holds, so catching up
+            // right after one covers every content it can have.)
+            out.push(Action::Deliver(i as u8, false));
+            if m.to_server() && (self.waited(m) || s.syncs_left > 0) {
+                out.push(Action::Deliver(i as u8, true));
             }
-            if fault && self.faults.lose {
+            if lose {
                 out.push(Action::Lose(i as u8));
             }
         }
@@ -1198,15 +1656,14 @@ impl Model for Sys {
                 if until <= now {
                     out.push(Action::Resume(c8));
                 }
-                // A paused supervisor's child may still write.
-                if matches!(cl.phase, Phase::Hold(_)) && cl.writes < self.writes {
-                    out.push(Action::Write(c8));
-                }
                 continue;
             }
             match &cl.phase {
                 Phase::Idle if now <= T0 + self.start_window => out.push(Action::Start(c8)),
                 Phase::Sleep { .. } => {
+                    if self.give_up && self.mode == Mode::Lease {
+                        out.push(Action::GiveUp(c8));
+                    }
                     if cl.mail.permit {
                         out.push(Action::Called(c8));
                     }
@@ -1220,7 +1677,10 @@ impl Model for Sys {
                     {
                         out.push(Action::Finish(c8));
                     }
-                    if cl.writes < self.writes {
+                    // The writes that matter: one as the tenure begins, and
+                    // one with a stale belief (at or past the deadline: a
+                    // process that resumed before its timer fired).
+                    if cl.writes < self.writes && (now == h.since || now >= h.deadline) {
                         out.push(Action::Write(c8));
                     }
                 }
@@ -1238,19 +1698,19 @@ impl Model for Sys {
                 }
             }
         }
-        if fault {
-            if self.faults.restart_empty {
-                out.push(Action::Restart(RestartKind::Empty));
+        for n in 0..self.nodes {
+            let n8 = n as u8;
+            if fault && self.node_faulty(n) {
+                if self.faults.restart_empty {
+                    out.push(Action::Restart(n8, RestartKind::Empty));
+                }
+                if self.faults.restart_older {
+                    out.push(Action::Restart(n8, RestartKind::Older));
+                }
+                if self.faults.failover {
+                    out.push(Action::Restart(n8, RestartKind::Failover));
+                }
             }
-            if self.faults.restart_older {
-                out.push(Action::Restart(RestartKind::Older));
-            }
-            if self.faults.failover {
-                out.push(Action::Restart(RestartKind::Failover));
-            }
-        }
-        if s.syncs_left > 0 && s.server.older.as_ref() != Some(&s.server.store) {
-            out.push(Action::Sync);
         }
     }
 
@@ -1258,7 +1718,7 @@ impl Model for Sys {
         let mut s = last.clone();
         let is_fault = matches!(
             a,
-            Action::Lose(_) | Action::Crash(_) | Action::Pause(_) | Action::Restart(_)
+            Action::Lose(_) | Action::Crash(_) | Action::Pause(_) | Action::Restart(..)
         );
         if is_fault {
             s.faults_left -= 1;
@@ -1297,7 +1757,9 @@ impl Model for Sys {
                 // `if let (Some(grant), Some(s)) = (wake.take_grant(), last_queued)`
                 let grant = cl.mail.grant.take();
                 match (grant, cl.last_queued) {
-                    (Some((token, claim)), Some(lq)) => self.take_grant(&mut s, c, token, claim, lq),
+                    (Some((token, claim)), Some(lq)) => {
+                        self.take_grant(&mut s, c, token, claim, lq)
+                    }
                     _ => match cl.mail.on_deck.take() {
                         Some(at) => {
                             let one = self.clients[c].real(1);
@@ -1305,14 +1767,14 @@ impl Model for Sys {
                                 *until = (*until).min(at + one);
                             }
                         }
-                        None => self.loop_attempt(&mut s, c),
+                        None => self.attempt(&mut s, c, false),
                     },
                 }
             }
             Action::Woken(c) => {
                 let c = c as usize;
                 s.clients[c].mail.released = false;
-                self.loop_attempt(&mut s, c);
+                self.attempt(&mut s, c, false);
             }
             Action::Finish(c) => {
                 let c = c as usize;
@@ -1322,15 +1784,24 @@ impl Model for Sys {
                 match h.flight {
                     // Stop renewing; wait for the renewal in flight (the
                     // keeper abandons it at the deadline at the latest).
-                    Some((id, _)) => {
+                    Some(mut f) => {
+                        f.until = f.until.min(h.deadline);
                         s.clients[c].phase = Phase::Releasing {
-                            landing: Some((id, h.deadline)),
+                            landing: Some(f),
                             id: None,
+                            pending: [false; 3],
                             timeout: h.deadline,
                         }
                     }
                     None => self.start_release(&mut s, c),
                 }
+            }
+            Action::GiveUp(c) => {
+                let c = c as usize;
+                // Leaves the queue in the background; gives back a grant
+                // that reached it too late.
+                self.request(&mut s, c, self.all_nodes(), Req::Leave);
+                self.end_tenure(&mut s, c);
             }
             Action::Write(c) => self.write(&mut s, c as usize),
             Action::Crash(c) => {
@@ -1342,11 +1813,7 @@ impl Model for Sys {
             }
             Action::Pause(c) => s.clients[c as usize].paused = Some(s.now + self.faults.pause),
             Action::Resume(c) => s.clients[c as usize].paused = None,
-            Action::Restart(kind) => self.restart(&mut s, kind),
-            Action::Sync => {
-                s.syncs_left -= 1;
-                s.server.older = Some(s.server.store.clone());
-            }
+            Action::Restart(n, kind) => self.restart(&mut s, n as usize, kind),
         }
         self.canonical_ids(&mut s);
         s.net.sort();
@@ -1356,20 +1823,26 @@ impl Model for Sys {
 
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always("never more inside their work than allowed", |m: &Sys, s: &State| {
-                let cap = match m.mode {
-                    Mode::Lease => 1,
-                    Mode::Sem { limit } => limit as usize,
-                };
-                s.clients.iter().filter(|c| c.in_work(s.now)).count() <= cap
-            }),
+            Property::always(
+                "never more inside their work than allowed",
+                |m: &Sys, s: &State| {
+                    let cap = match m.mode {
+                        Mode::Sem { limit } => limit as usize,
+                        _ => 1,
+                    };
+                    s.clients.iter().filter(|c| c.in_work(s.now)).count() <= cap
+                },
+            ),
             Property::always("the fenced resource never goes back", |_: &Sys, s: &State| {
                 !s.fence.violated
             }),
-            Property::always("a free lease with a live waiter is taken", |m: &Sys, s: &State| {
-                s.stuck_since
-                    .is_none_or(|t| s.now - t.max(s.calm_since) <= m.liveness_bound)
-            }),
+            Property::always(
+                "a free lease with a live waiter is taken",
+                |m: &Sys, s: &State| {
+                    s.stuck_since
+                        .is_none_or(|t| s.now - t.max(s.calm_since) <= m.liveness_bound)
+                },
+            ),
             Property::sometimes("two tenures", |_: &Sys, s: &State| s.tenures >= 2),
         ]
     }
@@ -1383,6 +1856,7 @@ impl Model for Sys {
 // Readable traces.
 // ---------------------------------------------------------------------------
 
+/// A time relative to T0.
 fn t(ms: Ms) -> String {
     if ms >= T0 {
         format!("+{}", ms - T0)
@@ -1391,76 +1865,114 @@ fn t(ms: Ms) -> String {
     }
 }
 
+/// Tokens are microseconds of Redis's clock; shown relative to T0.
+fn tok(x: u64) -> String {
+    let t0 = T0 * 1000;
+    if x >= t0 {
+        format!("T+{}", x - t0)
+    } else {
+        x.to_string()
+    }
+}
+
 impl Sys {
     /// One line per party: what each believes.
     pub fn beliefs(&self, s: &State) -> String {
         let mut out = String::new();
-        let r = &s.server.store.names[0].rec;
-        let holder = match r.holder {
-            Some(Who::Id(h)) => h.text(),
-            _ => "-".into(),
-        };
-        let _ = write!(
-            out,
-            "      redis {}: holder {holder} until {} token {} run r{}",
-            s.server.run.0,
-            r.exp.map(t).unwrap_or_else(|| "-".into()),
-            r.token.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
-            r.run.map(|x| x.0.to_string()).unwrap_or_else(|| "-".into()),
-        );
-        let q = &s.server.store.names[0].queue;
-        if !q.is_empty() {
-            let ids: Vec<String> = q.iter().map(|(h, _)| h.text()).collect();
-            let _ = write!(out, " queue [{}]", ids.join(" "));
+        for (n, sv) in s.servers.iter().enumerate() {
+            let st = &sv.store;
+            let r = &st.names[0].rec;
+            let holder = match r.holder {
+                Some(Who::Id(h)) if r.exp.unwrap_or(0) > s.now => h.text(),
+                Some(Who::Id(h)) => format!("({} expired)", h.text()),
+                _ => "-".into(),
+            };
+            let _ = write!(
+                out,
+                "      redis{n} (run r{}{}): holder {holder}",
+                sv.run.0,
+                if sv.promoted { ", promoted" } else { "" }
+            );
+            if let Some(e) = r.exp {
+                let _ = write!(out, " until {}", t(e));
+            }
+            if let Some(x) = r.token {
+                let _ = write!(out, " token {}", tok(x));
+            }
+            if let Some(x) = r.run {
+                let _ = write!(out, " granted by r{}", x.0);
+            }
+            let q = &st.names[0].queue;
+            if !q.is_empty() {
+                let ids: Vec<String> = q.iter().map(|(h, _)| h.text()).collect();
+                let _ = write!(out, " queue [{}]", ids.join(" "));
+            }
+            let slots = &st.names[0].slots;
+            if !slots.is_empty() {
+                let ids: Vec<String> = slots
+                    .iter()
+                    .map(|(h, e)| format!("{} until {}", h.text(), t(*e)))
+                    .collect();
+                let _ = write!(out, " slots [{}]", ids.join(", "));
+            }
+            if let Some(m) = st.marker {
+                let _ = write!(
+                    out,
+                    " marker (r{} base {} longest {})",
+                    m.run.0,
+                    t(m.base),
+                    m.max
+                );
+            }
+            out.push('\n');
         }
-        let slots = &s.server.store.names[0].slots;
-        if !slots.is_empty() {
-            let ids: Vec<String> = slots
-                .iter()
-                .map(|(h, e)| format!("{} until {}", h.text(), t(*e)))
-                .collect();
-            let _ = write!(out, " slots [{}]", ids.join(", "));
-        }
-        if let Some(m) = s.server.store.marker {
-            let _ = write!(out, " marker (r{} base {} longest {})", m.run.0, t(m.base), m.max);
-        }
-        out.push('\n');
         for (c, cl) in s.clients.iter().enumerate() {
             let who = cl.hid(c).text();
             let state = match &cl.phase {
                 Phase::Idle => "idle".into(),
                 Phase::Done => if cl.crashed { "crashed" } else { "done" }.into(),
-                Phase::Fast { sent, .. } => format!("fast-path attempt sent {}", t(*sent)),
-                Phase::Attempt { sent, .. } => format!("attempt sent {}", t(*sent)),
-                Phase::Undo { .. } => "giving back an unreplicated acquisition".into(),
+                Phase::Attempt { sent, fast, .. } => format!(
+                    "{}attempt sent {}",
+                    if *fast { "fast-path " } else { "" },
+                    t(*sent)
+                ),
+                Phase::Confirm { token, .. } => format!("confirming token {}", tok(*token)),
+                Phase::Undo { outcome, .. } => format!("giving back, then {outcome:?}"),
                 Phase::Sleep { until } => format!("waiting until {}", t(*until)),
                 Phase::Backoff { until } => format!("backing off until {}", t(*until)),
-                Phase::Claim { sent, token, .. } => {
-                    format!("claiming grant token {token}, renewal sent {}", t(*sent))
-                }
+                Phase::Claim { sent, token, .. } => format!(
+                    "claiming grant token {}, renewal sent {}",
+                    tok(*token),
+                    t(*sent)
+                ),
                 Phase::Hold(h) => format!(
-                    "HOLDS token {} until {} (renew {}{}){}",
-                    h.token,
+                    "HOLDS token {} until {} (renew at {}{}){}",
+                    tok(h.token),
                     t(h.deadline),
                     t(h.due),
                     h.flight
-                        .map(|(_, s)| format!(", renewal sent {} in flight", t(s)))
+                        .as_ref()
+                        .map(|f| format!(", renewal sent {} in flight", t(f.sent)))
                         .unwrap_or_default(),
                     if cl.in_work(s.now) { " IN WORK" } else { "" }
                 ),
-                Phase::Stopping { until } => format!("lost (refused), stopping until {}", t(*until)),
+                Phase::Stopping { until } => format!(
+                    "lost (refused), stopping until {}{}",
+                    t(*until),
+                    if cl.in_work(s.now) { " IN WORK" } else { "" }
+                ),
                 Phase::Releasing { .. } => "releasing".into(),
             };
             let mut extra = String::new();
             if let Some(lq) = cl.last_queued
                 && cl.mail.open
             {
-                let _ = write!(extra, " last queued {}", t(lq));
+                let _ = write!(extra, "; last queued attempt sent {}", t(lq));
             }
-            if let Some((tok, claim)) = cl.mail.grant {
-                let _ = write!(extra, " mailbox: grant token {tok} claim {claim}");
+            if let Some((tk, claim)) = cl.mail.grant {
+                let _ = write!(extra, "; mailbox: grant token {} claim {claim}", tok(tk));
             }
-            if cl.mail.permit {
+            if cl.mail.permit || cl.mail.released {
                 extra.push_str(" (woken)");
             }
             if let Some(p) = cl.paused {
@@ -1469,7 +1981,7 @@ impl Sys {
             let _ = writeln!(out, "      c{c} {who}: {state}{extra}");
         }
         if s.fence.accepted > 0 {
-            let _ = writeln!(out, "      resource: highest token {}", s.fence.max);
+            let _ = writeln!(out, "      resource: highest token {}", tok(s.fence.max));
         }
         out
     }
@@ -1481,33 +1993,38 @@ impl Sys {
             Action::Tick => "time passes".into(),
             Action::Deliver(i, sync) => {
                 let m = &s.net[i as usize];
-                let w = if self.min_replicas && !sync {
-                    " (WAIT times out)"
-                } else {
-                    ""
+                let w = match (self.waited(m), sync) {
+                    (true, false) => " (its WAIT times out)",
+                    (false, true) => ", then a snapshot is taken / the replica catches up",
+                    _ => "",
                 };
+                let late = if m.earliest < s.now { " (late)" } else { "" };
                 match &m.body {
-                    Body::Req(h, r) => format!("redis runs {r:?} for {}{w}", h.text()),
-                    Body::Rep(r) => format!("{} gets reply {r:?}", c(m.client)),
-                    Body::Pub(e) => format!("{} receives '{}'", c(m.client), e.text()),
-                    Body::Reconnected => format!("{} reconnects: renews everything", c(m.client)),
+                    Body::Req(h, r) => format!("redis{} runs {r:?} for {}{w}{late}", m.node, h.text()),
+                    Body::Rep(r) => format!("{} gets redis{}'s reply {r:?}{late}", c(m.client), m.node),
+                    Body::Pub(e) => format!("{} receives '{}'{late}", c(m.client), e.text()),
+                    Body::Reconnected => format!(
+                        "{} reconnects to redis{}: renews everything, wakes its waiters",
+                        c(m.client),
+                        m.node
+                    ),
                 }
             }
             Action::Lose(i) => {
                 let m = &s.net[i as usize];
-                format!("FAULT: message lost: {:?} (client c{})", m.body, m.client)
+                format!("FAULT: message lost: {:?} (c{} / redis{})", m.body, m.client, m.node)
             }
             Action::Start(x) => format!("{} starts acquiring", c(x)),
-            Action::Timer(x) => format!("{}: timer", c(x)),
-            Action::Called(x) => format!("{}: woken by its mailbox", c(x)),
+            Action::Timer(x) => format!("{}: timer fires", c(x)),
+            Action::Called(x) => format!("{}: woken through its mailbox", c(x)),
             Action::Woken(x) => format!("{}: woken by a release", c(x)),
             Action::Finish(x) => format!("{} finishes its work and releases", c(x)),
+            Action::GiveUp(x) => format!("{} stops waiting (leaves the queue)", c(x)),
             Action::Write(x) => format!("{} writes to the fenced resource", c(x)),
             Action::Crash(x) => format!("FAULT: {} crashes", c(x)),
             Action::Pause(x) => format!("FAULT: {} pauses", c(x)),
             Action::Resume(x) => format!("{} resumes", c(x)),
-            Action::Restart(k) => format!("FAULT: redis restarts ({k:?})"),
-            Action::Sync => "the snapshot/replica catches up".into(),
+            Action::Restart(n, k) => format!("FAULT: redis{n} restarts ({k:?})"),
         }
     }
 
