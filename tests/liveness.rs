@@ -374,3 +374,35 @@ async fn a_lease_and_a_semaphore_of_one_name_exclude_each_other() {
             .is_some()
     );
 }
+
+/// The subscription's keepalive must not tear down a healthy connection: an
+/// idle waiter behind a live holder subscribes once and attempts only when
+/// the holder's lease could have expired. (The keepalive used to misread the
+/// PING reply of a subscribed connection, reconnect every 2 s and wake every
+/// waiter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_waiter_costs_nothing_between_expiry_checks() {
+    let r = RedisServer::start();
+    r.warm();
+    let holder = client(&r.url()).await;
+    let ttl = Duration::from_secs(30);
+    let held = holder.lease("idle").ttl(ttl).acquire().await.expect("held");
+    let w = client(&r.url()).await;
+    let waiting = tokio::spawn(async move { w.lease("idle").ttl(ttl).acquire().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let subs = r.command_calls(&["subscribe"]);
+    let scripts = r.command_calls(&["evalsha", "eval"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        r.command_calls(&["subscribe"]),
+        subs,
+        "resubscribed while idle"
+    );
+    assert_eq!(
+        r.command_calls(&["evalsha", "eval"]),
+        scripts,
+        "attempted while the holder's lease could not have expired"
+    );
+    waiting.abort();
+    drop(held);
+}

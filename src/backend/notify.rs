@@ -551,7 +551,7 @@ async fn run(
                     }
                     _ = keepalive.tick() => {
                         // A partition does not close the connection: ask.
-                        if bounded(sink.ping::<String>()).await.is_err() {
+                        if bounded(sink.ping::<redis::Value>()).await.is_err() {
                             break;
                         }
                     }
