@@ -48,6 +48,11 @@ impl HolderId {
         HolderId(s.into())
     }
 
+    /// The random part: 32 hex digits, unique across hosts and processes.
+    pub fn random_part(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or("")
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -385,7 +385,11 @@ impl Backend {
     /// Joins the event channel of `name` (one shared connection per node).
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let (parts, needed) = match self {
-            Backend::Node(n) => (vec![n.subscribe(name).await?], 1),
+            Backend::Node(n) => {
+                let parts = n.subscribe(name).await?;
+                let needed = parts.len();
+                (parts, needed)
+            }
             Backend::Quorum(q) => (q.subscribe(name).await?, q.majority()),
         };
         Ok(Subscription { parts, needed })
@@ -435,10 +439,16 @@ impl Subscription {
         select_all(self.parts.iter().map(|p| Box::pin(p.released()))).await;
     }
 
+    /// The wake-up of waiter `id`, once per connection (a node's lease
+    /// channel and its inbox share one).
     pub(crate) fn wake(&self, id: &str) -> Wake {
-        Wake {
-            parts: self.parts.iter().map(|p| p.wake(id)).collect(),
+        let mut parts = Vec::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            if !self.parts[..i].iter().any(|q| q.shares_notifier(p)) {
+                parts.push(p.wake(id));
+            }
         }
+        Wake { parts }
     }
 
     /// Resolves with the next event from any node.

@@ -119,6 +119,12 @@ pub struct Node {
     min_replicas: u32,
     notifier: Notifier,
     cleanups: super::Cleanups,
+    /// This client's own channel: a release hands the lease to a waiter of
+    /// ours by publishing there, so that the message reaches this connection
+    /// only, not every process waiting on the name.
+    inbox: String,
+    /// Subscribed to at the first wait, kept for the client's life.
+    inbox_sub: Arc<tokio::sync::OnceCell<super::notify::Subscription>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -399,6 +405,8 @@ impl Node {
             min_replicas: opts.min_replicas,
             notifier: Notifier::start(source),
             cleanups: super::Cleanups::default(),
+            inbox: format!("{prefix}inbox:{}", HolderId::generate().random_part()),
+            inbox_sub: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -618,6 +626,7 @@ impl Node {
             .arg(if queue { "wait" } else { "try" })
             .arg(super::queue_margin(ttl).as_millis() as u64)
             .arg(self.confirm_flag())
+            .arg(if queue { self.inbox.as_str() } else { "" })
     }
 
     pub async fn attempt(
@@ -1071,9 +1080,17 @@ impl Node {
         Ok(int("cache store", &self.call("cache store", call).await?)? == 1)
     }
 
-    pub(crate) async fn subscribe(&self, name: &str) -> Result<super::notify::Subscription> {
+    /// Joins the events of `name`, and this client's inbox (where releases
+    /// hand over the lease to our waiters), both confirmed by Redis.
+    pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<super::notify::Subscription>> {
         let k = self.keys(name)?;
-        self.notifier.subscribe(&k.events).await
+        self.inbox_sub
+            .get_or_try_init(|| self.notifier.subscribe(&self.inbox))
+            .await?;
+        Ok(vec![
+            self.notifier.subscribe(&k.events).await?,
+            self.notifier.subscribe(&self.inbox).await?,
+        ])
     }
 }
 

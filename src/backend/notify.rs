@@ -89,21 +89,19 @@ pub(crate) struct Channel {
     name: String,
     /// Wakes one local waiter when a release names nobody.
     released: Notify,
-    /// Local waiters by id, woken when a release names them.
-    waiters: Mutex<HashMap<String, Arc<Mailbox>>>,
     events: broadcast::Sender<Event>,
 }
 
-impl Channel {
-    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Arc<Mailbox>>> {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// Local waiters by id, woken when a message names them — on the lease's
+/// channel or on this client's inbox.
+type Mailboxes = HashMap<String, Arc<Mailbox>>;
 
+impl Channel {
     /// Delivers what an event means to the local waiters it names.
-    fn deliver(&self, event: &Event) {
+    fn deliver(&self, event: &Event, waiters: &Mailboxes) {
         match event {
             Event::Released(_, Some(head)) => {
-                if let Some(w) = self.waiters().get(head) {
+                if let Some(w) = waiters.get(head) {
                     w.notify.notify_one();
                 }
             }
@@ -114,7 +112,6 @@ impl Channel {
                 claim,
                 next,
             } => {
-                let waiters = self.waiters();
                 if let Some(w) = waiters.get(head) {
                     *lock_any(&w.grant) = Some(Grant {
                         token: *token,
@@ -158,6 +155,8 @@ fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Registry {
     channels: HashMap<String, (Arc<Channel>, usize)>,
+    /// Every local waiter, by id.
+    waiters: Mailboxes,
     /// Channels Redis has confirmed on the current connection.
     confirmed: std::collections::HashSet<String>,
 }
@@ -233,6 +232,18 @@ impl Notifier {
         }
     }
 
+    /// Registers the wake-up of waiter `id`: woken when a message on any of
+    /// this notifier's channels names it.
+    pub(crate) fn wake(&self, id: &str) -> Wake {
+        let mailbox = Arc::new(Mailbox::default());
+        self.lock().waiters.insert(id.to_string(), mailbox.clone());
+        Wake {
+            notifier: self.clone(),
+            id: id.to_string(),
+            mailbox,
+        }
+    }
+
     /// Changes each time the subscription connection was re-established.
     pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reconnects.clone()
@@ -256,7 +267,6 @@ impl Notifier {
                     Arc::new(Channel {
                         name: name.to_string(),
                         released: Notify::new(),
-                        waiters: Mutex::new(HashMap::new()),
                         events,
                     }),
                     0,
@@ -322,18 +332,14 @@ impl Subscription {
         self.channel.released.notified().await
     }
 
-    /// The wake-up of waiter `id`: woken when a release names it or hands
-    /// it the lease.
+    /// The wake-up of waiter `id` (see [`Notifier::wake`]).
     pub(crate) fn wake(&self, id: &str) -> Wake {
-        let mailbox = Arc::new(Mailbox::default());
-        self.channel
-            .waiters()
-            .insert(id.to_string(), mailbox.clone());
-        Wake {
-            channel: self.channel.clone(),
-            id: id.to_string(),
-            mailbox,
-        }
+        self.notifier.wake(id)
+    }
+
+    /// True when both come through the same connection (one wake-up serves both).
+    pub(crate) fn shares_notifier(&self, other: &Subscription) -> bool {
+        Arc::ptr_eq(&self.notifier.registry, &other.notifier.registry)
     }
 
     /// Every event on this channel, for observers.
@@ -344,7 +350,7 @@ impl Subscription {
 
 /// One waiter's wake-up; deregisters on drop.
 pub(crate) struct Wake {
-    channel: Arc<Channel>,
+    notifier: Notifier,
     id: String,
     mailbox: Arc<Mailbox>,
 }
@@ -369,7 +375,7 @@ impl Wake {
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        self.channel.waiters().remove(&self.id);
+        self.notifier.lock().waiters.remove(&self.id);
     }
 }
 
@@ -422,10 +428,10 @@ fn wake_all(registry: &Mutex<Registry>) {
     let reg = lock(registry);
     for (ch, _) in reg.channels.values() {
         ch.released.notify_waiters();
-        for w in ch.waiters().values() {
-            w.notify.notify_one();
-        }
         let _ = ch.events.send(Event::Reconnected);
+    }
+    for w in reg.waiters.values() {
+        w.notify.notify_one();
     }
 }
 
@@ -543,9 +549,9 @@ async fn run(
                         let name = msg.get_channel_name().to_string();
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         let Some(event) = Event::parse(&payload) else { continue };
-                        let channel = lock(&registry).channels.get(&name).map(|e| e.0.clone());
-                        if let Some(ch) = channel {
-                            ch.deliver(&event);
+                        let reg = lock(&registry);
+                        if let Some((ch, _)) = reg.channels.get(&name) {
+                            ch.deliver(&event, &reg.waiters);
                             let _ = ch.events.send(event);
                         }
                     }

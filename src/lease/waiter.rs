@@ -180,7 +180,10 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         } else {
             wait.min(UNCONFIRMED_CAP)
         };
-        let mut until = Instant::now() + wait;
+        // Counted from the send instant: the script measured the time left
+        // about half a round trip later, so the first in line arrives right
+        // at the expiry rather than a round trip after it.
+        let mut until = sent + wait;
         loop {
             tokio::select! {
                 _ = wake.called() => {
