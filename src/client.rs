@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::backend::{Backend, ConnectOptions, LeaseStatus, keys::DEFAULT_PREFIX};
 use crate::election::Election;
 use crate::error::Result;
-use crate::lease::{Keepers, LeaseBuilder};
+use crate::lease::{LeaseBuilder, Renewals};
 
 /// A connection to Redis (one server, a Sentinel group, a Cluster, or a quorum
 /// of independent servers), cheap to clone. No globals: make one and pass it around.
@@ -13,7 +13,7 @@ use crate::lease::{Keepers, LeaseBuilder};
 pub struct Client {
     backend: Backend,
     /// One renewal service for every lease this client holds.
-    keepers: Keepers,
+    renewals: Renewals,
 }
 
 /// Options for [`Client`].
@@ -75,8 +75,8 @@ impl ClientBuilder {
     /// [`crate::Error::BadConfig`] (prefix), [`crate::Error::NoQuorum`].
     pub async fn connect(self) -> Result<Client> {
         let backend = Backend::connect(&self.urls, &self.prefix, &self.opts).await?;
-        let keepers = Keepers::start(backend.clone());
-        Ok(Client { backend, keepers })
+        let renewals = Renewals::start(backend.clone());
+        Ok(Client { backend, renewals })
     }
 }
 
@@ -111,7 +111,7 @@ impl Client {
 
     /// A lease named `name`; see [`LeaseBuilder`].
     pub fn lease(&self, name: impl Into<String>) -> LeaseBuilder {
-        LeaseBuilder::new(self.backend.clone(), self.keepers.clone(), name.into())
+        LeaseBuilder::new(self.backend.clone(), self.renewals.clone(), name.into())
     }
 
     /// One of `limit` slots of the semaphore `name`: at most `limit` holders at

@@ -35,6 +35,14 @@ pub fn stop_at(deadline: Instant, stop_budget: Duration) -> Instant {
     deadline.checked_sub(stop_budget).unwrap_or(deadline)
 }
 
+/// A small random delay so that waiters woken by the same expiry spread out.
+pub(crate) fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let r = u16::from_le_bytes(b) as u32;
+    max.mul_f64(r as f64 / u16::MAX as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use super::notify;
 use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, redact_url};
 use crate::deadline;
 use crate::error::{Error, Result};
-use crate::lease::keeper::jitter;
+use crate::deadline::jitter;
 use crate::token::{FencingToken, HolderId};
 
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@
 //! guaranteed: that your code notices loss instantly — a paused process cannot
 //! act on anything — which is why every acquisition carries a [`FencingToken`].
 
-pub(crate) mod keeper;
+pub(crate) mod renewal;
 mod waiter;
 
 use std::time::{Duration, Instant};
@@ -18,9 +18,38 @@ use crate::backend::{Backend, Kind};
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
-pub(crate) use keeper::Keepers;
-use keeper::{Entry, Shared};
-pub use keeper::{LeaseState, LostReason};
+use renewal::{Entry, Shared};
+pub(crate) use renewal::Renewals;
+
+/// Where a lease stands, as seen by its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Ours until `deadline` (local monotonic clock) unless renewed before.
+    Held {
+        token: FencingToken,
+        deadline: Instant,
+    },
+    /// No longer ours; see the reason.
+    Lost(LostReason),
+    /// Given back by us.
+    Released,
+}
+
+/// Why a lease was lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// Redis answered a renewal: the lease is not ours any more.
+    #[error("renewal refused: {0}")]
+    Refused(String),
+    /// No renewal was confirmed before the safety deadline; Redis may hand the
+    /// lease to someone else soon after.
+    #[error("no renewal confirmed before the safety deadline (last error: {0})")]
+    Unconfirmed(String),
+    /// The lease was released (explicitly or by dropping the guard).
+    #[error("released")]
+    Released,
+}
 
 /// Default TTL of a lease.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -29,7 +58,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct LeaseBuilder {
     backend: Backend,
-    keepers: Keepers,
+    renewals: Renewals,
     kind: Kind,
     name: String,
     ttl: Duration,
@@ -50,10 +79,10 @@ pub enum ReleaseOutcome {
 }
 
 impl LeaseBuilder {
-    pub(crate) fn new(backend: Backend, keepers: Keepers, name: String) -> Self {
+    pub(crate) fn new(backend: Backend, renewals: Renewals, name: String) -> Self {
         LeaseBuilder {
             backend,
-            keepers,
+            renewals,
             kind: Kind::Lease,
             name,
             ttl: DEFAULT_TTL,
@@ -201,7 +230,7 @@ impl LeaseBuilder {
         let deadline = crate::deadline::safety_deadline(sent, first_ttl);
         let (state_tx, state_rx) = watch::channel(LeaseState::Held { token, deadline });
         let shared = std::sync::Arc::new(Shared::new(state_tx));
-        let id = self.keepers.add(Entry {
+        let id = self.renewals.add(Entry {
             kind: self.kind,
             name: self.name.clone(),
             holder: holder.clone(),
@@ -214,7 +243,7 @@ impl LeaseBuilder {
         });
         Lease {
             backend: self.backend,
-            keepers: self.keepers,
+            renewals: self.renewals,
             kind: self.kind,
             id,
             name: self.name,
@@ -236,7 +265,7 @@ impl LeaseBuilder {
 #[derive(Debug)]
 pub struct Lease {
     backend: Backend,
-    keepers: Keepers,
+    renewals: Renewals,
     kind: Kind,
     /// This lease's id in the renewal service.
     id: u64,
@@ -305,7 +334,7 @@ impl Lease {
         async move {
             let outcome = match rx.wait_for(|s| !matches!(s, LeaseState::Held { .. })).await {
                 Ok(s) => s.clone(),
-                // The keeper ended without a final state: only if the runtime is
+                // The renewal service ended without a final state: only if the runtime is
                 // shutting down. Nothing is held any more.
                 Err(_) => LeaseState::Released,
             };
@@ -397,7 +426,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // The renewal service releases in the background; Drop never blocks.
         if !self.done {
-            self.keepers.abandon(self.id);
+            self.renewals.abandon(self.id);
         }
     }
 }

@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::keeper::jitter;
+use crate::deadline::jitter;
 use crate::backend::{AcquireReply, Backend, Grant, Kind, RenewReply};
 use crate::config::LeaseConfig;
 use crate::deadline;

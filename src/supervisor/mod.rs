@@ -185,7 +185,7 @@ impl Supervisor {
             )));
         }
         let budget = self.stop_budget();
-        let mut keeper_alive = true;
+        let mut renewing = true;
         let reaped = {
             // Exit seen through a pidfd leaves the child unreaped, so that the
             // stop thread can be told to stop before its pid can be recycled.
@@ -199,11 +199,11 @@ impl Supervisor {
                 tokio::select! {
                     r = &mut exit => break r?,
                     Some(ev) = events.recv() => on_stop_event(ev, &mut cause, lease.name(), budget),
-                    changed = state.changed(), if keeper_alive => {
+                    changed = state.changed(), if renewing => {
                         if changed.is_err() {
-                            // The keeper ended: its last state stands. If it ended
+                            // The renewal service ended: its last state stands. If it ended
                             // without one (runtime shutting down), nothing renews.
-                            keeper_alive = false;
+                            renewing = false;
                             if matches!(&*state.borrow(), LeaseState::Held { .. }) {
                                 stopper.stop_now();
                                 cause.get_or_insert(StopCause::Lost(LostReason::Unconfirmed(
