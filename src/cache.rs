@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Event;
 use crate::backend::node::CacheEntry;
-use crate::client::Client;
+use crate::lease::Leases;
 use crate::error::{Error, Result};
 use crate::quota::Quota;
 
@@ -132,10 +132,10 @@ fn lifetime_rule(what: &str) -> String {
     format!("{what} must be more than 0 and at most 365 days (31536000 seconds)")
 }
 
-/// Settings of a token cache; made by [`Client::token_cache`].
+/// Settings of a token cache; made by [`crate::Client::token_cache`].
 #[derive(Clone, Debug)]
 pub struct TokenCacheBuilder {
-    client: Client,
+    leases: Leases,
     refresh_before: Duration,
     max_fetches_per_day: Option<u64>,
     fetch_timeout: Duration,
@@ -146,7 +146,7 @@ pub struct TokenCacheBuilder {
 /// A validated token cache; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TokenCache {
-    client: Client,
+    leases: Leases,
     refresh_before: Duration,
     fetch_timeout: Duration,
     retry_failed_after: Duration,
@@ -156,9 +156,9 @@ pub struct TokenCache {
 }
 
 impl TokenCacheBuilder {
-    pub(crate) fn new(client: Client) -> Self {
+    pub(crate) fn new(leases: Leases) -> Self {
         TokenCacheBuilder {
-            client,
+            leases,
             refresh_before: Duration::from_secs(60),
             max_fetches_per_day: None,
             fetch_timeout: Duration::from_secs(30),
@@ -220,14 +220,16 @@ impl TokenCacheBuilder {
                 rule: "must be at most 1h".into(),
             });
         }
-        self.client.backend().single("token cache")?;
+        self.leases.backend().single("token cache")?;
         let budget = match self.max_fetches_per_day {
             None => None,
             Some(n) => {
-                let mut q = self
-                    .client
-                    .quota(n, Duration::from_secs(86_400))
-                    .period(crate::quota::Period::Days(1));
+                let mut q = crate::quota::QuotaBuilder::new(
+                    self.leases.backend().clone(),
+                    n,
+                    Duration::from_secs(86_400),
+                )
+                .period(crate::quota::Period::Days(1));
                 if let Some(tz) = self.time_zone {
                     q = q.time_zone(tz);
                 }
@@ -235,7 +237,7 @@ impl TokenCacheBuilder {
             }
         };
         Ok(TokenCache {
-            client: self.client,
+            leases: self.leases,
             refresh_before: self.refresh_before,
             fetch_timeout: self.fetch_timeout,
             retry_failed_after: self.retry_failed_after,
@@ -315,7 +317,7 @@ impl TokenCache {
         Fut: std::future::Future<Output = std::result::Result<(String, Duration), String>>,
     {
         check_name(name)?;
-        let node = self.client.backend().single("token cache")?;
+        let node = self.leases.backend().single("token cache")?;
         let lease_name = format!("cache#{name}");
         let mut fetch = Some(fetch);
         let mut sub = None;
@@ -329,7 +331,7 @@ impl TokenCache {
                 return served;
             }
             let refresher = self
-                .client
+                .leases
                 .lease(lease_name.clone())
                 .reserved()
                 .ttl(self.fetch_timeout)
@@ -348,7 +350,7 @@ impl TokenCache {
             }
             if sub.is_none() {
                 // Subscribe, then look again: no stored event can slip between.
-                let s = self.client.backend().subscribe(&lease_name).await?;
+                let s = self.leases.backend().subscribe(&lease_name).await?;
                 events = Some(s.events());
                 sub = Some(s);
                 continue;
@@ -413,7 +415,7 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(String, Duration), String>>,
     {
-        let node = self.client.backend().single("token cache")?;
+        let node = self.leases.backend().single("token cache")?;
         // Someone may have refreshed, or failed, between our read and our lease.
         let mut entry = node.cache_get(name).await?;
         if entry.value.is_none() {
@@ -499,7 +501,7 @@ impl TokenCache {
     /// to `fetch_timeout`: the fetch spent a budget unit, so it is worth
     /// keeping. The caller gets the value whatever happens here.
     async fn store(&self, name: &str, lease: &crate::Lease, value: &str, life: Duration) {
-        let Ok(node) = self.client.backend().single("token cache") else {
+        let Ok(node) = self.leases.backend().single("token cache") else {
             return;
         };
         let deadline = Instant::now() + self.fetch_timeout;
@@ -545,7 +547,7 @@ impl TokenCache {
     /// Tells those waiting, and those who come within `retry_failed_after`,
     /// that this refresh failed. Best effort: the caller has its answer.
     async fn announce_failure(&self, name: &str, lease: &crate::Lease, e: &Error) {
-        let Ok(node) = self.client.backend().single("token cache") else {
+        let Ok(node) = self.leases.backend().single("token cache") else {
             return;
         };
         let text = failure_text(e);

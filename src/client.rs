@@ -5,15 +5,14 @@ use std::time::Duration;
 use crate::backend::{Backend, ConnectOptions, LeaseStatus, keys::DEFAULT_PREFIX};
 use crate::election::Election;
 use crate::error::Result;
-use crate::lease::{LeaseBuilder, Renewals};
+use crate::lease::{LeaseBuilder, Leases};
 
 /// A connection to Redis (one server, a Sentinel group, a Cluster, or a quorum
 /// of independent servers), cheap to clone. No globals: make one and pass it around.
 #[derive(Clone, Debug)]
 pub struct Client {
-    backend: Backend,
-    /// One renewal service for every lease this client holds.
-    renewals: Renewals,
+    /// The backend and one renewal service for every lease this client holds.
+    leases: Leases,
 }
 
 /// Options for [`Client`].
@@ -75,8 +74,9 @@ impl ClientBuilder {
     /// [`crate::Error::BadConfig`] (prefix), [`crate::Error::NoQuorum`].
     pub async fn connect(self) -> Result<Client> {
         let backend = Backend::connect(&self.urls, &self.prefix, &self.opts).await?;
-        let renewals = Renewals::start(backend.clone());
-        Ok(Client { backend, renewals })
+        Ok(Client {
+            leases: Leases::start(backend),
+        })
     }
 }
 
@@ -111,7 +111,7 @@ impl Client {
 
     /// A lease named `name`; see [`LeaseBuilder`].
     pub fn lease(&self, name: impl Into<String>) -> LeaseBuilder {
-        LeaseBuilder::new(self.backend.clone(), self.renewals.clone(), name.into())
+        self.leases.lease(name)
     }
 
     /// One of `limit` slots of the semaphore `name`: at most `limit` holders at
@@ -123,27 +123,27 @@ impl Client {
 
     /// The holders of semaphore `name`, as Redis sees them.
     pub async fn semaphore_status(&self, name: &str) -> Result<Vec<crate::HolderInfo>> {
-        self.backend.single("semaphore")?.sem_status(name).await
+        self.leases.backend().single("semaphore")?.sem_status(name).await
     }
 
     /// An election named `name` (a lease whose value names the leader).
     pub fn election(&self, name: impl Into<String>) -> Election {
-        Election::new(self.clone(), name.into())
+        Election::new(self.leases.clone(), name.into())
     }
 
     /// A quota of `limit` per `per` (e.g. 3 per day); see [`crate::quota`].
     pub fn quota(&self, limit: u64, per: Duration) -> crate::quota::QuotaBuilder {
-        crate::quota::QuotaBuilder::new(self.clone(), limit, per)
+        crate::quota::QuotaBuilder::new(self.leases.backend().clone(), limit, per)
     }
 
     /// A shared token cache; see [`crate::cache`].
     pub fn token_cache(&self) -> crate::cache::TokenCacheBuilder {
-        crate::cache::TokenCacheBuilder::new(self.clone())
+        crate::cache::TokenCacheBuilder::new(self.leases.clone())
     }
 
     /// Who holds `name` right now, as Redis sees it.
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
-        self.backend.status(name).await
+        self.leases.status(name).await
     }
 
     /// Waits (at most `limit`) for the background clean-ups this client
@@ -151,11 +151,11 @@ impl Client {
     /// giving their leases back. Call it before the process exits, so that
     /// the next waiter in line is not held up by a place nobody will claim.
     pub async fn close(&self, limit: Duration) {
-        self.backend.cleanups().wait(limit).await;
+        self.leases.backend().cleanups().wait(limit).await;
     }
 
     /// The protocol layer, for tools and tests that need single operations.
     pub fn backend(&self) -> &Backend {
-        &self.backend
+        self.leases.backend()
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 
 use crate::backend::HolderInfo;
-use crate::client::Client;
+use crate::lease::Leases;
 use crate::error::Result;
 use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
 use crate::token::FencingToken;
@@ -21,7 +21,7 @@ pub type LeaderInfo = HolderInfo;
 /// An election named after its lease.
 #[derive(Clone, Debug)]
 pub struct Election {
-    client: Client,
+    leases: Leases,
     name: String,
     ttl: Duration,
 }
@@ -33,9 +33,9 @@ pub struct Leadership {
 }
 
 impl Election {
-    pub(crate) fn new(client: Client, name: String) -> Election {
+    pub(crate) fn new(leases: Leases, name: String) -> Election {
         Election {
-            client,
+            leases,
             name,
             ttl: DEFAULT_TTL,
         }
@@ -50,7 +50,7 @@ impl Election {
     /// Blocks until we are the leader, publishing `value` (e.g. our address).
     pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {
         let lease = self
-            .client
+            .leases
             .lease(self.name.clone())
             .ttl(self.ttl)
             .value(value)
@@ -61,7 +61,7 @@ impl Election {
 
     /// The current leader, if any.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
-        Ok(self.client.status(&self.name).await?.holder)
+        Ok(self.leases.status(&self.name).await?.holder)
     }
 
     /// A stream that yields the current leader at once, then again each time
@@ -69,7 +69,7 @@ impl Election {
     /// the lease's events; after a crash, by the old lease's expiry.
     pub fn observe(&self) -> impl Stream<Item = Result<Option<LeaderInfo>>> + Send + 'static {
         struct St {
-            client: Client,
+            leases: Leases,
             name: String,
             sub: Option<crate::backend::Subscription>,
             events: Option<crate::backend::Events>,
@@ -79,7 +79,7 @@ impl Election {
             observed_until: Instant,
         }
         let st = St {
-            client: self.client.clone(),
+            leases: self.leases.clone(),
             name: self.name.clone(),
             sub: None,
             events: None,
@@ -90,7 +90,7 @@ impl Election {
         futures_util::stream::unfold(st, |mut st| async move {
             loop {
                 if st.sub.is_none() {
-                    match st.client.backend().subscribe(&st.name).await {
+                    match st.leases.backend().subscribe(&st.name).await {
                         Ok(sub) => {
                             st.events = Some(sub.events());
                             st.sub = Some(sub);
@@ -103,14 +103,14 @@ impl Election {
                 if st.observed_until < Instant::now() + OBSERVE_FOR / 2 {
                     let asked = Instant::now();
                     st.observed_until =
-                        match st.client.backend().observe(&st.name, OBSERVE_FOR).await {
+                        match st.leases.backend().observe(&st.name, OBSERVE_FOR).await {
                             Ok(()) => asked + OBSERVE_FOR,
                             // Try again in a second; meanwhile release events still
                             // come when someone waits, and expiry by the timer.
                             Err(_) => asked + OBSERVE_FOR / 2 + Duration::from_secs(1),
                         };
                 }
-                let status = match st.client.status(&st.name).await {
+                let status = match st.leases.status(&st.name).await {
                     Ok(s) => s,
                     Err(e) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -59,7 +59,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp};
 
 use crate::backend::node::{FixedTake, SlidingTake};
-use crate::client::Client;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
 /// The largest count Redis's Lua computes exactly (2^53 − 1): the largest limit.
@@ -404,10 +404,10 @@ fn span_around(
     }
 }
 
-/// Settings of a quota; made by [`Client::quota`].
+/// Settings of a quota; made by [`crate::Client::quota`].
 #[derive(Clone, Debug)]
 pub struct QuotaBuilder {
-    client: Client,
+    backend: Backend,
     limit: u64,
     period: Period,
     tz: Option<String>,
@@ -433,7 +433,7 @@ pub struct Taken {
 /// A validated quota; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Quota {
-    client: Client,
+    backend: Backend,
     limit: u64,
     period: Period,
     tz: TimeZone,
@@ -447,9 +447,9 @@ pub struct Quota {
 }
 
 impl QuotaBuilder {
-    pub(crate) fn new(client: Client, limit: u64, per: Duration) -> QuotaBuilder {
+    pub(crate) fn new(backend: Backend, limit: u64, per: Duration) -> QuotaBuilder {
         QuotaBuilder {
-            client,
+            backend,
             limit,
             period: Period::Length(per),
             tz: None,
@@ -459,7 +459,7 @@ impl QuotaBuilder {
         }
     }
 
-    /// A calendar period instead of the length given to [`Client::quota`]
+    /// A calendar period instead of the length given to [`crate::Client::quota`]
     /// (e.g. `Period::Months(1)`, or `"1w".parse()?`).
     pub fn period(mut self, period: Period) -> Self {
         self.period = period;
@@ -554,9 +554,9 @@ impl QuotaBuilder {
                 (tz, canonical)
             }
         };
-        self.client.backend().single("quota")?;
+        self.backend.single("quota")?;
         Ok(Quota {
-            client: self.client,
+            backend: self.backend,
             limit: self.limit,
             period,
             tz,
@@ -622,7 +622,7 @@ impl Quota {
             Some((o, at)) if at.elapsed() < Duration::from_secs(60) => o,
             _ => {
                 let before = Self::local_ms();
-                let redis = self.client.backend().single("quota")?.redis_time().await?;
+                let redis = self.backend.single("quota")?.redis_time().await?;
                 let after = Self::local_ms();
                 let redis_ms = redis
                     .duration_since(UNIX_EPOCH)
@@ -757,7 +757,7 @@ impl Quota {
         remember: Duration,
         redis_now: Option<i64>,
     ) -> Result<Attempt> {
-        let node = self.client.backend().single("quota")?;
+        let node = self.backend.single("quota")?;
         let scope = self.scope();
         let remember_ms = u64::try_from(remember.as_millis()).unwrap_or(u64::MAX);
         if let Some(period) = self.sliding {

@@ -54,6 +54,34 @@ pub enum LostReason {
 /// Default TTL of a lease.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
+/// The lease machinery of one client: where leases live and who renews them.
+/// Features (elections, the token cache) take this, not the whole client.
+#[derive(Clone, Debug)]
+pub(crate) struct Leases {
+    backend: Backend,
+    renewals: Renewals,
+}
+
+impl Leases {
+    /// Starts the renewal service (needs a runtime).
+    pub(crate) fn start(backend: Backend) -> Leases {
+        let renewals = Renewals::start(backend.clone());
+        Leases { backend, renewals }
+    }
+
+    pub(crate) fn lease(&self, name: impl Into<String>) -> LeaseBuilder {
+        LeaseBuilder::new(self.backend.clone(), self.renewals.clone(), name.into())
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub(crate) async fn status(&self, name: &str) -> Result<crate::backend::LeaseStatus> {
+        self.backend.status(name).await
+    }
+}
+
 /// Settings of one acquisition; made by [`crate::Client::lease`].
 #[derive(Clone, Debug)]
 pub struct LeaseBuilder {
