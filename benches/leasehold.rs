@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use leasehold::backend::AcquireReply;
+use leasehold::backend::{AcquireReply, Attempt};
 use leasehold::{Client, HolderId};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -353,7 +353,7 @@ async fn crash_takeover(url: &str, rounds: usize, ttl: Duration) -> Lat {
         let sent = Instant::now();
         let r = c
             .backend()
-            .try_acquire("crash", &ghost, ttl, "")
+            .attempt(&Attempt::lease("crash", &ghost, ttl))
             .await
             .expect("acquire");
         assert!(matches!(r, AcquireReply::Acquired { .. }), "{r:?}");

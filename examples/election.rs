@@ -13,7 +13,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url =
         std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = leasehold::Client::connect(&url).await?;
-    let election = client.election("example-scheduler").ttl(Duration::from_secs(5));
+    let election = client
+        .election("example-scheduler")
+        .ttl(Duration::from_secs(5));
 
     // The observer: the current leader at once, then every change.
     let mut changes = Box::pin(election.observe());

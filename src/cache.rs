@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Event;
 use crate::backend::node::CacheEntry;
-use crate::lease::Leases;
 use crate::error::{Error, Result};
+use crate::lease::Leases;
 use crate::quota::Quota;
 
 /// The longest lifetime a value may have: 365 days.

@@ -123,7 +123,11 @@ impl Client {
 
     /// The holders of semaphore `name`, as Redis sees them.
     pub async fn semaphore_status(&self, name: &str) -> Result<Vec<crate::HolderInfo>> {
-        self.leases.backend().single("semaphore")?.sem_status(name).await
+        self.leases
+            .backend()
+            .single("semaphore")?
+            .sem_status(name)
+            .await
     }
 
     /// An election named `name` (a lease whose value names the leader).

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 
 use crate::backend::HolderInfo;
-use crate::lease::Leases;
 use crate::error::Result;
+use crate::lease::Leases;
 use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
 use crate::token::FencingToken;
 

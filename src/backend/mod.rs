@@ -74,6 +74,52 @@ pub enum AcquireReply {
     Queued { wait: Duration, head: HolderId },
 }
 
+/// One acquisition attempt: what to take, for whom, for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub holder: &'a HolderId,
+    pub ttl: Duration,
+    /// Published with the lease (e.g. the leader's address); may be empty.
+    pub value: &'a str,
+    /// Waiting: keep a place in the queue when not acquired. Trying: do not.
+    pub queue: bool,
+}
+
+impl<'a> Attempt<'a> {
+    /// One try at lease `name`, no value, no place in the queue.
+    pub fn lease(name: &'a str, holder: &'a HolderId, ttl: Duration) -> Attempt<'a> {
+        Attempt {
+            kind: Kind::Lease,
+            name,
+            holder,
+            ttl,
+            value: "",
+            queue: false,
+        }
+    }
+}
+
+/// What one holder gives back.
+#[derive(Clone, Copy, Debug)]
+pub struct Held<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub holder: &'a HolderId,
+}
+
+impl<'a> Held<'a> {
+    /// Lease `name` as held by `holder`.
+    pub fn lease(name: &'a str, holder: &'a HolderId) -> Held<'a> {
+        Held {
+            kind: Kind::Lease,
+            name,
+            holder,
+        }
+    }
+}
+
 /// What is held: a lease (one holder) or a slot of a semaphore (N holders).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -238,51 +284,17 @@ impl Backend {
         }
     }
 
-    /// One attempt to take `name`; does not join the queue.
-    pub async fn try_acquire(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-    ) -> Result<AcquireReply> {
-        self.attempt(name, holder, ttl, value, false).await
-    }
-
-    /// One attempt; when it fails and `queue` is set, `holder` keeps (or takes)
-    /// its place in the lease's first-come-first-served queue until its next
-    /// attempt is due, plus a margin. (A quorum has no queue.)
-    pub async fn attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Result<AcquireReply> {
-        self.attempt_as(Kind::Lease, name, holder, ttl, value, queue)
-            .await
-    }
-
-    /// One attempt at a lease or a semaphore slot.
-    pub async fn attempt_as(
-        &self,
-        kind: Kind,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Result<AcquireReply> {
-        if let Kind::Slot { limit } = kind {
-            return self
-                .single("semaphore")?
-                .sem_attempt(name, holder, ttl, value, limit)
-                .await;
+    /// One attempt to take a lease or a semaphore slot. A waiting attempt
+    /// that fails keeps (or takes) the holder's place in the lease's
+    /// first-come-first-served queue until its next attempt is due, plus a
+    /// margin (a quorum and a semaphore have no queue).
+    pub async fn attempt(&self, a: &Attempt<'_>) -> Result<AcquireReply> {
+        if let Kind::Slot { limit } = a.kind {
+            return self.single("semaphore")?.sem_attempt(a, limit).await;
         }
         match self {
-            Backend::Node(n) => n.attempt(name, holder, ttl, value, queue).await,
-            Backend::Quorum(q) => q.attempt(name, holder, ttl, value).await,
+            Backend::Node(n) => n.attempt(a).await,
+            Backend::Quorum(q) => q.attempt(a).await,
         }
     }
 
@@ -332,20 +344,18 @@ impl Backend {
         }
     }
 
-    /// Deletes `name` if `holder` holds it and wakes the next waiter. Returns
-    /// false when it was not ours (any more).
-    pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
-        self.release_as(Kind::Lease, name, holder).await
-    }
-
-    /// Gives back a lease or a semaphore slot.
-    pub async fn release_as(&self, kind: Kind, name: &str, holder: &HolderId) -> Result<bool> {
-        if let Kind::Slot { .. } = kind {
-            return self.single("semaphore")?.sem_release(name, holder).await;
+    /// Gives back a lease (handing it to the next waiter) or a semaphore
+    /// slot, if `held.holder` holds it. False when it was not ours (any more).
+    pub async fn release(&self, held: &Held<'_>) -> Result<bool> {
+        if let Kind::Slot { .. } = held.kind {
+            return self
+                .single("semaphore")?
+                .sem_release(held.name, held.holder)
+                .await;
         }
         match self {
-            Backend::Node(n) => n.release(name, holder, false).await,
-            Backend::Quorum(q) => q.release(name, holder).await,
+            Backend::Node(n) => n.release(held.name, held.holder, false).await,
+            Backend::Quorum(q) => q.release(held.name, held.holder).await,
         }
     }
 

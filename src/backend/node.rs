@@ -605,14 +605,8 @@ impl Node {
         replies.pop().unwrap_or_else(|| Err(bad(op, "no reply")))
     }
 
-    fn acquire_call(
-        &self,
-        k: &keys::Keys,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Call {
+    fn acquire_call(&self, k: &keys::Keys, a: &super::Attempt<'_>) -> Call {
+        let (holder, ttl, value, queue) = (a.holder, a.ttl, a.value, a.queue);
         Call::new(&scripts::ACQUIRE)
             .key(&k.lease)
             .key(&k.queue)
@@ -629,16 +623,11 @@ impl Node {
             .arg(if queue { self.inbox.as_str() } else { "" })
     }
 
-    pub async fn attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Result<AcquireReply> {
+    /// `acquire.lua`: one attempt at a lease.
+    pub async fn attempt(&self, a: &super::Attempt<'_>) -> Result<AcquireReply> {
+        let (name, holder, ttl) = (a.name, a.holder, a.ttl);
         let k = self.keys(name)?;
-        let call = self.acquire_call(&k, holder, ttl, value, queue);
+        let call = self.acquire_call(&k, a);
         let (mut replies, replicated) = self
             .exec(
                 "acquire",
@@ -850,15 +839,9 @@ impl Node {
         })
     }
 
-    /// `sem_acquire.lua`: one attempt at one of `limit` slots of `name`.
-    pub async fn sem_attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        limit: u32,
-    ) -> Result<AcquireReply> {
+    /// `sem_acquire.lua`: one attempt at one of `limit` slots of `a.name`.
+    pub async fn sem_attempt(&self, a: &super::Attempt<'_>, limit: u32) -> Result<AcquireReply> {
+        let (name, holder, ttl, value) = (a.name, a.holder, a.ttl, a.value);
         let k = self.keys(name)?;
         let call = Call::new(&scripts::SEM_ACQUIRE)
             .key(&k.slots)

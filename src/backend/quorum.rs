@@ -27,8 +27,8 @@ use super::node::Node;
 use super::notify;
 use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, redact_url};
 use crate::deadline;
-use crate::error::{Error, Result};
 use crate::deadline::jitter;
+use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 
 #[derive(Clone, Debug)]
@@ -128,18 +128,13 @@ impl Quorum {
         .await
     }
 
-    pub async fn attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-    ) -> Result<AcquireReply> {
+    /// One attempt on every node at once (no queue: `a.queue` is ignored).
+    pub async fn attempt(&self, a: &super::Attempt<'_>) -> Result<AcquireReply> {
+        let (name, holder, ttl) = (a.name, a.holder, a.ttl);
+        let on_node = super::Attempt { queue: false, ..*a };
         let sent = Instant::now();
         let validity = ttl.saturating_sub(deadline::drift(ttl));
-        let replies = self
-            .all(ttl, |n| n.attempt(name, holder, ttl, value, false))
-            .await;
+        let replies = self.all(ttl, |n| n.attempt(&on_node)).await;
         let mut granted = Vec::new();
         let mut held: Vec<HolderInfo> = Vec::new();
         let mut quarantine = Duration::ZERO;

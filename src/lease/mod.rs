@@ -18,8 +18,8 @@ use crate::backend::{Backend, Kind};
 use crate::config::LeaseConfig;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
-use renewal::{Entry, Shared};
 pub(crate) use renewal::Renewals;
+use renewal::{Entry, Shared};
 
 /// Where a lease stands, as seen by its holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,18 +188,15 @@ impl LeaseBuilder {
         let began = Instant::now();
         let holder = HolderId::generate();
         let sent = Instant::now();
-        match self
-            .backend
-            .attempt_as(
-                self.kind,
-                &self.name,
-                &holder,
-                config.ttl(),
-                &self.value,
-                false,
-            )
-            .await?
-        {
+        let attempt = crate::backend::Attempt {
+            kind: self.kind,
+            name: &self.name,
+            holder: &holder,
+            ttl: config.ttl(),
+            value: &self.value,
+            queue: false,
+        };
+        match self.backend.attempt(&attempt).await? {
             crate::backend::AcquireReply::Acquired { token } => {
                 let ttl = config.ttl();
                 Ok(Some(self.start(config, holder, token, sent, ttl, began)))
@@ -310,6 +307,14 @@ pub struct Lease {
 }
 
 impl Lease {
+    fn held(&self) -> crate::backend::Held<'_> {
+        crate::backend::Held {
+            kind: self.kind,
+            name: &self.name,
+            holder: &self.holder,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -413,19 +418,13 @@ impl Lease {
         let current = self.state.borrow().clone();
         if let LeaseState::Lost(reason) = current {
             if let LostReason::Unconfirmed(_) = reason {
-                let _ = tokio::time::timeout(
-                    self.config.ttl(),
-                    self.backend.release_as(self.kind, &self.name, &self.holder),
-                )
-                .await;
+                let _ = tokio::time::timeout(self.config.ttl(), self.backend.release(&self.held()))
+                    .await;
             }
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
         crate::telemetry::released(&self.name);
-        let outcome = self
-            .backend
-            .release_as(self.kind, &self.name, &self.holder)
-            .await;
+        let outcome = self.backend.release(&self.held()).await;
         match outcome {
             Ok(true) => {
                 self.shared.state.send_replace(LeaseState::Released);

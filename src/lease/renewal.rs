@@ -270,7 +270,11 @@ impl Service {
             self.backend.cleanups().spawn(async move {
                 let _ = tokio::time::timeout_at(
                     deadline.into(),
-                    backend.release_as(e.kind, &e.name, &e.holder),
+                    backend.release(&crate::backend::Held {
+                        kind: e.kind,
+                        name: &e.name,
+                        holder: &e.holder,
+                    }),
                 )
                 .await;
                 e.shared.state.send_replace(LeaseState::Released);

@@ -24,10 +24,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::deadline::jitter;
-use crate::backend::{AcquireReply, Backend, Grant, Kind, RenewReply};
+use crate::backend::{AcquireReply, Attempt, Backend, Grant, Kind, RenewReply};
 use crate::config::LeaseConfig;
 use crate::deadline;
+use crate::deadline::jitter;
 use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
 
@@ -80,11 +80,16 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     // Fast path: a free lease costs one round trip, no subscription. If this
     // fails, the release we might miss while subscribing is caught by the
     // attempt that follows the subscription.
+    let attempt = Attempt {
+        kind,
+        name,
+        holder,
+        ttl: config.ttl(),
+        value,
+        queue: true,
+    };
     let sent = Instant::now();
-    match backend
-        .attempt_as(kind, name, holder, config.ttl(), value, true)
-        .await
-    {
+    match backend.attempt(&attempt).await {
         Ok(AcquireReply::Acquired { token }) => {
             queued.armed = false;
             return Ok(Won {
@@ -107,9 +112,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     loop {
         let confirmed = sub.ensure_confirmed().await;
         let sent = Instant::now();
-        let reply = backend
-            .attempt_as(kind, name, holder, config.ttl(), value, true)
-            .await;
+        let reply = backend.attempt(&attempt).await;
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {
                 queued.armed = false;
