@@ -36,7 +36,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run COMMAND only while holding the lease NAME; hand over on exit or loss.
-    #[command(after_help = crate::exit::HELP)]
+    #[command(after_help = format!("{RUN_EXAMPLES}{}", crate::exit::HELP))]
     Run(RunArgs),
     /// Show who holds the lease NAME.
     Status(StatusArgs),
@@ -56,7 +56,37 @@ pub enum Command {
     /// A shared token cache with a single refresher.
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Print a shell completion script (e.g. `leasehold completions bash >
+    /// /etc/bash_completion.d/leasehold`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) on stdout: `leasehold man > leasehold.1`,
+    /// `leasehold man run > leasehold-run.1`.
+    Man {
+        /// The subcommand to document (default: leasehold itself).
+        subcommand: Option<String>,
+    },
 }
+
+/// `run --help`: examples (the exit codes follow).
+const RUN_EXAMPLES: &str = concat!(
+    "EXAMPLES:\n",
+    "  A cron job on one host of many (give up if another runs it; hold the\n",
+    "  lease a minute after, for hosts whose clocks differ):\n",
+    "    leasehold run --name nightly-report --wait 30s --hold-after-exit 1m -- /opt/report/run.sh\n",
+    "\n",
+    "  An always-on service on one host at a time, failing over within 5 s:\n",
+    "    leasehold run --name scheduler --ttl 5s --forever --value \"$(hostname):9000\" -- ./scheduler\n",
+    "\n",
+    "  Up to 3 consumers at once:\n",
+    "    leasehold run --name consumers --slots 3 --forever -- ./consume\n",
+    "\n",
+    "  The job gets LEASEHOLD_NAME, LEASEHOLD_TOKEN (the fencing token) and LEASEHOLD_HOLDER.\n",
+    "\n",
+);
 
 #[derive(Args, Debug)]
 pub struct ChaosArgs {

@@ -5,6 +5,7 @@ mod cache;
 mod chaos;
 mod cli;
 mod demo;
+mod docs;
 mod exit;
 mod quota;
 mod run;
@@ -46,6 +47,8 @@ async fn dispatch(cmd: cli::Command) -> u8 {
         cli::Command::ChaosWorker(a) => chaos::worker(a),
         cli::Command::Quota(cli::QuotaCmd::Take(a)) => quota::take(a).await,
         cli::Command::Cache(cli::CacheCmd::Get(a)) => cache::get(a).await,
+        cli::Command::Completions { shell } => docs::completions(shell),
+        cli::Command::Man { subcommand } => docs::man(subcommand.as_deref()),
     }
 }
 
