@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::backend::{Backend, ConnectOptions, LeaseStatus, keys::DEFAULT_PREFIX};
 use crate::election::Election;
 use crate::error::Result;
-use crate::lease::{LeaseBuilder, Leases};
+use crate::lease::{LeaseBuilder, Leases, SemaphoreBuilder};
 
 /// A connection to Redis (one server, a Sentinel group, a Cluster, or a quorum
 /// of independent servers), cheap to clone. No globals: make one and pass it around.
@@ -116,9 +116,9 @@ impl Client {
 
     /// One of `limit` slots of the semaphore `name`: at most `limit` holders at
     /// once, each with its own expiring entry, fencing token, renewal, `lost()`
-    /// and safety deadline, exactly like a lease (the guard is a [`crate::Lease`]).
-    pub fn semaphore(&self, name: impl Into<String>, limit: u32) -> LeaseBuilder {
-        self.lease(name).slots(limit)
+    /// and safety deadline, exactly like a lease (the guard is a [`crate::Permit`]).
+    pub fn semaphore(&self, name: impl Into<String>, limit: u32) -> SemaphoreBuilder {
+        SemaphoreBuilder::new(self.lease(name), limit)
     }
 
     /// The holders of semaphore `name`, as Redis sees them.

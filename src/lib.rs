@@ -54,6 +54,8 @@ pub use client::{Client, ClientBuilder};
 pub use config::LeaseConfig;
 pub use election::{Election, LeaderInfo, Leadership};
 pub use error::{Error, Result};
-pub use lease::{Lease, LeaseBuilder, LeaseState, LostReason, ReleaseOutcome};
+pub use lease::{
+    Guard, Lease, LeaseBuilder, LeaseState, LostReason, Permit, ReleaseOutcome, SemaphoreBuilder,
+};
 pub use quota::{Period, Quota, QuotaBuilder, Taken};
 pub use token::{FencingToken, HolderId};

@@ -107,11 +107,15 @@ async fn slots_and_leases_survive_a_script_flush() {
     let (a, b, l) = (a.expect("slot a"), b.expect("slot b"), l.expect("lease"));
     assert!(r.cmd(&["SCRIPT", "FLUSH"]).contains("OK"));
     tokio::time::sleep(ttl * 4).await;
-    for (what, g) in [("slot a", &a), ("slot b", &b), ("lease", &l)] {
+    for (what, held, state) in [
+        ("slot a", a.is_held(), a.state()),
+        ("slot b", b.is_held(), b.state()),
+        ("lease", l.is_held(), l.state()),
+    ] {
         assert!(
-            g.is_held(),
+            held,
             "{what} lost after SCRIPT FLUSH: {:?}",
-            *g.state().borrow()
+            *state.borrow()
         );
     }
     // And a fresh acquisition after another flush loads its script again.

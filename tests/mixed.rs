@@ -55,19 +55,26 @@ fn read(log: &Path) -> Vec<(String, u64, u64, String)> {
 
 async fn rust_loop(c: Client, name: &str, log: PathBuf, n: usize, slots: Option<u32>) {
     for _ in 0..n {
-        let b = match slots {
-            Some(k) => c.semaphore(name, k),
-            None => c.lease(name),
+        let ttl = Duration::from_secs(5);
+        let (token, release) = match slots {
+            Some(k) => {
+                let p = c
+                    .semaphore(name, k)
+                    .ttl(ttl)
+                    .acquire()
+                    .await
+                    .expect("acquire");
+                (p.token(), futures_util::future::Either::Left(p.release()))
+            }
+            None => {
+                let l = c.lease(name).ttl(ttl).acquire().await.expect("acquire");
+                (l.token(), futures_util::future::Either::Right(l.release()))
+            }
         };
-        let l = b
-            .ttl(Duration::from_secs(5))
-            .acquire()
-            .await
-            .expect("acquire");
-        append(&log, format!("enter {} {} rs", l.token(), mono_ns()));
+        append(&log, format!("enter {token} {} rs", mono_ns()));
         tokio::time::sleep(Duration::from_millis(3)).await;
-        append(&log, format!("exit {} {} rs", l.token(), mono_ns()));
-        l.release().await.expect("release");
+        append(&log, format!("exit {token} {} rs", mono_ns()));
+        release.await.expect("release");
     }
 }
 

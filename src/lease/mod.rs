@@ -8,7 +8,10 @@
 //! act on anything — which is why every acquisition carries a [`FencingToken`].
 
 pub(crate) mod renewal;
+mod semaphore;
 mod waiter;
+
+pub use semaphore::{Permit, SemaphoreBuilder};
 
 use std::time::{Duration, Instant};
 
@@ -384,13 +387,6 @@ impl Lease {
     /// [`Error::NotHolder`] when the lease is gone.
     pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
         let value = value.into();
-        if let Kind::Slot { .. } = self.kind {
-            return Err(Error::BadConfig {
-                what: "proclaim",
-                value: self.name.clone(),
-                rule: "applies to a lease, not to a semaphore slot".into(),
-            });
-        }
         if self
             .backend
             .proclaim(&self.name, &self.holder, &value)
@@ -446,6 +442,37 @@ impl Lease {
                 Err(e)
             }
         }
+    }
+}
+
+/// What is held — a [`Lease`] or a semaphore [`Permit`] — as code that
+/// guards work with it needs it (the supervisor, for one).
+pub trait Guard {
+    /// The lease's (or semaphore's) name.
+    fn name(&self) -> &str;
+    /// The fencing token of this acquisition.
+    fn token(&self) -> FencingToken;
+    /// This acquisition's holder id.
+    fn holder(&self) -> &HolderId;
+    /// Every state change: `Held` with each new deadline, then `Lost` or `Released`.
+    fn state(&self) -> watch::Receiver<LeaseState>;
+}
+
+impl Guard for Lease {
+    fn name(&self) -> &str {
+        Lease::name(self)
+    }
+
+    fn token(&self) -> FencingToken {
+        Lease::token(self)
+    }
+
+    fn holder(&self) -> &HolderId {
+        Lease::holder(self)
+    }
+
+    fn state(&self) -> watch::Receiver<LeaseState> {
+        Lease::state(self)
     }
 }
 

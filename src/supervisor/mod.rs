@@ -39,7 +39,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::config::LeaseConfig;
 use crate::error::Error;
-use crate::lease::{Lease, LeaseState, LostReason};
+use crate::lease::{Guard, LeaseState, LostReason};
 pub use contain::{Contain, Containment};
 pub use signals::Signals;
 use stopper::Stopper;
@@ -142,7 +142,9 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Starts the child and supervises it while `lease` is held.
+    /// Starts the child and supervises it while `lease` (or a permit) is held.
+    /// When `shutdown` resolves with a signal number, that signal is
+    /// forwarded to the job and the stop begins (SIGKILL after the grace).
     ///
     /// Stop signals come from a thread of their own (`stopper.rs`) that keeps
     /// the lease's deadline on its own timer: a busy or blocked runtime (a
@@ -153,8 +155,8 @@ impl Supervisor {
     /// Only when the child cannot be started (not found, not executable).
     pub async fn run_while_held(
         &self,
-        lease: &Lease,
-        signals: &mut Signals,
+        lease: &impl Guard,
+        shutdown: impl std::future::Future<Output = i32>,
     ) -> std::io::Result<Outcome> {
         let mut env = self.env.clone();
         env.push(("LEASEHOLD_NAME".into(), lease.name().to_string()));
@@ -186,6 +188,9 @@ impl Supervisor {
         }
         let budget = self.stop_budget();
         let mut renewing = true;
+        let mut shut_down = false;
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown;
         let reaped = {
             // Exit seen through a pidfd leaves the child unreaped, so that the
             // stop thread can be told to stop before its pid can be recycled.
@@ -226,7 +231,8 @@ impl Supervisor {
                             }
                         }
                     }
-                    sig = signals.recv() => {
+                    sig = &mut shutdown, if !shut_down => {
+                        shut_down = true;
                         if let Ok(s) = Signal::try_from(sig) {
                             target.signal(s);
                         }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use leasehold::supervisor::{Contain, Outcome, Signals, Supervisor, exit_code};
-use leasehold::{Error, Lease, LeaseConfig, ReleaseOutcome};
+use leasehold::{Error, Guard, Lease, LeaseConfig, LeaseState, LostReason, Permit, ReleaseOutcome};
 
 use crate::cli::RunArgs;
 use crate::{exit, report};
@@ -62,19 +62,35 @@ pub async fn run(a: RunArgs) -> u8 {
     let mut wait_limit = a.wait.0;
     let mut backoff = Duration::ZERO;
     loop {
-        let campaign = match a.slots {
-            Some(n) => client.semaphore(a.name.clone(), n),
-            None => client.lease(a.name.clone()),
-        }
-        .ttl(a.ttl)
-        .value(a.value.clone())
         // The child needs the lease for its stop budget at least: a lease
         // handed over with less of its claim window left is claimed first.
-        .min_validity(supervisor.stop_budget() + Duration::from_millis(100));
+        let min_validity = supervisor.stop_budget() + Duration::from_millis(100);
         let acquiring = async {
-            match wait_limit {
-                Some(limit) => campaign.acquire_timeout(limit).await,
-                None => campaign.acquire().await,
+            match a.slots {
+                Some(n) => {
+                    let b = client
+                        .semaphore(a.name.clone(), n)
+                        .ttl(a.ttl)
+                        .value(a.value.clone())
+                        .min_validity(min_validity);
+                    match wait_limit {
+                        Some(limit) => b.acquire_timeout(limit).await,
+                        None => b.acquire().await,
+                    }
+                    .map(Holding::Permit)
+                }
+                None => {
+                    let b = client
+                        .lease(a.name.clone())
+                        .ttl(a.ttl)
+                        .value(a.value.clone())
+                        .min_validity(min_validity);
+                    match wait_limit {
+                        Some(limit) => b.acquire_timeout(limit).await,
+                        None => b.acquire().await,
+                    }
+                    .map(Holding::Lease)
+                }
             }
         };
         let lease = tokio::select! {
@@ -107,7 +123,7 @@ pub async fn run(a: RunArgs) -> u8 {
             program.to_string_lossy()
         );
         let started = Instant::now();
-        let outcome = supervisor.run_while_held(&lease, &mut signals).await;
+        let outcome = supervisor.run_while_held(&lease, signals.recv()).await;
         let failed = match outcome {
             Err(e) => {
                 let code = match e.kind() {
@@ -167,7 +183,7 @@ pub async fn run(a: RunArgs) -> u8 {
 }
 
 /// Keeps the lease for `d` after the child exited. Returns a signal if one came.
-async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> {
+async fn hold(lease: &Holding, d: Duration, signals: &mut Signals) -> Option<i32> {
     tracing::info!(
         "holding '{}' for {d:?} after the child exited",
         lease.name()
@@ -182,7 +198,7 @@ async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> 
 /// Releases the lease — bounded by its TTL, and cut short by a signal: `run`
 /// never hangs deaf to signals here, and a lease not given back expires by
 /// itself within one TTL (the child is already gone).
-async fn give_back(lease: Lease, signals: &mut Signals) {
+async fn give_back(lease: Holding, signals: &mut Signals) {
     let name = lease.name().to_string();
     let limit = lease.config().ttl();
     tokio::select! {
@@ -199,4 +215,63 @@ async fn give_back(lease: Lease, signals: &mut Signals) {
 fn fail(e: &Error) -> u8 {
     report(e);
     exit::of_error(e)
+}
+
+/// What `run` holds: the lease, or one permit of a semaphore (`--slots`).
+enum Holding {
+    Lease(Lease),
+    Permit(Permit),
+}
+
+impl Holding {
+    fn config(&self) -> &LeaseConfig {
+        match self {
+            Holding::Lease(l) => l.config(),
+            Holding::Permit(p) => p.config(),
+        }
+    }
+
+    fn lost(&self) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        match self {
+            Holding::Lease(l) => futures_util::future::Either::Left(l.lost()),
+            Holding::Permit(p) => futures_util::future::Either::Right(p.lost()),
+        }
+    }
+
+    async fn release(self) -> leasehold::Result<ReleaseOutcome> {
+        match self {
+            Holding::Lease(l) => l.release().await,
+            Holding::Permit(p) => p.release().await,
+        }
+    }
+}
+
+impl Guard for Holding {
+    fn name(&self) -> &str {
+        match self {
+            Holding::Lease(l) => l.name(),
+            Holding::Permit(p) => p.name(),
+        }
+    }
+
+    fn token(&self) -> leasehold::FencingToken {
+        match self {
+            Holding::Lease(l) => l.token(),
+            Holding::Permit(p) => p.token(),
+        }
+    }
+
+    fn holder(&self) -> &leasehold::HolderId {
+        match self {
+            Holding::Lease(l) => l.holder(),
+            Holding::Permit(p) => p.holder(),
+        }
+    }
+
+    fn state(&self) -> tokio::sync::watch::Receiver<LeaseState> {
+        match self {
+            Holding::Lease(l) => l.state(),
+            Holding::Permit(p) => p.state(),
+        }
+    }
 }
