@@ -1,0 +1,2 @@
+class AsyncClient: pass
+AsyncElection=AsyncLeadership=AsyncLease=AsyncQuota=AsyncTokenCache=AsyncClient
