@@ -56,7 +56,10 @@ class AcquireState:
             if self._seen != key:
                 log.info(
                     "waiting for '%s', held by %s (token %d), expires in %.1fs",
-                    self.name, r.info.readable, r.info.token, r.info.ttl_left,
+                    self.name,
+                    r.info.readable,
+                    r.info.token,
+                    r.info.ttl_left,
                 )
                 self._seen = key
             self.backoff = 0.05
@@ -74,7 +77,8 @@ class AcquireState:
                     "to a replica, or is new to leasehold): nobody starts for %.1fs, until every earlier holder's "
                     "deadline has passed. Avoid it with persistence (appendonly yes, appendfsync always) and "
                     "--min-replicas, or a Redis that has been up longer than the TTL",
-                    self.name, r.wait,
+                    self.name,
+                    r.wait,
                 )
                 self._told_quarantine = True
             wait = r.wait + p.jitter()
@@ -241,7 +245,7 @@ def cache_failure_error(name: str, text: str, left: float | None) -> LeaseholdEr
     parts = text.split(" ", 2)
     if len(parts) == 3 and parts[0] == "budget":
         return BudgetExhausted(name, int(parts[1]) if parts[1].isdigit() else 0, parts[2])
-    message = text[len("fetch "):] if text.startswith("fetch ") else text
+    message = text[len("fetch ") :] if text.startswith("fetch ") else text
     if left is not None:
         message += f" (this was a recent fetch; the next may run in {human_duration(max(int(left), 1))})"
     return FetchFailed(name, message)
@@ -293,7 +297,9 @@ class CacheConfig:
             log.warning(
                 "token cache '%s': the value lives %s, so refresh-before %s would refetch on every call; "
                 "refreshing when half its life is left",
-                name, human_duration(life), human_duration(self.refresh_before),
+                name,
+                human_duration(life),
+                human_duration(self.refresh_before),
             )
         return half
 

@@ -20,8 +20,15 @@ from urllib.parse import unquote
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 
 from .errors import AuthFailed, BadConfig, BadUrl, Unreachable, redact_url
+
+# Parts of redis-py are untyped: reach them through Any.
+_rp: Any = redis
 
 PASSWORD_ENV = "LEASEHOLD_REDIS_PASSWORD"
 
@@ -91,9 +98,7 @@ def parse(url: str) -> Target:
     shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise BadUrl(
-            url, "missing scheme (expected redis://, rediss://, redis+sentinel:// or redis+cluster://)"
-        )
+        raise BadUrl(url, "missing scheme (expected redis://, rediss://, redis+sentinel:// or redis+cluster://)")
     if scheme in ("redis", "rediss", "unix", "redis+unix"):
         u = "unix://" + rest if scheme == "redis+unix" else url
         return Target("single", u, shown, tls=scheme == "rediss")
@@ -160,9 +165,7 @@ def sync_client(t: Target, op_timeout: float, tls: TlsFiles) -> Any:
                 r.connection_pool.connection_kwargs["password"] = os.environ[PASSWORD_ENV]
             return r
         if t.kind == "sentinel":
-            from redis.sentinel import Sentinel
-
-            s = Sentinel(
+            s = _rp.sentinel.Sentinel(
                 t.hosts,
                 sentinel_kwargs={"socket_timeout": min(op_timeout, 1.0), "protocol": 2},
                 username=t.user,
@@ -171,14 +174,12 @@ def sync_client(t: Target, op_timeout: float, tls: TlsFiles) -> Any:
                 **kw,
             )
             return s.master_for(t.master, **kw)
-        from redis.cluster import ClusterNode, RedisCluster
-
         ckw: dict[str, Any] = dict(kw)
         if t.tls:
             ckw["ssl"] = True
             ckw.update(tls.kwargs())
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in t.hosts],
+        return _rp.cluster.RedisCluster(
+            startup_nodes=[_rp.cluster.ClusterNode(h, p) for h, p in t.hosts],
             username=t.user,
             password=_password(t),
             **ckw,
@@ -203,9 +204,7 @@ def async_client(t: Target, op_timeout: float, tls: TlsFiles) -> Any:
                 r.connection_pool.connection_kwargs["password"] = os.environ[PASSWORD_ENV]
             return r
         if t.kind == "sentinel":
-            from redis.asyncio.sentinel import Sentinel as ASentinel
-
-            s = ASentinel(
+            s = _rp.asyncio.sentinel.Sentinel(
                 t.hosts,
                 sentinel_kwargs={"socket_timeout": min(op_timeout, 1.0), "protocol": 2},
                 username=t.user,
@@ -214,15 +213,12 @@ def async_client(t: Target, op_timeout: float, tls: TlsFiles) -> Any:
                 **kw,
             )
             return s.master_for(t.master, **kw)
-        from redis.asyncio.cluster import ClusterNode as AClusterNode
-        from redis.asyncio.cluster import RedisCluster as ARedisCluster
-
         ckw: dict[str, Any] = dict(kw)
         if t.tls:
             ckw["ssl"] = True
             ckw.update(tls.kwargs())
-        return ARedisCluster(
-            startup_nodes=[AClusterNode(h, p) for h, p in t.hosts],
+        return _rp.asyncio.cluster.RedisCluster(
+            startup_nodes=[_rp.asyncio.cluster.ClusterNode(h, p) for h, p in t.hosts],
             username=t.user,
             password=_password(t),
             **ckw,
@@ -240,33 +236,35 @@ class PubSubSource:
         self._sync = sync
         self._sentinel: Any = None
 
-    def connect(self, attempt: int) -> redis.connection.AbstractConnection:
+    def connect(self, attempt: int) -> Any:
         t = self.t
         timeout = min(self.op_timeout, 5.0)
         base: dict[str, Any] = {"protocol": 2, "socket_timeout": timeout, "socket_connect_timeout": timeout}
-        conn: redis.connection.AbstractConnection
+        conn: Any
         if t.kind == "single":
-            pool = (self._sync or redis.Redis.from_url(t.url, **_common(self.op_timeout), **(
-                self.tls.kwargs() if t.url.startswith("rediss") else {}))).connection_pool
+            pool = (
+                self._sync
+                or redis.Redis.from_url(
+                    t.url, **_common(self.op_timeout), **(self.tls.kwargs() if t.url.startswith("rediss") else {})
+                )
+            ).connection_pool
             kwargs = dict(pool.connection_kwargs)
             kwargs.update(base)
             if kwargs.get("password") is None and os.environ.get(PASSWORD_ENV):
                 kwargs["password"] = os.environ[PASSWORD_ENV]
             conn = pool.connection_class(**kwargs)
         elif t.kind == "sentinel":
-            from redis.sentinel import Sentinel
-
             if self._sentinel is None:
-                self._sentinel = Sentinel(t.hosts, sentinel_kwargs={"socket_timeout": 1.0, "protocol": 2})
+                self._sentinel = _rp.sentinel.Sentinel(t.hosts, sentinel_kwargs={"socket_timeout": 1.0, "protocol": 2})
             host, port = self._sentinel.discover_master(t.master)
-            conn = redis.Connection(host=host, port=port, username=t.user, password=_password(t), db=t.db, **base)
+            conn = _rp.Connection(host=host, port=port, username=t.user, password=_password(t), db=t.db, **base)
         else:
             host, port = t.hosts[attempt % len(t.hosts)]
             creds: dict[str, Any] = {"username": t.user, "password": _password(t)}
             if t.tls:
-                conn = redis.SSLConnection(host=host, port=port, **creds, **base, **self.tls.kwargs())
+                conn = _rp.SSLConnection(host=host, port=port, **creds, **base, **self.tls.kwargs())
             else:
-                conn = redis.Connection(host=host, port=port, **creds, **base)
+                conn = _rp.Connection(host=host, port=port, **creds, **base)
         conn.connect()
         return conn
 
@@ -274,6 +272,8 @@ class PubSubSource:
 def classify(shown: str, e: BaseException) -> Exception:
     """A failure to connect: authentication refused, or unreachable."""
     text = str(e)
-    if isinstance(e, redis.AuthenticationError) or any(m in text for m in ("WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username")):
+    if isinstance(e, redis.AuthenticationError) or any(
+        m in text for m in ("WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username")
+    ):
         return AuthFailed(shown, text)
     return Unreachable(shown, text or type(e).__name__)

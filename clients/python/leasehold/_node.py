@@ -10,14 +10,15 @@ Every call is one script run with EVALSHA, falling back to EVAL on NOSCRIPT
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import redis
 import redis.exceptions as rx
 
 from . import _protocol as p
-from .errors import LeaseholdError, NotReplicated, Timeout, from_redis
+from .errors import LeaseholdError, NotReplicated, ProtocolError, Timeout, from_redis
 
 T = TypeVar("T")
 
@@ -96,8 +97,17 @@ class Calls:
         return f"{self.prefix}{{quota:{key}}}:{suffix}"
 
     def quota_fixed(
-        self, key: str, scope: str, window: str, request: str, limit: int, n: int,
-        start: int, end: int, expire_at: int, remember_ms: int,
+        self,
+        key: str,
+        scope: str,
+        window: str,
+        request: str,
+        limit: int,
+        n: int,
+        start: int,
+        end: int,
+        expire_at: int,
+        remember_ms: int,
     ) -> Call[list[int]]:
         p.validate_key_name(key)
         return Call(
@@ -153,7 +163,7 @@ class CacheEntry:
 def _cache_entry(v: object) -> CacheEntry:
     r = p._list("cache get", v)
     if len(r) < 7:
-        raise p.ProtocolError("cache get", "reply too short")
+        raise ProtocolError("cache get", "reply too short")
     value = None
     if p._int("cache get", r[0]) == 1:
         value = (p._s(r[1]), max(p._int("cache get", r[2]), 0) / 1000, max(p._int("cache get", r[3]), 0) / 1000)

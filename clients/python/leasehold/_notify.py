@@ -27,7 +27,8 @@ import select
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -272,6 +273,7 @@ class Notifier:
             with self._lock:
                 if self._closed:
                     return
+            conn: Any
             try:
                 conn = self._source.connect(attempt)
             except Exception as e:  # noqa: BLE001 - any failure to connect means "down"
@@ -340,7 +342,7 @@ class Notifier:
         except (BlockingIOError, OSError):
             pass
 
-    def _serve(self, conn: redis.connection.AbstractConnection, resync: set[str]) -> None:
+    def _serve(self, conn: Any, resync: set[str]) -> None:
         last_io = time.monotonic()
         ping_sent: float | None = None
         while True:
@@ -367,9 +369,9 @@ class Notifier:
                 except redis.ResponseError as e:
                     # A SUBSCRIBE refused (ACL without the channel): the
                     # connection is fine; that channel's waiters use timers.
-                    name = self._refuse(str(e))
-                    if name is not None and name in resync:
-                        resync.discard(name)
+                    refused = self._refuse(str(e))
+                    if refused is not None and refused in resync:
+                        resync.discard(refused)
                         if not resync:
                             self._wake_all()
                     continue
@@ -390,7 +392,7 @@ class Notifier:
             if idle:
                 wait = min(wait, min(idle) + LINGER - now)
             sock = getattr(conn, "_sock", None)
-            fds: list[object] = [self._wake_r] + ([sock] if sock is not None else [])
+            fds: list[Any] = [self._wake_r] + ([sock] if sock is not None else [])
             select.select(fds, [], [], max(wait, 0.0) if sock is not None else min(max(wait, 0.0), 0.05))
             self._drain_wake()
 
@@ -438,12 +440,12 @@ class Notifier:
 def _call(fn: Callable[[p.Event], None], ev: p.Event) -> None:
     try:
         fn(ev)
-    except Exception:  # noqa: BLE001 - a listener's bug must not stop the subscriber
+    except Exception:
         log.exception("leasehold: an event listener failed")
 
 
 def _call0(fn: Callable[[], None]) -> None:
     try:
         fn()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("leasehold: a reconnect hook failed")

@@ -15,7 +15,6 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
-from typing import Union
 
 from .errors import BadConfig, BadName, ProtocolError, human_duration
 
@@ -36,7 +35,7 @@ KEEPALIVE = 2.0
 #: How long an observer registration lasts (renewed at half-time).
 OBSERVE_FOR_MS = 60_000
 
-Seconds = Union[float, int, timedelta]
+Seconds = float | int | timedelta
 
 _NAME = re.compile(r"^[A-Za-z0-9\-_.:/@+=]*$")
 
@@ -99,7 +98,7 @@ def ttl_ms(ttl: Seconds, what: str = "TTL") -> int:
         raise BadConfig(what, shown, "must be at most 1 day; renewal keeps a lease as long as needed")
     if abs(ms - round(ms)) > 1e-6:
         raise BadConfig(what, shown, "must be a whole number of milliseconds")
-    return int(round(ms))
+    return round(ms)
 
 
 # --- deadline arithmetic (src/deadline.rs) ---------------------------------
@@ -332,17 +331,21 @@ class Queued:
     head: str
 
 
-AcquireReply = Union[Acquired, Held, Full, Quarantined, Queued]
+AcquireReply = Acquired | Held | Full | Quarantined | Queued
 
 
-def acquire_args(k: Keys, holder: str, ttl: int, value: str, queue: bool, confirm: bool) -> tuple[list[str], list[object]]:
+def acquire_args(
+    k: Keys, holder: str, ttl: int, value: str, queue: bool, confirm: bool
+) -> tuple[list[str], list[object]]:
     return (
         [k.lease, k.queue, k.qinfo, k.epoch, k.slots],
         [holder, ttl, value, k.events, "wait" if queue else "try", queue_margin_ms(ttl), "w" if confirm else ""],
     )
 
 
-def sem_acquire_args(k: Keys, holder: str, ttl: int, value: str, limit: int, confirm: bool) -> tuple[list[str], list[object]]:
+def sem_acquire_args(
+    k: Keys, holder: str, ttl: int, value: str, limit: int, confirm: bool
+) -> tuple[list[str], list[object]]:
     return ([k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl, value, limit, k.events, "w" if confirm else ""])
 
 

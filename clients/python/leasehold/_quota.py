@@ -22,9 +22,7 @@ DAY_MS = 86_400_000
 MAX_DAYS = 36_525
 MAX_MONTHS = 1_200
 MAX_YEARS = 100
-PERIOD_HELP = (
-    "use a whole number and a unit: ms, s, m, h, d, w, mo or y (e.g. 30s, 15m, 12h, 1d, 1w, 1mo, 1y)"
-)
+PERIOD_HELP = "use a whole number and a unit: ms, s, m, h, d, w, mo or y (e.g. 30s, 15m, 12h, 1d, 1w, 1mo, 1y)"
 _TOO_LONG = "a period is at most 100 years (36525d, 1200mo, 100y)"
 
 _UNITS = {
@@ -64,7 +62,7 @@ class Period:
             ms = secs * 1000
             if abs(ms - round(ms)) > 1e-6:
                 raise BadConfig("period", human_duration(max(secs, 0)), "a period is a whole number of milliseconds")
-            p = Period("ms", int(round(ms)))
+            p = Period("ms", round(ms))
         rule = p.broken_rule()
         if rule:
             raise BadConfig("period", str(p), rule)

@@ -9,10 +9,10 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -29,7 +29,7 @@ from ._common import (
     reserved_lease_name,
 )
 from ._connect import PubSubSource, TlsFiles, classify, parse, sync_client
-from ._node import Calls, CacheEntry, SyncNode
+from ._node import CacheEntry, Calls, SyncNode
 from ._notify import Notifier, Subscription
 from .errors import (
     AcquireTimeout,
@@ -92,7 +92,7 @@ class _Hold:
         if cb is not None:
             try:
                 cb(reason)
-            except Exception:  # noqa: BLE001 - a callback's bug must not stop us
+            except Exception:
                 log.exception("leasehold: on_lost callback for '%s' failed", self.name)
 
     def _keep(self) -> None:
@@ -432,7 +432,9 @@ class Lease:
             # Unknown; either way we no longer hold it (it expires by itself).
             self._finish(h, p.RELEASED)
             raise
-        self._finish(h, p.RELEASED if ok else p.refused_reason("the lease key was gone or held by someone else at release"))
+        self._finish(
+            h, p.RELEASED if ok else p.refused_reason("the lease key was gone or held by someone else at release")
+        )
         return ok
 
     def _finish(self, h: _Hold, reason: str) -> None:
@@ -702,7 +704,9 @@ class TokenCache:
             taken = self._budget._take_reserved(f"cache#{name}:fetches", 1)
             if not taken.allowed:
                 if still_valid is not None:
-                    log.warning("token cache '%s': fetch budget spent; serving the cached value while it is valid", name)
+                    log.warning(
+                        "token cache '%s': fetch budget spent; serving the cached value while it is valid", name
+                    )
                     return still_valid
                 e: LeaseholdError = BudgetExhausted(name, self.cfg.budget.limit, _rfc3339(taken.reset_at))
                 self._announce(name, lease, e)
@@ -713,7 +717,9 @@ class TokenCache:
             e = FetchFailed(name, result)
             self._announce(name, lease, e)
             if still_valid is not None:
-                log.warning("token cache '%s': refresh failed (%s); serving the cached value while it is valid", name, e)
+                log.warning(
+                    "token cache '%s': refresh failed (%s); serving the cached value while it is valid", name, e
+                )
                 return still_valid
             raise e
         value, life = result
@@ -729,18 +735,29 @@ class TokenCache:
             try:
                 ok = node(node.calls.cache_store(name, lease.holder or "", value, max(int(life * 1000), 1), "", 0))
                 if not ok:
-                    log.warning("token cache '%s': lost the refresher lease before storing; the value was handed to this caller only", name)
+                    log.warning(
+                        "token cache '%s': lost the refresher lease before storing; "
+                        "the value was handed to this caller only",
+                        name,
+                    )
                 return
             except LeaseholdError as e:
                 if not e.is_unavailable:
-                    log.warning("token cache '%s': storing the fetched value failed (%s); it was handed to this caller only", name, e)
+                    log.warning(
+                        "token cache '%s': storing the fetched value failed (%s); it was handed to this caller only",
+                        name,
+                        e,
+                    )
                     return
                 why = str(e)
             left = deadline - time.monotonic()
             if left <= 0:
                 log.warning(
-                    "token cache '%s': could not store the fetched value within %s (%s); it was handed to this caller only",
-                    name, human_duration(self.cfg.fetch_timeout), why,
+                    "token cache '%s': could not store the fetched value within %s (%s); "
+                    "it was handed to this caller only",
+                    name,
+                    human_duration(self.cfg.fetch_timeout),
+                    why,
                 )
                 return
             time.sleep(min(pause, left))
@@ -749,7 +766,11 @@ class TokenCache:
     def _announce(self, name: str, lease: Lease, e: LeaseholdError) -> None:
         node = self._client._node
         try:
-            node(node.calls.cache_store(name, lease.holder or "", "", 0, cache_failure_text(e), int(self.cfg.retry_failed_after * 1000)))
+            node(
+                node.calls.cache_store(
+                    name, lease.holder or "", "", 0, cache_failure_text(e), int(self.cfg.retry_failed_after * 1000)
+                )
+            )
         except LeaseholdError:
             pass
 
@@ -816,7 +837,9 @@ class Client:
         self.url = self._target.shown
         timeout = p.seconds(op_timeout)
         if min_replicas and self._target.kind == "cluster":
-            raise BadConfig("min-replicas", str(min_replicas), "is supported with a single Redis or Sentinel, not on Cluster")
+            raise BadConfig(
+                "min-replicas", str(min_replicas), "is supported with a single Redis or Sentinel, not on Cluster"
+            )
         tls = TlsFiles(tls_ca, tls_cert, tls_key)
         self._r = sync_client(self._target, timeout, tls)
         calls = Calls(prefix, self._target.kind == "cluster", min_replicas)
@@ -971,9 +994,10 @@ def _warn_on_eviction(r: Any) -> None:
         return
     if policy and policy != "noeviction":
         log.warning(
-            "Redis maxmemory-policy is %s: under memory pressure Redis may evict a held lease and let a second holder in; use noeviction (see docs/design.md)",
+            "Redis maxmemory-policy is %s: under memory pressure Redis may evict a held lease and let a second "
+            "holder in; use noeviction (see docs/design.md)",
             policy,
         )
 
 
-__all__ = ["Client", "Election", "Lease", "Leadership", "Quota", "TokenCache", "timedelta"]
+__all__ = ["Client", "Election", "Leadership", "Lease", "Quota", "TokenCache", "timedelta"]

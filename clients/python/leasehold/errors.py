@@ -117,9 +117,7 @@ class BadUrl(LeaseholdError, ValueError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = redact_url(url)
         self.reason = reason.replace(url, self.url) if url else reason
-        super().__init__(
-            f"bad Redis URL {self.url}: {self.reason} (expected redis://[user:password@]host:port[/db])"
-        )
+        super().__init__(f"bad Redis URL {self.url}: {self.reason} (expected redis://[user:password@]host:port[/db])")
 
 
 class Unreachable(Unavailable):
