@@ -117,8 +117,12 @@ class _Hold:
             box: list[tuple[str, str | None]] = []
             call = threading.Thread(target=self._renew_once, args=(box,), name="leasehold-renew-call", daemon=True)
             with self.cond:
+                if self.stopped:
+                    return
+                # Started under the lock: release() sees either no renewal
+                # or one it can wait for, never one about to start.
                 self.call = call
-            call.start()
+                call.start()
             # A renewal in flight is abandoned at the deadline: the lease is
             # lost then, whatever the reply says later.
             call.join(max(self.deadline - time.monotonic(), 0))
