@@ -31,6 +31,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def redis_server_bin() -> str:
     exe = os.environ.get("LEASEHOLD_REDIS_SERVER") or shutil.which("redis-server")
     if not exe:
@@ -44,7 +59,7 @@ class RedisServer:
 
     def __init__(self, tmp: Path, *extra: str) -> None:
         self.dir = tmp
-        self.port = free_port()
+        self.port = free_cluster_port() if "--cluster-enabled" in extra else free_port()
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -57,11 +72,16 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 redis_server_bin(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.dir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,
@@ -196,11 +216,29 @@ class Procs:
         self.all.append(p)
         return p
 
-    def rust_run(self, url: str, name: str, log: Path, ttl: str, *flags: str, tag: str = "rs") -> subprocess.Popen[bytes]:
+    def rust_run(
+        self, url: str, name: str, log: Path, ttl: str, *flags: str, tag: str = "rs"
+    ) -> subprocess.Popen[bytes]:
         """`leasehold run` whose child writes `work <token> <ns> <tag>` every 5 ms."""
         p = subprocess.Popen(
-            [rust_bin(), "run", "--redis", url, "--name", name, "--ttl", ttl, "--contain", "group", *flags,
-             "--", sys.executable, WRITER, str(log), tag],
+            [
+                rust_bin(),
+                "run",
+                "--redis",
+                url,
+                "--name",
+                name,
+                "--ttl",
+                ttl,
+                "--contain",
+                "group",
+                *flags,
+                "--",
+                sys.executable,
+                WRITER,
+                str(log),
+                tag,
+            ],
             env=py_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

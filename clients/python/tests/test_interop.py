@@ -47,7 +47,9 @@ def last(lines: list[Line], who: str) -> Line:
     return [x for x in lines if x[3] == who][-1]
 
 
-def test_rust_holder_sigkilled_python_takes_over_at_expiry(redis_server: RedisServer, procs: Procs, tmp_path: Path) -> None:
+def test_rust_holder_sigkilled_python_takes_over_at_expiry(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     rs = procs.rust_run(redis_server.url, "fail", log, "1s")
     wait_for(lambda: any(x[3] == "rs" for x in writes(log)), 15, "the Rust holder to work")
@@ -65,7 +67,9 @@ def test_rust_holder_sigkilled_python_takes_over_at_expiry(redis_server: RedisSe
     py.send_signal(signal.SIGTERM)
 
 
-def test_python_holder_sigkilled_rust_takes_over_at_expiry(redis_server: RedisServer, procs: Procs, tmp_path: Path) -> None:
+def test_python_holder_sigkilled_rust_takes_over_at_expiry(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     py = procs.python(redis_server.url, "fail2", log, "work", "1.0")
     wait_for(lambda: any(x[3] == "py" for x in writes(log)), 10, "the Python holder to work")
@@ -82,7 +86,9 @@ def test_python_holder_sigkilled_rust_takes_over_at_expiry(redis_server: RedisSe
     assert not stale(w)
 
 
-def test_a_paused_python_holder_stops_on_its_own_deadline(redis_server: RedisServer, procs: Procs, tmp_path: Path) -> None:
+def test_a_paused_python_holder_stops_on_its_own_deadline(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     py = procs.python(redis_server.url, "pause", log, "work", "1.0")
     wait_for(lambda: any(x[3] == "py" for x in writes(log)), 10, "the Python holder to work")
@@ -162,7 +168,9 @@ def max_inside(lines: list[Line]) -> int:
     return top
 
 
-def test_one_semaphore_rust_and_python_slot_freed_by_sigkill(redis_server: RedisServer, procs: Procs, tmp_path: Path) -> None:
+def test_one_semaphore_rust_and_python_slot_freed_by_sigkill(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     rs = procs.rust_run(redis_server.url, "pool", log, "1s", "--slots", "2")
     procs.python(redis_server.url, "pool", log, "work", "1.0", "--slots", "2", "--tag", "py1")
@@ -186,13 +194,21 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("per", "extra"),
-    [("1d", ["--tz", "Asia/Shanghai"]), ("1h", []), ("7h", []), ("1mo", ["--tz", "America/New_York"]), ("1h", ["--sliding"])],
+    [
+        ("1d", ["--tz", "Asia/Shanghai"]),
+        ("1h", []),
+        ("7h", []),
+        ("1mo", ["--tz", "America/New_York"]),
+        ("1h", ["--sliding"]),
+    ],
 )
 def test_quotas_count_against_the_same_counters(redis_server: RedisServer, per: str, extra: list[str]) -> None:
     tz = extra[1] if extra[:1] == ["--tz"] else None
     with leasehold.Client.from_url(redis_server.url) as c:
         quota = c.quota(3, per, time_zone=tz, sliding="--sliding" in extra)
-        first = cli("quota", "take", "votes:u1", "--limit", "3", "--per", per, "--redis", redis_server.url, "--json", *extra)
+        first = cli(
+            "quota", "take", "votes:u1", "--limit", "3", "--per", per, "--redis", redis_server.url, "--json", *extra
+        )
         assert first.returncode == 0, first.stderr
         assert json.loads(first.stdout)["remaining"] == 2
         assert quota.take("votes:u1").remaining == 1
@@ -221,7 +237,9 @@ def test_token_cache_is_shared_with_the_cli(redis_server: RedisServer) -> None:
     assert again.returncode == 0 and again.stdout.strip() == "from-python", again.stderr
 
 
-def test_a_python_leaders_proclaim_reaches_a_rust_watcher(redis_server: RedisServer, procs: Procs, tmp_path: Path) -> None:
+def test_a_python_leaders_proclaim_reaches_a_rust_watcher(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
     out = tmp_path / "watch"
     with leasehold.Client.from_url(redis_server.url) as c, open(out, "w") as f:
         leader = c.election("sched", ttl=2).campaign("py:1")

@@ -124,7 +124,9 @@ def test_a_refused_renewal_is_a_loss_reported_at_once(redis_server: RedisServer)
         r.hset("leasehold:{stolen}:lease", "holder", "other/1/" + "0" * 32)
         assert lease.lost.wait(2)
         assert not lease.is_held
-        assert lease.lost_reason is not None and lease.lost_reason.startswith("renewal refused: now held by other pid 1")
+        assert lease.lost_reason is not None and lease.lost_reason.startswith(
+            "renewal refused: now held by other pid 1"
+        )
         # The event first (stop the work), then the callback, on the renewal thread.
         wait_for(lambda: reasons, 2, "on_lost")
         assert reasons == [lease.lost_reason]

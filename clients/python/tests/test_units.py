@@ -47,8 +47,14 @@ def test_urls_follow_the_rust_rules() -> None:
     assert (t.kind, t.hosts, t.user, t.password) == ("cluster", [("a", 1), ("b", 6379)], "u", "p")
     assert parse("rediss+cluster://a:1").tls
     assert parse("redis://h:1/2").kind == "single"
-    for bad in ["http://h", "h:1", "redis+sentinel://a:1", "redis+cluster://a:x", "redis+cluster://",
-                "rediss+sentinel://a:1/m"]:
+    for bad in [
+        "http://h",
+        "h:1",
+        "redis+sentinel://a:1",
+        "redis+cluster://a:x",
+        "redis+cluster://",
+        "rediss+sentinel://a:1/m",
+    ]:
         with pytest.raises(BadUrl):
             parse(bad)
 
@@ -125,7 +131,7 @@ def test_cluster_epoch_tags_land_in_the_leases_slot() -> None:
     k = p.keys_for("leasehold:", "report", cluster=True)
     assert k.epoch.startswith("leasehold:{e") and key_slot(k.epoch.encode()) == key_slot(k.lease.encode())
     # The smallest e<i> of the slot, as node.rs's SLOT_TAGS picks it.
-    tag = k.epoch[len("leasehold:{"): -len("}:epoch")]
+    tag = k.epoch[len("leasehold:{") : -len("}:epoch")]
     slot = key_slot(k.lease.encode())
     assert all(key_slot(f"e{i}".encode()) != slot for i in range(int(tag[1:])))
 
