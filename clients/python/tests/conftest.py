@@ -20,6 +20,15 @@ from typing import Any
 
 import pytest
 
+# scripts/test.sh installs the package into a scratch directory and names it
+# here, so that the tests run what `pip install` ships, not the source tree.
+_INSTALLED = os.environ.get("LEASEHOLD_PACKAGE_DIR")
+if _INSTALLED:
+    sys.path.insert(0, _INSTALLED)
+    # Imported now, while it is first on the path (pytest puts the source
+    # tree first again when it imports each test module).
+    import leasehold  # noqa: F401
+
 HERE = Path(__file__).resolve().parent
 PKG_ROOT = HERE.parent  # clients/python
 REPO = PKG_ROOT.parent.parent

@@ -34,6 +34,14 @@ def test_the_scripts_are_the_rust_librarys_byte_for_byte() -> None:
         )
 
 
+def test_the_package_under_test_is_the_one_asked_for() -> None:
+    installed = os.environ.get("LEASEHOLD_PACKAGE_DIR")
+    if not installed:
+        pytest.skip("testing the source tree")
+    assert Path(leasehold.__file__).resolve().is_relative_to(Path(installed).resolve())
+    assert (Path(leasehold.__file__).parent / "py.typed").exists()
+
+
 def test_prelude_goes_in_front_of_exactly_the_scripts_the_protocol_names() -> None:
     prelude = (Path(leasehold.__file__).parent / "scripts" / "prelude.lua").read_text()
     with_prelude = {n for n, s in p.SCRIPTS.items() if s.body.startswith(prelude + "\n")}
