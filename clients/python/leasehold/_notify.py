@@ -96,8 +96,11 @@ class Subscription:
             return self._ch.name in self._n._confirmed
 
     def ensure_confirmed(self) -> bool:
-        """Subscribes again if the connection was lost; cheap when confirmed."""
-        return self._n._request(self._ch.name) is None
+        """Subscribes again if the connection was lost; cheap when confirmed.
+        False while Redis has not confirmed (down, or refused): the waiter
+        then caps its sleeps."""
+        self._n._request(self._ch.name)
+        return self.confirmed()
 
     def mailbox(self, waiter: str, wake: Callable[[], None]) -> Mailbox:
         mb = Mailbox(wake)
