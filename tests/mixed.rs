@@ -19,7 +19,10 @@ fn contend_py() -> PathBuf {
 fn python(url: &str, name: &str, log: &Path, args: &[&str]) -> Child {
     Command::new("python3")
         // The package from the source tree, installed or not.
-        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python"))
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python"),
+        )
         .arg(contend_py())
         .args([url, name])
         .arg(log)

@@ -294,3 +294,29 @@ def test_holder_ids_are_per_acquisition(redis_server: RedisServer) -> None:
         lease.acquire()
         assert lease.holder != first and p.readable(lease.holder or "").endswith(f"pid {__import__('os').getpid()}")
         lease.release()
+
+
+def test_a_grant_to_a_dead_waiter_lapses_after_the_claim_window_and_the_next_comes(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
+    # Grant on release: the lease goes to the head of the line, here a waiter
+    # that was SIGKILLed. The waiter after it is told (`granted … <next>`) and
+    # comes when the grant's claim window (TTL/10 = 1 s) lapses — not before,
+    # and not at its own next wake-up (the released holder's 10 s TTL).
+    log = tmp_path / "log"
+    with leasehold.Client.from_url(redis_server.url) as c:
+        holder = c.lease("g", ttl=10).acquire()
+        dead = procs.python(redis_server.url, "g", log, "wait")
+        wait_for(lambda: redis_server.cli().zcard("leasehold:{g}:queue") == 1, 10, "the first waiter to queue")
+        got: list[float] = []
+        t = threading.Thread(target=lambda: got.append(c.lease("g", ttl=10).acquire(timeout=20) and time.monotonic()))
+        t.start()
+        wait_for(lambda: redis_server.cli().zcard("leasehold:{g}:queue") == 2, 10, "the second waiter to queue")
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        released = time.monotonic()
+        holder.release()
+        t.join()
+        took = got[0] - released
+        assert took >= 1.0 - 0.05, f"the dead head's grant was taken after {took:.2f}s, inside its claim window"
+        assert took < 3.0, f"took {took:.2f}s: the next waiter was not told when the grant lapses"
