@@ -99,7 +99,9 @@ class Subscription:
         """Subscribes again if the connection was lost; cheap when confirmed.
         False while Redis has not confirmed (down, or refused): the waiter
         then caps its sleeps."""
-        self._n._request(self._ch.name)
+        refused = self._n._request(self._ch.name)
+        if refused:
+            raise Refused("SUBSCRIBE", refused)
         return self.confirmed()
 
     def mailbox(self, waiter: str, wake: Callable[[], None]) -> Mailbox:
@@ -145,6 +147,8 @@ class Notifier:
         # Channels whose SUBSCRIBE was sent and not yet answered, in order.
         self._awaiting: list[str] = []
         self._up = False
+        # The first connection attempt has ended (either way).
+        self._tried = False
         self._closed = False
         self._hooks: list[Callable[[], None]] = []
         self._wake_r, self._wake_w = socket.socketpair()
@@ -195,6 +199,13 @@ class Notifier:
             if channel in self._confirmed:
                 return None
             self._refused.pop(channel, None)
+            # A subscriber that was just started gets its first connection
+            # attempt's time (bounded) before a waiter falls back to timers.
+            while not self._up and not self._tried and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             if not self._up:
                 return None
             if ("sub", channel) not in self._outbox and channel not in self._awaiting:
@@ -214,6 +225,10 @@ class Notifier:
         self._poke()
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+            if t.is_alive():
+                # Still connecting (bounded by the connect timeout): it sees
+                # `_closed` and exits by itself; its wake-up socket must stay.
+                return
         for s in (self._wake_r, self._wake_w):
             try:
                 s.close()
@@ -280,6 +295,9 @@ class Notifier:
             try:
                 conn = self._source.connect(attempt)
             except Exception as e:  # noqa: BLE001 - any failure to connect means "down"
+                with self._lock:
+                    self._tried = True
+                    self._cond.notify_all()
                 attempt += 1
                 log.debug("%s: subscriber connection failed: %s; retrying in %.2fs", self._what, e, backoff)
                 if self._pause(backoff):
@@ -290,6 +308,8 @@ class Notifier:
             connected_at = time.monotonic()
             with self._lock:
                 self._up = True
+                self._tried = True
+                self._cond.notify_all()
                 self._confirmed.clear()
                 self._awaiting.clear()
                 self._outbox = [("sub", n) for n, ch in self._channels.items()]
