@@ -347,8 +347,9 @@ class Lease:
                     self._start(holder, r.token, sent, self._ttl)
                     won = True
                     return
-                wait = st.after(r, sent, confirmed)
-                until = time.monotonic() + wait
+                # Counted from the attempt's send instant: the first in line
+                # then comes at the crashed holder's expiry, not a round trip late.
+                until = sent + st.after(r, sent, confirmed)
                 while True:
                     end = until if give_up is None else min(until, give_up)
                     left = end - time.monotonic()

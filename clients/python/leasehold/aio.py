@@ -311,7 +311,8 @@ class AsyncLease:
                     self._start(holder, r.token, sent, self._ttl)
                     won = True
                     return
-                until = time.monotonic() + st.after(r, sent, confirmed)
+                # Counted from the attempt's send instant (as the Rust waiter).
+                until = sent + st.after(r, sent, confirmed)
                 while True:
                     end = until if give_up is None else min(until, give_up)
                     left = end - time.monotonic()

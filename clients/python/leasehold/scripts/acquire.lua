@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  name record <prefix>{<name>}:lease   (see prelude.lua)
 -- KEYS[2]  queue       <prefix>{<name>}:queue   zset: waiter id -> arrival (Redis us)
--- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> <value>"
+-- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> <inbox> <value>"
 -- KEYS[4]  marker      <prefix>epoch            "<run_id> <base ms> <longest ttl ms>"
 -- KEYS[5]  slots       <prefix>{<name>}:slots   (read only when the name is a semaphore)
 -- ARGV[1]  holder id
@@ -14,6 +14,8 @@
 -- ARGV[6]  registration margin in milliseconds (how long past its next retry a
 --          waiter's place is kept)
 -- ARGV[7]  "w" when the caller confirms its writes with WAIT (--min-replicas)
+-- ARGV[8]  the caller's inbox channel <prefix>inbox:<id>: a release hands the
+--          lease over there (absent or "": on the name's channel)
 --
 -- Returns one of
 --   {1, token}                          acquired; token is a decimal string (also when
@@ -30,6 +32,8 @@
 
 local me, ttl, value = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local waiting, margin = ARGV[5] == 'wait', tonumber(ARGV[6])
+local inbox = ARGV[8]
+if not inbox or inbox == '' then inbox = '-' end
 local run, now, now_us, uptime = server()
 
 local function foreign(i, want)
@@ -53,7 +57,7 @@ local function queue_up(wait_ms)
   if not waiting then return true end
   local until_ms = now + wait_ms + margin
   if failed(redis.pcall('ZADD', KEYS[2], 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. value)) then return false end
+  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value)) then return false end
   if until_ms > qu then
     redis.call('HSET', KEYS[1], 'qu', until_ms)
     redis.call('PEXPIREAT', KEYS[2], until_ms)

@@ -113,8 +113,8 @@ local function note_refused(rec, epoch, ttl, rec_run)
 end
 
 -- The first waiter in line whose place has not lapsed, with its
--- "lapse ttl value" entry; waiters that stopped coming (crashed) leave the
--- line on the way. nil when nobody waits.
+-- "<lapse ms> <ttl ms> <inbox> <value>" entry; waiters that stopped coming
+-- (crashed) leave the line on the way. nil when nobody waits.
 local function live_head(queue, qinfo, now)
   while true do
     local h = redis.call('ZRANGE', queue, 0, 0)[1]
@@ -130,4 +130,18 @@ end
 -- has to confirm it (clamp(ttl/10, 100 ms, 1 s), as the queue margin).
 local function claim_ms(ttl)
   return math.min(math.max(math.floor(ttl / 10), 100), 1000)
+end
+
+-- A queue entry's parts: lapse (ms), ttl (ms), the waiter's inbox channel
+-- ('-': none, use the name's channel) and its value.
+local function entry(info)
+  local lapse, ttl, inbox, value = string.match(info or '', '^(%d+) (%d+) (%S+) ?(.*)$')
+  return num(lapse), num(ttl), inbox or '-', value or ''
+end
+
+-- Publishes a message for waiter `inbox` (its own channel, so that no other
+-- process hears it), or on the name's channel when it has none.
+local function tell(inbox, channel, msg)
+  if inbox ~= '-' and inbox ~= '' then channel = inbox end
+  redis.call('PUBLISH', channel, msg)
 end
