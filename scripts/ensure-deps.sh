@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
   redis-server --version >&2
 fi
 
-# The Python reference client's tests need python3 and redis-py.
+# The Python package's checks need python3.
 if [ "${1:-}" = "--with-python" ] && ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   echo "installing python3 with apt-get ..." >&2
   apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
