@@ -1,5 +1,6 @@
-//! Rust and Python (clients/python, redis-py, the same .lua files) contending
-//! for one lease and one semaphore on a real redis-server.
+//! Rust and Python (the `leasehold` package in clients/python, redis-py, the
+//! same .lua files) contending for one lease and one semaphore on a real
+//! redis-server. (The package's own pytest suite adds the fault cases.)
 
 mod support;
 
@@ -17,6 +18,11 @@ fn contend_py() -> PathBuf {
 
 fn python(url: &str, name: &str, log: &Path, args: &[&str]) -> Child {
     Command::new("python3")
+        // The package from the source tree, installed or not.
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python"),
+        )
         .arg(contend_py())
         .args([url, name])
         .arg(log)
