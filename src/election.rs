@@ -131,7 +131,10 @@ impl Election {
                     return Some((Ok(status.holder), st));
                 }
                 let confirmed = match &st.sub {
-                    Some(s) => s.ensure_confirmed().await,
+                    Some(s) => match s.ensure_confirmed().await {
+                        Ok(c) => c,
+                        Err(e) => return Some((Err(e), st)),
+                    },
                     None => false,
                 };
                 let wait = if confirmed {

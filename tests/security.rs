@@ -398,3 +398,38 @@ fn hostile_names_and_urls_on_the_command_line() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// A waiter whose channel Redis refuses only after a reconnect (the ACL lost
+/// `&leasehold:*` meanwhile) is told so, instead of polling every 250 ms
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_refused_after_a_reconnect_is_reported() {
+    let r = acl_server();
+    let url = format!("redis://lh:s3cret@127.0.0.1:{}", r.port);
+    let holder = Client::connect(&url).await.expect("connect as lh");
+    let waiter = Client::connect(&url).await.expect("connect as lh");
+    let ttl = Duration::from_secs(3);
+    let held = holder
+        .lease("acl-w")
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("acquire");
+    let waiting = tokio::spawn(async move {
+        waiter
+            .lease("acl-w")
+            .ttl(ttl)
+            .acquire_timeout(Duration::from_secs(15))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis drops the user's subscribers when its channel rights change.
+    let reply = r.cmd(&["ACL", "SETUSER", "lh", "resetchannels"]);
+    assert!(reply.contains("OK"), "{reply}");
+    let e = waiting
+        .await
+        .expect("join")
+        .expect_err("the waiter cannot be woken any more");
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    drop(held);
+}

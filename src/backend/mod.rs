@@ -439,10 +439,17 @@ impl Wake {
 impl Subscription {
     /// True when enough nodes confirmed (re-subscribing where needed, on all
     /// nodes at once, each bounded in time).
-    pub(crate) async fn ensure_confirmed(&self) -> bool {
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when Redis refuses the channel (ACL).
+    pub(crate) async fn ensure_confirmed(&self) -> Result<bool> {
         let confirmed =
             futures_util::future::join_all(self.parts.iter().map(|p| p.ensure_confirmed())).await;
-        confirmed.into_iter().filter(|c| *c).count() >= self.needed
+        let mut n = 0;
+        for c in confirmed {
+            n += usize::from(c?);
+        }
+        Ok(n >= self.needed)
     }
 
     pub(crate) async fn released(&self) {

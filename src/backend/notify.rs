@@ -159,6 +159,9 @@ struct Registry {
     waiters: Mailboxes,
     /// Channels Redis has confirmed on the current connection.
     confirmed: std::collections::HashSet<String>,
+    /// Channels Redis refused (an ACL without them) when re-subscribing after
+    /// a reconnect, with its message: reported to their waiters, not waited on.
+    refused: HashMap<String, String>,
 }
 
 /// Where the subscription connection goes; asked again on every reconnect.
@@ -300,14 +303,28 @@ impl Subscription {
         self.notifier.lock().confirmed.contains(&self.channel.name)
     }
 
-    /// Subscribes again if the connection was lost; cheap when already confirmed.
-    pub(crate) async fn ensure_confirmed(&self) -> bool {
-        matches!(self.request().await, Ack::Confirmed)
+    /// Subscribes again if the connection was lost; cheap when already
+    /// confirmed. False while the connection is down.
+    ///
+    /// # Errors
+    /// [`crate::Error::Refused`] when Redis refuses the channel (ACL).
+    pub(crate) async fn ensure_confirmed(&self) -> crate::Result<bool> {
+        match self.request().await {
+            Ack::Confirmed => Ok(true),
+            Ack::Down => Ok(false),
+            Ack::Refused(message) => Err(crate::Error::Refused {
+                op: "SUBSCRIBE",
+                message,
+            }),
+        }
     }
 
     async fn request(&self) -> Ack {
         if self.confirmed() {
             return Ack::Confirmed;
+        }
+        if let Some(message) = self.notifier.lock().refused.get(&self.channel.name) {
+            return Ack::Refused(message.clone());
         }
         let (tx, rx) = oneshot::channel();
         if self
@@ -526,10 +543,14 @@ async fn run(
         for name in &names {
             match bounded(sink.subscribe(name)).await {
                 Ok(()) => {
-                    lock(&registry).confirmed.insert(name.clone());
+                    let mut reg = lock(&registry);
+                    reg.refused.remove(name);
+                    reg.confirmed.insert(name.clone());
                 }
-                // Refused for this channel (ACL): its waiters fall back to timers.
-                Err(e) if refused(&e).is_some() => {}
+                // Refused for this channel (ACL): its waiters are told.
+                Err(e) if refused(&e).is_some() => {
+                    lock(&registry).refused.insert(name.clone(), e.to_string());
+                }
                 Err(_) => {
                     ok = false;
                     break;
@@ -566,7 +587,9 @@ async fn run(
                         Some(Cmd::Subscribe(name, ack)) => {
                             match bounded(sink.subscribe(&name)).await {
                                 Ok(()) => {
-                                    lock(&registry).confirmed.insert(name);
+                                    let mut reg = lock(&registry);
+                                    reg.refused.remove(&name);
+                                    reg.confirmed.insert(name);
                                     let _ = ack.send(Ack::Confirmed);
                                 }
                                 Err(e) => match refused(&e) {

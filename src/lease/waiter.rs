@@ -110,7 +110,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     // comes after Redis processed it.
     let mut last_queued: Option<Instant> = None;
     loop {
-        let confirmed = sub.ensure_confirmed().await;
+        let confirmed = sub.ensure_confirmed().await?;
         let sent = Instant::now();
         let reply = backend.attempt(&attempt).await;
         let wait = match reply {
