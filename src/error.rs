@@ -57,8 +57,9 @@ pub enum Error {
     )]
     NotReplicated { op: &'static str, want: u32 },
 
-    /// Redis refused a command (an ACL without the rights leasehold needs).
-    #[error("Redis refused {op}: {message} (grant the ACL rule in the README's Security section)")]
+    /// Redis refused a command (an ACL without the rights leasehold needs),
+    /// or the connection's set-up.
+    #[error("Redis refused {op}: {message}{}", acl_hint(message))]
     Refused { op: &'static str, message: String },
 
     /// A request did not complete in time.
@@ -196,6 +197,15 @@ impl Error {
             };
         }
         Error::Redis { op, source }
+    }
+}
+
+/// What to do about a refusal by the ACL.
+fn acl_hint(message: &str) -> &'static str {
+    if message.contains("NOPERM") {
+        " (grant the ACL rule in the README's Security section)"
+    } else {
+        ""
     }
 }
 
