@@ -23,12 +23,14 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup, R
 use super::contain::{self, Containment, Kind, Target};
 use super::pidns;
 
-/// Spawns `program args` with `env` added, in a new process group, contained.
+/// Spawns `program args` with `env` added and `remove` taken out, in a new
+/// process group, contained.
 /// Returns the child and how to reach everything it will start.
 pub(crate) fn spawn(
     program: &OsString,
     args: &[OsString],
     env: &[(String, String)],
+    remove: &[String],
     containment: &Containment,
 ) -> io::Result<(Box<dyn ChildWrapper>, Target)> {
     let parent = std::process::id() as libc::pid_t;
@@ -49,6 +51,9 @@ pub(crate) fn spawn(
     let cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
     let mut cmd = CommandWrap::with_new(program, |cmd| {
         cmd.args(args);
+        for k in remove {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -68,6 +68,8 @@ pub struct Supervisor {
     args: Vec<OsString>,
     grace: Duration,
     env: Vec<(String, String)>,
+    /// Variables of this process the child does not inherit.
+    env_remove: Vec<String>,
     containment: Containment,
     /// Whether the containment was announced (once, at the first start).
     announced: Arc<AtomicBool>,
@@ -90,6 +92,7 @@ impl Supervisor {
             args,
             grace: Duration::from_secs(2),
             env: Vec::new(),
+            env_remove: Vec::new(),
             containment: Containment::group(),
             announced: Arc::new(AtomicBool::new(false)),
         }
@@ -112,6 +115,13 @@ impl Supervisor {
     /// Adds a variable to the child's environment.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps a variable of this process out of the child's environment (e.g.
+    /// the Redis credentials: a job that has them can rewrite every lease).
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 
@@ -161,7 +171,13 @@ impl Supervisor {
         env.push(("LEASEHOLD_TOKEN".into(), lease.token().to_string()));
         env.push(("LEASEHOLD_HOLDER".into(), lease.holder().to_string()));
         crate::telemetry::containment(self.containment.name());
-        let (mut child, target) = child::spawn(&self.program, &self.args, &env, &self.containment)?;
+        let (mut child, target) = child::spawn(
+            &self.program,
+            &self.args,
+            &env,
+            &self.env_remove,
+            &self.containment,
+        )?;
         if !self.announced.swap(true, Ordering::Relaxed) {
             // Once, at every verbosity, after the first successful start (so
             // that a usage or exec error stays the only line): what holds the

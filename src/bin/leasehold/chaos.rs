@@ -9,7 +9,7 @@ use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns,
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cli::{ChaosArgs, ChaosWorkerArgs, DEFAULT_URL};
+use crate::cli::{ChaosArgs, ChaosWorkerArgs};
 use crate::exit;
 
 /// The worker: writes `W <token> <supervisor> <pid>` every 2 ms until killed.
@@ -144,10 +144,12 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 pub async fn chaos(a: ChaosArgs) -> u8 {
-    let urls = if a.redis.is_empty() {
-        vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
-    } else {
-        a.redis.clone()
+    let urls = match crate::cli::urls_or_env(&a.redis) {
+        Ok(u) => u,
+        Err(e) => {
+            crate::report(&e);
+            return exit::of_error(&e);
+        }
     };
     for f in &a.faults {
         if !["kill", "term", "partition", "pause", "none"].contains(&f.as_str()) {

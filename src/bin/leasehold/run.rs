@@ -28,7 +28,12 @@ pub async fn run(a: RunArgs) -> u8 {
         return exit::USAGE;
     };
     let grace = a.grace.unwrap_or(a.ttl / 5);
-    let supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    let mut supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    if !a.pass_redis_env {
+        for var in crate::CONNECTION_ENV {
+            supervisor = supervisor.env_remove(var);
+        }
+    }
     if let Err(e) = supervisor.check_fits(&config) {
         return fail(&e);
     }
