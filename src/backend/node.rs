@@ -193,12 +193,43 @@ fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
     }
 }
 
+/// Longest PEM file read (a CA bundle is a few hundred kB at most).
+const MAX_PEM: u64 = 4 << 20;
+
+/// Reads a PEM file, refusing what is not a regular file of sane size: a
+/// FIFO or `/dev/zero` must not hang (or fill) start-up. The open does not
+/// block (O_NONBLOCK: a FIFO without a writer), and the type is checked on
+/// the opened file, not on a path that could change in between.
 fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::BadConfig {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |rule: String| Error::BadConfig {
         what,
         value: path.display().to_string(),
-        rule: format!("cannot be read: {e}"),
-    })
+        rule,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file (a PEM file is expected)".into()));
+    }
+    let mut out = Vec::new();
+    file.take(MAX_PEM + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if out.len() as u64 > MAX_PEM {
+        return Err(bad(format!(
+            "is larger than {} MiB: not a PEM file",
+            MAX_PEM >> 20
+        )));
+    }
+    Ok(out)
 }
 
 /// The custom CA and client certificate for a `rediss://` URL, if any were given.
