@@ -137,7 +137,21 @@ impl Supervisor {
     /// # Errors
     /// [`Error::BadConfig`] naming the largest grace that fits.
     pub fn check_fits(&self, config: &LeaseConfig) -> Result<(), Error> {
-        let room = (config.ttl() / 2).saturating_sub(KILL_MARGIN);
+        let half = config.ttl() / 2;
+        if KILL_MARGIN > half {
+            // Not even a grace of zero fits: stopping would begin the moment
+            // the child starts, every time.
+            return Err(Error::BadConfig {
+                what: "TTL",
+                value: humantime::format_duration(config.ttl()).to_string(),
+                rule: format!(
+                    "is too short to run a child: stopping it takes {} after SIGKILL, which must fit in half the TTL; use a TTL of at least {} (plus twice the grace)",
+                    humantime::format_duration(KILL_MARGIN),
+                    humantime::format_duration(KILL_MARGIN * 2),
+                ),
+            });
+        }
+        let room = half - KILL_MARGIN;
         if self.grace > room {
             return Err(Error::BadConfig {
                 what: "grace",
