@@ -32,7 +32,15 @@ local function server()
   return run, math.floor(us / 1000), us, uptime
 end
 
-local function num(x) return tonumber(x) or 0 end
+-- A number field of a record: leasehold writes integers of at most 2^53
+-- (exact in Lua); anything else (inf, nan, 1e400, garbage) was written by
+-- something else and counts as 0 (an expiry long past), so that a waiter
+-- neither spins on an "infinite" lease nor fails on arithmetic with it.
+local function num(x)
+  local n = tonumber(x)
+  if n and n == n and n > -9007199254740992 and n < 9007199254740992 then return n end
+  return 0
+end
 
 -- The Redis time (ms) from which a name whose record says it was last
 -- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record

@@ -161,6 +161,25 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         eprintln!("leasehold: --contenders must be at least 2");
         return exit::USAGE;
     }
+    // The contenders run `run --ttl TTL --grace TTL/5`: a TTL they would
+    // refuse is refused here, before anything starts.
+    let fits = leasehold::LeaseConfig::new(a.ttl).and_then(|c| {
+        leasehold::supervisor::Supervisor::new("worker", Vec::new())
+            .grace(a.ttl / 5)
+            .check_fits(&c)
+    });
+    if let Err(e) = fits {
+        crate::report(&e);
+        return exit::USAGE;
+    }
+    // The timeline is written at the end: find out now that it cannot be.
+    if let Err(e) = std::fs::File::create(&a.svg) {
+        eprintln!(
+            "leasehold: cannot write the timeline to {}: {e} (choose another --svg)",
+            a.svg.display()
+        );
+        return exit::USAGE;
+    }
     // Check the Redis before starting anything.
     let client = match leasehold::Client::builder_many(urls.clone())
         .prefix(a.prefix.clone())
@@ -336,7 +355,8 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
     }
     let analysis = analyse(&writes, &excused);
     let picture = svg(&analysis, &faults, &excused, start_ns, end_ns);
-    if let Err(e) = std::fs::write(&a.svg, picture) {
+    let written = std::fs::write(&a.svg, picture);
+    if let Err(e) = &written {
         eprintln!("leasehold: cannot write {}: {e}", a.svg.display());
     }
     report(
@@ -348,6 +368,9 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         &orphans,
         &skipped,
     );
+    if written.is_err() {
+        return exit::SOFTWARE;
+    }
     exit::OK
 }
 
@@ -412,18 +435,20 @@ fn report(
         }
     );
     println!("  orphaned workers       {}", orphans.len());
-    println!(
-        "  failover after a fault p50 {:.0} ms, max {:.0} ms ({} measured)",
-        pct(failover, 0.5),
-        pct(failover, 1.0),
-        failover.len()
-    );
-    println!(
-        "  handover after SIGTERM p50 {:.1} ms, max {:.1} ms ({} measured)",
-        pct(handover, 0.5),
-        pct(handover, 1.0),
-        handover.len()
-    );
+    let spread = |v: &mut [f64], digits: usize| {
+        if v.is_empty() {
+            "none measured".to_string()
+        } else {
+            format!(
+                "p50 {:.digits$} ms, max {:.digits$} ms ({} measured)",
+                pct(v, 0.5),
+                pct(v, 1.0),
+                v.len()
+            )
+        }
+    };
+    println!("  failover after a fault {}", spread(failover, 0));
+    println!("  handover after SIGTERM {}", spread(handover, 1));
     for s in skipped {
         println!("  skipped                {s}");
     }
