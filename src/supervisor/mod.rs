@@ -15,6 +15,8 @@
 //! - this task passes each confirmed renewal on to that thread, forwards
 //!   SIGTERM/SIGINT/SIGHUP to the job (SIGKILL after `grace`), and logs what
 //!   the thread did, after it did it;
+//! - in a terminal's foreground, the job's group holds the terminal while it
+//!   runs (`terminal.rs`);
 //! - when the child exits, whatever it left behind is killed, and its status
 //!   is the outcome.
 
@@ -24,6 +26,7 @@ mod contain;
 mod pidns;
 mod signals;
 mod stopper;
+mod terminal;
 
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -185,12 +188,18 @@ impl Supervisor {
         env.push(("LEASEHOLD_TOKEN".into(), lease.token().to_string()));
         env.push(("LEASEHOLD_HOLDER".into(), lease.holder().to_string()));
         crate::telemetry::containment(self.containment.name());
+        // In a terminal's foreground: the job's group takes the terminal
+        // while it runs (`terminal.rs`).
+        let terminal = terminal::Foreground::detect();
+        // Taken back when the child exits (below), and on every early return.
+        let _give_back = terminal.map(terminal::TakeBack);
         let (mut child, target) = child::spawn(
             &self.program,
             &self.args,
             &env,
             &self.env_remove,
             &self.containment,
+            terminal,
         )?;
         if !self.announced.swap(true, Ordering::Relaxed) {
             // Once, at every verbosity, after the first successful start (so
@@ -216,6 +225,8 @@ impl Supervisor {
         }
         let budget = self.stop_budget();
         let mut keeper_alive = true;
+        let mut stop_check = tokio::time::interval(Duration::from_millis(200));
+        stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reaped = {
             // Exit seen through a pidfd leaves the child unreaped, so that the
             // stop thread can be told to stop before its pid can be recycled.
@@ -256,6 +267,14 @@ impl Supervisor {
                             }
                         }
                     }
+                    _ = stop_check.tick(), if terminal.is_some() => {
+                        if terminal.is_some_and(|t| t.continue_stopped()) {
+                            tracing::warn!(
+                                "the job was stopped from the terminal; a job holding lease '{}' cannot be suspended, so it was continued (Ctrl-C ends it)",
+                                lease.name()
+                            );
+                        }
+                    }
                     sig = signals.recv() => {
                         if let Ok(s) = Signal::try_from(sig) {
                             target.signal(s);
@@ -267,6 +286,9 @@ impl Supervisor {
                 }
             }
         };
+        if let Some(t) = &terminal {
+            t.take_back();
+        }
         stopper.finish();
         // The thread reports while it holds the plan, so after finish() every
         // report it made is here: a stop it began decides the outcome.
@@ -280,6 +302,17 @@ impl Supervisor {
             None => child.wait().await?,
         };
         Ok(match cause {
+            // Killed by the terminal's Ctrl-C or Ctrl-\, which only the job
+            // (holding the terminal) got: the user's interrupt, as a shell
+            // takes it, not a failure to campaign again after.
+            None if terminal.is_some()
+                && matches!(status.signal(), Some(libc::SIGINT | libc::SIGQUIT)) =>
+            {
+                Outcome::Interrupted {
+                    signal: status.signal().unwrap_or(libc::SIGINT),
+                    status,
+                }
+            }
             None => Outcome::Exited(status),
             Some(StopCause::Lost(reason)) => Outcome::Lost { reason, status },
             Some(StopCause::Signal(signal)) => Outcome::Interrupted { signal, status },
