@@ -103,7 +103,7 @@ fn usage_error(e: clap::Error) -> u8 {
                 .collect();
             let line = line.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
-            eprintln!("leasehold: {line} (see leasehold --help)");
+            eprintln!("leasehold: {} (see leasehold --help)", printable(line));
             exit::USAGE
         }
     }
