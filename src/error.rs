@@ -57,18 +57,18 @@ pub enum Error {
     )]
     NotReplicated { op: &'static str, want: u32 },
 
-    /// Redis refused a command (an ACL without the rights leasehold needs).
-    #[error("Redis refused {op}: {message} (grant the ACL rule in the README's Security section)")]
+    /// Redis refused a command (an ACL without the rights leasehold needs),
+    /// or the connection's set-up.
+    #[error("Redis refused {op}: {message}{}", acl_hint(message))]
     Refused { op: &'static str, message: String },
 
     /// A request did not complete in time.
     #[error("Redis {op} timed out after {after:?} (is Redis overloaded or the network down?)")]
     Timeout { op: &'static str, after: Duration },
 
-    /// Someone else wrote a key of another type where a lease key lives.
-    #[error(
-        "key {key} already exists with type {found}, not written by leasehold: choose another lease name or key prefix, or delete the key"
-    )]
+    /// Someone else wrote a key of another type where a lease key lives, or
+    /// values leasehold does not write (a script failed on them).
+    #[error("{}", foreign(key, found))]
     ForeignKey { key: String, found: String },
 
     /// The name is in use by the other kind (a lease vs. a semaphore): the two
@@ -79,7 +79,9 @@ pub enum Error {
     NameInUse { kind: &'static str },
 
     /// Redis answered something the protocol does not allow.
-    #[error("unexpected reply from Redis to {op}: {detail} (is this a Redis 6.2 or later?)")]
+    #[error(
+        "unexpected reply from Redis to {op}: {detail} (a key under the prefix may hold data leasehold did not write, or this is not Redis 6.2 or later)"
+    )]
     Protocol { op: &'static str, detail: String },
 
     /// A lease name that cannot be used.
@@ -191,11 +193,59 @@ impl Error {
         }
         if text.contains("WRONGTYPE") {
             return Error::ForeignKey {
-                key: "(one of the lease's keys)".into(),
-                found: "another type".into(),
+                key: String::new(),
+                found: "a value of a type leasehold did not write".into(),
+            };
+        }
+        // A script of ours failed on what it read: a value of a key under
+        // the prefix that leasehold did not write. Failover and overload
+        // errors raised inside scripts (READONLY, OOM, BUSY…) are not data.
+        if text.contains("user_script")
+            && let Some(what) = DATA_ERRORS.iter().find(|m| text.contains(*m))
+        {
+            return Error::ForeignKey {
+                key: String::new(),
+                found: format!("a value leasehold did not write (Redis: {what})"),
             };
         }
         Error::Redis { op, source }
+    }
+}
+
+/// Script errors that mean "the data is not what leasehold writes".
+const DATA_ERRORS: &[&str] = &[
+    "value is not an integer",
+    "value is not a valid float",
+    "attempt to perform arithmetic",
+    "attempt to compare",
+    "attempt to concatenate",
+    "attempt to index",
+    "bad argument",
+    "is out of range",
+];
+
+fn foreign(key: &str, found: &str) -> String {
+    if key.is_empty() {
+        format!(
+            "one of the lease's keys holds {found}: choose another lease name or key prefix, or delete the lease's keys"
+        )
+    } else if found == "unknown" {
+        format!(
+            "key {key}, or one beside it, holds data not written by leasehold: choose another lease name or key prefix, or delete the lease's keys"
+        )
+    } else {
+        format!(
+            "key {key} already exists with type {found}, not written by leasehold: choose another lease name or key prefix, or delete the key"
+        )
+    }
+}
+
+/// What to do about a refusal by the ACL.
+fn acl_hint(message: &str) -> &'static str {
+    if message.contains("NOPERM") {
+        " (grant the ACL rule in the README's Security section)"
+    } else {
+        ""
     }
 }
 

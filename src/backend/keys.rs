@@ -86,14 +86,34 @@ pub(crate) fn validate_key_name(name: &str) -> Result<()> {
     }
 }
 
-/// Checks a key prefix: at most 64 bytes of the name characters, no braces.
+/// Checks a key prefix: 1 to 64 bytes of the name characters, ending in a
+/// separator (`:` usually; any of `- _ . : / @ + =`).
+///
+/// Keys are `<prefix>{<name>}:lease` and `<prefix>epoch`: an empty prefix
+/// gives bare `{name}:queue` and `epoch` keys, and one without a separator
+/// (`leasehold`) makes `leaseholdepoch`; either may land on another
+/// application's keys. No separator is added silently: an instance that
+/// added one would not exclude an older one that did not.
 pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let bad = |rule: &str| Error::BadConfig {
+        what: "key prefix",
+        value: format!("{prefix:?}"),
+        rule: rule.into(),
+    };
+    if prefix.is_empty() {
+        return Err(bad(
+            "cannot be empty: leasehold's keys would mix with other applications' (use e.g. \"leasehold:\", the default)",
+        ));
+    }
     if prefix.len() > 64 || !prefix.bytes().all(is_name_byte) {
-        return Err(Error::BadConfig {
-            what: "key prefix",
-            value: format!("{prefix:?}"),
-            rule: "use at most 64 letters, digits and - _ . : / @ + = (braces would break the hash tag)".into(),
-        });
+        return Err(bad(
+            "use at most 64 letters, digits and - _ . : / @ + = (braces would break the hash tag)",
+        ));
+    }
+    if prefix.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(bad(&format!(
+            "must end with a separator such as ':', or keys run into it ({prefix}epoch); use \"{prefix}:\""
+        )));
     }
     Ok(())
 }
@@ -123,6 +143,9 @@ mod tests {
         assert!(validate_name(&"a".repeat(201)).is_err());
         assert!(validate_name(&"a".repeat(200)).is_ok());
         assert!(validate_prefix("app{x}:").is_err());
-        assert!(validate_prefix("").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("leasehold").is_err());
+        assert!(validate_prefix("leasehold:").is_ok());
+        assert!(validate_prefix("app/v2_").is_ok());
     }
 }

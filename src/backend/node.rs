@@ -11,7 +11,7 @@ use redis::{AsyncConnectionConfig, Value};
 
 use super::notify::{Notifier, Source};
 use super::scripts::{self, Call, Lua};
-use super::url::{Target, parse, redact_url};
+use super::url::{Target, parse, redact_url, scrub};
 use super::{AcquireReply, ConnectOptions, HolderInfo, Kind, LeaseStatus, RenewReply, keys};
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
@@ -147,10 +147,14 @@ static SLOT_TAGS: LazyLock<HashMap<redis::cluster_routing::Slot, String>> = Lazy
     tags
 });
 
+/// What a failed connection set-up means: refused credentials (69), a
+/// database number or address Redis refuses (64 / 69, saying so), or no
+/// answer (69, "is redis-server running there?").
 fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
     move |e: redis::RedisError| {
         let text = e.to_string();
         if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || text.contains("AuthenticationFailed")
             || text.contains("WRONGPASS")
             || text.contains("NOAUTH")
             || text.contains("NOPERM")
@@ -158,6 +162,33 @@ fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
             Error::Auth {
                 url: shown.to_string(),
                 source: e,
+            }
+        } else if text.contains("switch database") || text.contains("DB index") {
+            Error::BadUrl {
+                url: shown.to_string(),
+                reason: format!(
+                    "Redis refused its database number ({}): a server has databases 0 to 15 unless configured otherwise, a Cluster only 0",
+                    e.detail().unwrap_or("DB index is out of range")
+                ),
+            }
+        } else if text.contains("sentinel node") {
+            Error::Refused {
+                op: "connect",
+                message: format!(
+                    "{shown} does not answer as a Redis Sentinel (redis+sentinel:// lists sentinels, usually on port 26379; use redis:// for a server)"
+                ),
+            }
+        } else if e.code().is_some()
+            && !e.is_io_error()
+            && !e.is_connection_refusal()
+            && !["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"]
+                .iter()
+                .any(|c| text.contains(c))
+        {
+            // The server answered, with an error.
+            Error::Refused {
+                op: "connect",
+                message: format!("{shown} answered {text}"),
             }
         } else {
             Error::Unreachable {
@@ -168,12 +199,43 @@ fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
     }
 }
 
+/// Longest PEM file read (a CA bundle is a few hundred kB at most).
+const MAX_PEM: u64 = 4 << 20;
+
+/// Reads a PEM file, refusing what is not a regular file of sane size: a
+/// FIFO or `/dev/zero` must not hang (or fill) start-up. The open does not
+/// block (O_NONBLOCK: a FIFO without a writer), and the type is checked on
+/// the opened file, not on a path that could change in between.
 fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::BadConfig {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |rule: String| Error::BadConfig {
         what,
         value: path.display().to_string(),
-        rule: format!("cannot be read: {e}"),
-    })
+        rule,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file (a PEM file is expected)".into()));
+    }
+    let mut out = Vec::new();
+    file.take(MAX_PEM + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if out.len() as u64 > MAX_PEM {
+        return Err(bad(format!(
+            "is larger than {} MiB: not a PEM file",
+            MAX_PEM >> 20
+        )));
+    }
+    Ok(out)
 }
 
 /// The custom CA and client certificate for a `rediss://` URL, if any were given.
@@ -216,6 +278,19 @@ fn tls_certificates(
     }))
 }
 
+/// `LEASEHOLD_REDIS_PASSWORD`, for URLs without a password of their own.
+fn env_password() -> Result<Option<String>> {
+    match std::env::var("LEASEHOLD_REDIS_PASSWORD") {
+        Ok(pw) => Ok(Some(pw)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::BadConfig {
+            what: "LEASEHOLD_REDIS_PASSWORD",
+            value: "(not shown)".into(),
+            rule: "is not valid UTF-8; Redis passwords are text".into(),
+        }),
+    }
+}
+
 fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Client> {
     if url.starts_with("rediss") {
         // One process-wide rustls provider; a second install is a no-op error.
@@ -224,9 +299,12 @@ fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Cl
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| Error::BadUrl {
             url: shown.to_string(),
-            reason: e.to_string().replace(url, shown),
+            reason: format!(
+                "not a valid URL ({}); a password with reserved characters must be percent-encoded, or left out and set in LEASEHOLD_REDIS_PASSWORD",
+                scrub(&e.to_string(), url)
+            ),
         })?;
-    if let Ok(pw) = std::env::var("LEASEHOLD_REDIS_PASSWORD")
+    if let Some(pw) = env_password()?
         && info.redis_settings().password().is_none()
     {
         let settings = info.redis_settings().clone().set_password(pw);
@@ -235,7 +313,7 @@ fn client_for(url: &str, shown: &str, tls: &super::TlsFiles) -> Result<redis::Cl
     let Some(certs) = tls_certificates(url, shown, tls)? else {
         return redis::Client::open(info).map_err(|e| Error::BadUrl {
             url: shown.to_string(),
-            reason: e.to_string(),
+            reason: scrub(&e.to_string(), url),
         });
     };
     redis::Client::build_with_tls(info, certs).map_err(|e| Error::BadConfig {
@@ -321,7 +399,10 @@ impl Node {
                 db,
             } => {
                 let mut rci = redis::RedisConnectionInfo::default().set_db(db);
-                let password = password.or_else(|| std::env::var("LEASEHOLD_REDIS_PASSWORD").ok());
+                let password = match password {
+                    Some(p) => Some(p),
+                    None => env_password()?,
+                };
                 if let Some(u) = user {
                     rci = rci.set_username(u);
                 }
@@ -338,7 +419,7 @@ impl Node {
                 )
                 .map_err(|e| Error::BadUrl {
                     url: shown.clone(),
-                    reason: e.to_string(),
+                    reason: scrub(&e.to_string(), url),
                 })?;
                 let sc2 = redis::sentinel::SentinelClient::build(
                     sentinels,
@@ -348,7 +429,7 @@ impl Node {
                 )
                 .map_err(|e| Error::BadUrl {
                     url: shown.clone(),
-                    reason: e.to_string(),
+                    reason: scrub(&e.to_string(), url),
                 })?;
                 let conn = Arc::new(SentinelConn {
                     client: tokio::sync::Mutex::new(sc),
@@ -375,12 +456,21 @@ impl Node {
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(6);
+                // The seeds carry the URL's password, if it has one; otherwise
+                // the environment's, as for every other kind of URL.
+                let url_has_password = seeds.first().is_some_and(|s| {
+                    redis::IntoConnectionInfo::into_connection_info(s.as_str())
+                        .is_ok_and(|i| i.redis_settings().password().is_some())
+                });
+                if !url_has_password && let Some(pw) = env_password()? {
+                    ccb = ccb.password(pw);
+                }
                 if let Some(certs) = tls_certificates(url, &shown, &opts.tls)? {
                     ccb = ccb.certs(certs);
                 }
                 let cc = ccb.build().map_err(|e| Error::BadUrl {
                     url: shown.clone(),
-                    reason: e.to_string(),
+                    reason: scrub(&e.to_string(), url),
                 })?;
                 let mut conn = cc.get_async_connection().await.map_err(classify(&shown))?;
                 let _: String = redis::cmd("PING")

@@ -44,6 +44,42 @@ fn node_timeout(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
+/// Refuses a server given twice (also as another database of it): a quorum
+/// over one server is no quorum, and its members would grant each other's
+/// keys away (one key per name on that server) so that none ever acquires.
+fn check_independent(urls: &[String]) -> Result<()> {
+    let mut seen: Vec<(String, &String)> = Vec::with_capacity(urls.len());
+    for u in urls {
+        // Unparsable URLs are reported by the connect that follows.
+        let Ok(info) = redis::IntoConnectionInfo::into_connection_info(u.as_str()) else {
+            continue;
+        };
+        let addr = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+                let host = match host.as_str() {
+                    "localhost" | "::1" | "0.0.0.0" => "127.0.0.1".to_string(),
+                    _ => host,
+                };
+                format!("{host}:{port}")
+            }
+            redis::ConnectionAddr::Unix(path) => format!("unix:{}", path.display()),
+            other => format!("{other:?}"),
+        };
+        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+            return Err(Error::BadUrl {
+                url: format!("{} {}", redact_url(first), redact_url(u)),
+                reason: format!(
+                    "both name the server {addr}: a quorum needs 3 or more independent Redis servers, each given once"
+                ),
+            });
+        }
+        seen.push((addr, u));
+    }
+    Ok(())
+}
+
 impl Quorum {
     pub async fn connect(urls: &[String], prefix: &str, opts: &ConnectOptions) -> Result<Quorum> {
         if opts.min_replicas > 0 {
@@ -61,6 +97,7 @@ impl Quorum {
                 });
             }
         }
+        check_independent(urls)?;
         let shown = urls
             .iter()
             .map(|u| redact_url(u))

@@ -15,6 +15,8 @@
 //! - this task passes each confirmed renewal on to that thread, forwards
 //!   SIGTERM/SIGINT/SIGHUP to the job (SIGKILL after `grace`), and logs what
 //!   the thread did, after it did it;
+//! - in a terminal's foreground, the job's group holds the terminal while it
+//!   runs (`terminal.rs`);
 //! - when the child exits, whatever it left behind is killed, and its status
 //!   is the outcome.
 
@@ -24,6 +26,7 @@ mod contain;
 mod pidns;
 mod signals;
 mod stopper;
+mod terminal;
 
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -68,6 +71,8 @@ pub struct Supervisor {
     args: Vec<OsString>,
     grace: Duration,
     env: Vec<(String, String)>,
+    /// Variables of this process the child does not inherit.
+    env_remove: Vec<String>,
     containment: Containment,
     /// Whether the containment was announced (once, at the first start).
     announced: Arc<AtomicBool>,
@@ -90,6 +95,7 @@ impl Supervisor {
             args,
             grace: Duration::from_secs(2),
             env: Vec::new(),
+            env_remove: Vec::new(),
             containment: Containment::group(),
             announced: Arc::new(AtomicBool::new(false)),
         }
@@ -115,6 +121,13 @@ impl Supervisor {
         self
     }
 
+    /// Keeps a variable of this process out of the child's environment (e.g.
+    /// the Redis credentials: a job that has them can rewrite every lease).
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
     /// How long before the safety deadline stopping must begin.
     pub fn stop_budget(&self) -> Duration {
         self.grace + KILL_MARGIN
@@ -127,7 +140,21 @@ impl Supervisor {
     /// # Errors
     /// [`Error::BadConfig`] naming the largest grace that fits.
     pub fn check_fits(&self, config: &LeaseConfig) -> Result<(), Error> {
-        let room = (config.ttl() / 2).saturating_sub(KILL_MARGIN);
+        let half = config.ttl() / 2;
+        if KILL_MARGIN > half {
+            // Not even a grace of zero fits: stopping would begin the moment
+            // the child starts, every time.
+            return Err(Error::BadConfig {
+                what: "TTL",
+                value: humantime::format_duration(config.ttl()).to_string(),
+                rule: format!(
+                    "is too short to run a child: stopping it takes {} after SIGKILL, which must fit in half the TTL; use a TTL of at least {} (plus twice the grace)",
+                    humantime::format_duration(KILL_MARGIN),
+                    humantime::format_duration(KILL_MARGIN * 2),
+                ),
+            });
+        }
+        let room = half - KILL_MARGIN;
         if self.grace > room {
             return Err(Error::BadConfig {
                 what: "grace",
@@ -163,7 +190,19 @@ impl Supervisor {
         env.push(("LEASEHOLD_TOKEN".into(), lease.token().to_string()));
         env.push(("LEASEHOLD_HOLDER".into(), lease.holder().to_string()));
         crate::telemetry::containment(self.containment.name());
-        let (mut child, target) = child::spawn(&self.program, &self.args, &env, &self.containment)?;
+        // In a terminal's foreground: the job's group takes the terminal
+        // while it runs (`terminal.rs`).
+        let terminal = terminal::Foreground::detect();
+        // Taken back when the child exits (below), and on every early return.
+        let _give_back = terminal.map(terminal::TakeBack);
+        let (mut child, target) = child::spawn(
+            &self.program,
+            &self.args,
+            &env,
+            &self.env_remove,
+            &self.containment,
+            terminal,
+        )?;
         if !self.announced.swap(true, Ordering::Relaxed) {
             // Once, at every verbosity, after the first successful start (so
             // that a usage or exec error stays the only line): what holds the
@@ -191,6 +230,8 @@ impl Supervisor {
         let mut shut_down = false;
         let shutdown = std::pin::pin!(shutdown);
         let mut shutdown = shutdown;
+        let mut stop_check = tokio::time::interval(Duration::from_millis(200));
+        stop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reaped = {
             // Exit seen through a pidfd leaves the child unreaped, so that the
             // stop thread can be told to stop before its pid can be recycled.
@@ -231,6 +272,14 @@ impl Supervisor {
                             }
                         }
                     }
+                    _ = stop_check.tick(), if terminal.is_some() => {
+                        if terminal.is_some_and(|t| t.continue_stopped()) {
+                            tracing::warn!(
+                                "the job was stopped from the terminal; a job holding lease '{}' cannot be suspended, so it was continued (Ctrl-C ends it)",
+                                lease.name()
+                            );
+                        }
+                    }
                     sig = &mut shutdown, if !shut_down => {
                         shut_down = true;
                         if let Ok(s) = Signal::try_from(sig) {
@@ -243,6 +292,9 @@ impl Supervisor {
                 }
             }
         };
+        if let Some(t) = &terminal {
+            t.take_back();
+        }
         stopper.finish();
         // The thread reports while it holds the plan, so after finish() every
         // report it made is here: a stop it began decides the outcome.
@@ -256,6 +308,17 @@ impl Supervisor {
             None => child.wait().await?,
         };
         Ok(match cause {
+            // Killed by the terminal's Ctrl-C or Ctrl-\, which only the job
+            // (holding the terminal) got: the user's interrupt, as a shell
+            // takes it, not a failure to campaign again after.
+            None if terminal.is_some()
+                && matches!(status.signal(), Some(libc::SIGINT | libc::SIGQUIT)) =>
+            {
+                Outcome::Interrupted {
+                    signal: status.signal().unwrap_or(libc::SIGINT),
+                    status,
+                }
+            }
             None => Outcome::Exited(status),
             Some(StopCause::Lost(reason)) => Outcome::Lost { reason, status },
             Some(StopCause::Signal(signal)) => Outcome::Interrupted { signal, status },

@@ -32,7 +32,15 @@ local function server()
   return run, math.floor(us / 1000), us, uptime
 end
 
-local function num(x) return tonumber(x) or 0 end
+-- A number field of a record: leasehold writes integers of at most 2^53
+-- (exact in Lua); anything else (inf, nan, 1e400, garbage) was written by
+-- something else and counts as 0 (an expiry long past), so that a waiter
+-- neither spins on an "infinite" lease nor fails on arithmetic with it.
+local function num(x)
+  local n = tonumber(x)
+  if n and n == n and n > -9007199254740992 and n < 9007199254740992 then return n end
+  return 0
+end
 
 -- The Redis time (ms) from which a name whose record says it was last
 -- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
@@ -112,17 +120,31 @@ local function note_refused(rec, epoch, ttl, rec_run)
   end
 end
 
+-- Is `s` a holder id, "<host>/<pid>/<32 hex digits>"? Only those are ever
+-- removed from a queue or a semaphore: a member of another shape was not
+-- written by leasehold (a key prefix shared with another application) and is
+-- left alone (and never counted, granted or waited for).
+local HOLDER_ID = '^[^/]*/%d+/' .. string.rep('%x', 32) .. '$'
+local function is_holder_id(s)
+  return type(s) == 'string' and string.match(s, HOLDER_ID) ~= nil
+end
+
 -- The first waiter in line whose place has not lapsed, with its
 -- "<lapse ms> <ttl ms> <inbox> <value>" entry; waiters that stopped coming
 -- (crashed) leave the line on the way. nil when nobody waits.
 local function live_head(queue, qinfo, now)
+  local i = 0
   while true do
-    local h = redis.call('ZRANGE', queue, 0, 0)[1]
+    local h = redis.call('ZRANGE', queue, i, i)[1]
     if not h then return nil end
-    local info = redis.call('HGET', qinfo, h)
-    if info and num(string.match(info, '^(%d+)')) > now then return h, info end
-    redis.call('ZREM', queue, h)
-    redis.call('HDEL', qinfo, h)
+    if not is_holder_id(h) then
+      i = i + 1
+    else
+      local info = redis.call('HGET', qinfo, h)
+      if info and num(string.match(info, '^(%d+)')) > now then return h, info end
+      redis.call('ZREM', queue, h)
+      redis.call('HDEL', qinfo, h)
+    end
   end
 end
 

@@ -9,7 +9,7 @@ use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns,
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cli::{ChaosArgs, ChaosWorkerArgs, DEFAULT_URL};
+use crate::cli::{ChaosArgs, ChaosWorkerArgs};
 use crate::exit;
 
 /// The worker: writes `W <token> <supervisor> <pid>` every 2 ms until killed.
@@ -144,10 +144,12 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 pub async fn chaos(a: ChaosArgs) -> u8 {
-    let urls = if a.redis.is_empty() {
-        vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
-    } else {
-        a.redis.clone()
+    let urls = match crate::cli::urls_or_env(&a.redis) {
+        Ok(u) => u,
+        Err(e) => {
+            crate::report(&e);
+            return exit::of_error(&e);
+        }
     };
     for f in &a.faults {
         if !["kill", "term", "partition", "pause", "none"].contains(&f.as_str()) {
@@ -157,6 +159,25 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
     }
     if a.contenders < 2 {
         eprintln!("leasehold: --contenders must be at least 2");
+        return exit::USAGE;
+    }
+    // The contenders run `run --ttl TTL --grace TTL/5`: a TTL they would
+    // refuse is refused here, before anything starts.
+    let fits = leasehold::LeaseConfig::new(a.ttl).and_then(|c| {
+        leasehold::supervisor::Supervisor::new("worker", Vec::new())
+            .grace(a.ttl / 5)
+            .check_fits(&c)
+    });
+    if let Err(e) = fits {
+        crate::report(&e);
+        return exit::USAGE;
+    }
+    // The timeline is written at the end: find out now that it cannot be.
+    if let Err(e) = std::fs::File::create(&a.svg) {
+        eprintln!(
+            "leasehold: cannot write the timeline to {}: {e} (choose another --svg)",
+            a.svg.display()
+        );
         return exit::USAGE;
     }
     // Check the Redis before starting anything.
@@ -334,7 +355,8 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
     }
     let analysis = analyse(&writes, &excused);
     let picture = svg(&analysis, &faults, &excused, start_ns, end_ns);
-    if let Err(e) = std::fs::write(&a.svg, picture) {
+    let written = std::fs::write(&a.svg, picture);
+    if let Err(e) = &written {
         eprintln!("leasehold: cannot write {}: {e}", a.svg.display());
     }
     report(
@@ -346,6 +368,9 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         &orphans,
         &skipped,
     );
+    if written.is_err() {
+        return exit::SOFTWARE;
+    }
     exit::OK
 }
 
@@ -410,18 +435,20 @@ fn report(
         }
     );
     println!("  orphaned workers       {}", orphans.len());
-    println!(
-        "  failover after a fault p50 {:.0} ms, max {:.0} ms ({} measured)",
-        pct(failover, 0.5),
-        pct(failover, 1.0),
-        failover.len()
-    );
-    println!(
-        "  handover after SIGTERM p50 {:.1} ms, max {:.1} ms ({} measured)",
-        pct(handover, 0.5),
-        pct(handover, 1.0),
-        handover.len()
-    );
+    let spread = |v: &mut [f64], digits: usize| {
+        if v.is_empty() {
+            "none measured".to_string()
+        } else {
+            format!(
+                "p50 {:.digits$} ms, max {:.digits$} ms ({} measured)",
+                pct(v, 0.5),
+                pct(v, 1.0),
+                v.len()
+            )
+        }
+    };
+    println!("  failover after a fault {}", spread(failover, 0));
+    println!("  handover after SIGTERM {}", spread(handover, 1));
     for s in skipped {
         println!("  skipped                {s}");
     }

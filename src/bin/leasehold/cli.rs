@@ -289,17 +289,13 @@ pub struct Conn {
 
 impl Conn {
     /// The Redis URL(s) to use.
-    pub fn urls(&self) -> Vec<String> {
-        if self.redis.is_empty() {
-            vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
-        } else {
-            self.redis.clone()
-        }
+    pub fn urls(&self) -> leasehold::Result<Vec<String>> {
+        urls_or_env(&self.redis)
     }
 
     /// Connects as these flags say.
     pub async fn connect(&self) -> leasehold::Result<leasehold::Client> {
-        let mut b = leasehold::Client::builder_many(self.urls())
+        let mut b = leasehold::Client::builder_many(self.urls()?)
             .prefix(self.prefix.clone())
             .min_replicas(self.min_replicas);
         if let Some(ca) = &self.tls_ca {
@@ -309,6 +305,23 @@ impl Conn {
             b = b.tls_client_cert(cert, key);
         }
         b.connect().await
+    }
+}
+
+/// `--redis` URLs, else `$LEASEHOLD_REDIS_URL`, else the default. A URL in
+/// the environment that is not UTF-8 is refused, not replaced by the default.
+pub fn urls_or_env(given: &[String]) -> leasehold::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    match std::env::var("LEASEHOLD_REDIS_URL") {
+        Ok(u) => Ok(vec![u]),
+        Err(std::env::VarError::NotPresent) => Ok(vec![DEFAULT_URL.into()]),
+        Err(std::env::VarError::NotUnicode(_)) => Err(leasehold::Error::BadConfig {
+            what: "LEASEHOLD_REDIS_URL",
+            value: "(not shown)".into(),
+            rule: "is not valid UTF-8: a Redis URL is text (percent-encode other bytes)".into(),
+        }),
     }
 }
 
@@ -359,6 +372,12 @@ pub struct RunArgs {
     /// this host allows, in that order).
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub contain: ContainArg,
+
+    /// Leave LEASEHOLD_REDIS_URL, LEASEHOLD_REDIS_PASSWORD and
+    /// LEASEHOLD_TLS_{CA,CERT,KEY} in the job's environment. By default they
+    /// are removed: a job holding the Redis credentials can rewrite any lease.
+    #[arg(long)]
+    pub pass_redis_env: bool,
 
     /// Hold one of N slots instead of the single lease: at most N instances
     /// run at once (like `consul lock -n`).

@@ -23,9 +23,12 @@ pub const NOT_FOUND: u8 = 127;
 pub const HELP: &str = "\
 Exit status of `run`:
   the child's     the child exited (128+N when killed by signal N)
-  64              usage error (bad flag, duration, name, URL, or --grace too long for --ttl)
+  128+N           signal N while connecting or waiting for the lease
+  64              usage error (bad flag, duration, name, URL, prefix, TLS file, a quorum
+                  server given twice, a database Redis refuses, --grace too long for --ttl,
+                  --ttl too short for any grace)
   69              Redis unreachable, refusing authentication, or refusing a command (ACL)
-  70              unexpected error (e.g. a foreign key at the lease's name)
+  70              unexpected error (e.g. a foreign key or foreign values at the lease's name)
   75              --wait elapsed without getting the lease
   79              the lease was lost while the child ran; the child was stopped
   126 / 127       the command is not executable / not found

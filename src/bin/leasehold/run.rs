@@ -28,7 +28,12 @@ pub async fn run(a: RunArgs) -> u8 {
         return exit::USAGE;
     };
     let grace = a.grace.unwrap_or(a.ttl / 5);
-    let supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    let mut supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    if !a.pass_redis_env {
+        for var in crate::CONNECTION_ENV {
+            supervisor = supervisor.env_remove(var);
+        }
+    }
     if let Err(e) = supervisor.check_fits(&config) {
         return fail(&e);
     }
@@ -54,9 +59,17 @@ pub async fn run(a: RunArgs) -> u8 {
         }
     };
 
-    let client = match a.conn.connect().await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    // Connecting may take the connect timeout (a silent address): a signal
+    // meanwhile ends it at once, as it would have before the handlers were in.
+    let client = tokio::select! {
+        c = a.conn.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        },
+        sig = signals.recv() => {
+            tracing::info!("signal {sig} while connecting to Redis; exiting");
+            return (128 + sig) as u8;
+        }
     };
 
     let mut wait_limit = a.wait.0;

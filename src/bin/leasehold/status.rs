@@ -4,7 +4,7 @@ use futures_util::StreamExt;
 use leasehold::{Client, HolderInfo};
 
 use crate::cli::StatusArgs;
-use crate::{exit, report};
+use crate::{exit, printable, report};
 
 async fn connect(a: &StatusArgs) -> Result<Client, u8> {
     if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
@@ -37,20 +37,23 @@ fn json(name: &str, h: Option<&HolderInfo>, last_token: Option<u64>) -> String {
     v.to_string()
 }
 
+/// One line for people. Holder ids and values come from Redis, where anyone
+/// with write access may have put escape sequences: they are escaped.
 fn text(name: &str, h: Option<&HolderInfo>) -> String {
     match h {
         Some(h) => {
             let value = if h.value.is_empty() {
                 String::new()
             } else {
+                // Debug quotes and escapes it, control characters included.
                 format!(", value {:?}", h.value)
             };
             format!(
                 "'{name}' is held by {} (token {}){value}, expires in {:.1}s unless renewed; holder id {}",
-                h.holder.readable(),
+                printable(&h.holder.readable()),
                 h.token,
                 h.ttl_left.as_secs_f64(),
-                h.holder
+                printable(h.holder.as_str())
             )
         }
         None => format!("'{name}' is free"),
@@ -104,7 +107,7 @@ pub async fn status(a: StatusArgs) -> u8 {
                     for h in &slots {
                         println!(
                             "  {} (token {}), expires in {:.1}s unless renewed",
-                            h.holder.readable(),
+                            printable(&h.holder.readable()),
                             h.token,
                             h.ttl_left.as_secs_f64()
                         );
@@ -151,7 +154,7 @@ pub async fn watch(a: StatusArgs) -> u8 {
                         return exit::OK;
                     }
                 }
-                Some(Err(e)) => tracing::warn!("watch: {e}"),
+                Some(Err(e)) => tracing::warn!("watch: {}", printable(&e.to_string())),
                 None => return exit::OK,
             },
             _ = interrupt.recv() => return exit::OK,
