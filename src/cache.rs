@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::Event;
-use crate::backend::node::CacheEntry;
+use crate::backend::chores::CacheEntry;
 use crate::error::{Error, Result};
 use crate::lease::Leases;
 use crate::quota::Quota;

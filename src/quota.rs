@@ -59,7 +59,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp};
 
 use crate::backend::Backend;
-use crate::backend::node::{FixedTake, SlidingTake};
+use crate::backend::chores::{FixedTake, SlidingTake};
 use crate::error::{Error, Result};
 
 /// The largest count Redis's Lua computes exactly (2^53 − 1): the largest limit.

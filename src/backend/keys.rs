@@ -11,6 +11,9 @@
 //! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |
 //! | `<prefix>epoch`             | string | none       | "run_id base_ms maxttl_ms": the server leasehold writes to, since when, longest TTL |
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use crate::error::{Error, Result};
 
 /// Default key prefix.
@@ -43,6 +46,42 @@ impl Keys {
             epoch: format!("{prefix}epoch"),
         }
     }
+}
+
+/// Server markers on Cluster, one per hash slot: a hash tag that lands in
+/// each hash slot, so that the marker shares the hash slot of the lease it
+/// guards (a script may touch one hash slot only).
+static HASH_SLOT_TAGS: LazyLock<HashMap<redis::cluster_routing::Slot, String>> =
+    LazyLock::new(|| {
+        let mut tags = HashMap::with_capacity(16_384);
+        let mut i: u64 = 0;
+        while tags.len() < 16_384 {
+            let tag = format!("e{i}");
+            tags.entry(redis::cluster_routing::Slot::for_key(&tag))
+                .or_insert(tag);
+            i += 1;
+        }
+        tags
+    });
+
+/// The server marker for the hash slot of `lease_key` on Cluster:
+/// `<prefix>{eN}:epoch`, `eN` a tag in that hash slot.
+pub(crate) fn cluster_epoch(prefix: &str, lease_key: &str) -> Option<String> {
+    let slot = redis::cluster_routing::Slot::for_key(lease_key);
+    HASH_SLOT_TAGS
+        .get(&slot)
+        .map(|tag| format!("{prefix}{{{tag}}}:epoch"))
+}
+
+/// A quota counter's key: `<prefix>{quota:<key>}:<suffix>`.
+pub(crate) fn quota(prefix: &str, key: &str, suffix: &str) -> String {
+    format!("{prefix}{{quota:{key}}}:{suffix}")
+}
+
+/// A token cache key: `<prefix>{cache#<name>}:<suffix>`; the refresher lease
+/// `cache#<name>` shares the hash tag (and no user name can: `#`).
+pub(crate) fn cache(prefix: &str, name: &str, suffix: &str) -> String {
+    format!("{prefix}{{cache#{name}}}:{suffix}")
 }
 
 /// Checks a lease name: 1 to 200 bytes of `A-Z a-z 0-9 - _ . : / @ + =`.

@@ -9,11 +9,15 @@
 //!   master, or a Cluster — the same scripts, thanks to the `{name}` hash tag;
 //! - a quorum of N ≥ 3 independent servers ([`quorum`], Redlock).
 
+pub(crate) mod chores;
+mod conn;
 pub mod keys;
 pub mod node;
 mod notify;
 pub mod quorum;
+mod reply;
 mod scripts;
+mod semaphore;
 pub mod url;
 
 use std::time::Duration;
