@@ -143,73 +143,134 @@ impl Error {
             | Error::NotReplicated { .. }
             | Error::QuotaUnknown { .. } => true,
             Error::Redis { source, .. } => {
-                let text = source.to_string();
-                source.is_io_error()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
-                    || source.is_timeout()
-                    // Failover and resharding in progress: transient by nature.
-                    || [
-                        "READONLY",
-                        "LOADING",
-                        "MASTERDOWN",
-                        "TRYAGAIN",
-                        "CLUSTERDOWN",
-                        "MasterNameNotFoundBySentinel",
-                        "NoValidReplicasFoundBySentinel",
-                    ]
-                    .iter()
-                    .any(|m| text.contains(m))
+                matches!(fault(source), Fault::Unreachable | Fault::Transient)
             }
             _ => false,
         }
     }
 
     pub(crate) fn redis(op: &'static str, source: redis::RedisError) -> Error {
-        let text = source.to_string();
-        if source.code() == Some("LEASEHOLD_FOREIGN") || text.contains("LEASEHOLD_FOREIGN") {
-            let detail = source.detail().map(str::to_string).unwrap_or_else(|| {
-                text.split("LEASEHOLD_FOREIGN")
-                    .nth(1)
-                    .unwrap_or_default()
-                    .trim_start_matches(['"', ':', ' '])
-                    .to_string()
-            });
-            let mut parts = detail.split_whitespace();
-            let key = parts.next().unwrap_or_default().to_string();
-            let found = parts.next().unwrap_or("unknown").to_string();
-            return Error::ForeignKey { key, found };
-        }
-        if let Some((_, other)) = text.split_once("LEASEHOLD_KIND") {
-            let kind = if other.trim_start_matches([':', ' ', '"']).starts_with("sem") {
-                "semaphore"
-            } else {
-                "lease"
-            };
-            return Error::NameInUse { kind };
-        }
-        if text.contains("NOPERM") {
-            return Error::Refused { op, message: text };
-        }
-        if text.contains("WRONGTYPE") {
-            return Error::ForeignKey {
+        match fault(&source) {
+            Fault::Foreign { key, found } => Error::ForeignKey { key, found },
+            Fault::Kind(kind) => Error::NameInUse { kind },
+            Fault::NoPerm => Error::Refused {
+                op,
+                message: source.to_string(),
+            },
+            Fault::WrongType => Error::ForeignKey {
                 key: String::new(),
                 found: "a value of a type leasehold did not write".into(),
-            };
-        }
-        // A script of ours failed on what it read: a value of a key under
-        // the prefix that leasehold did not write. Failover and overload
-        // errors raised inside scripts (READONLY, OOM, BUSY…) are not data.
-        if text.contains("user_script")
-            && let Some(what) = DATA_ERRORS.iter().find(|m| text.contains(*m))
-        {
-            return Error::ForeignKey {
+            },
+            Fault::BadData(what) => Error::ForeignKey {
                 key: String::new(),
                 found: format!("a value leasehold did not write (Redis: {what})"),
-            };
+            },
+            _ => Error::Redis { op, source },
         }
-        Error::Redis { op, source }
     }
+}
+
+/// What a Redis error means to leasehold. Decided here only: nothing else in
+/// the crate matches Redis's error text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// No answer: an I/O error, a connection dropped or refused, a timeout.
+    Unreachable,
+    /// A failover or resharding in progress (READONLY, LOADING, MASTERDOWN,
+    /// TRYAGAIN, CLUSTERDOWN, a sentinel without a master yet): transient.
+    Transient,
+    /// Credentials refused (WRONGPASS, NOAUTH).
+    Auth,
+    /// The ACL refused a command, key or channel (NOPERM).
+    NoPerm,
+    /// The database number was refused.
+    BadDatabase,
+    /// The address answered, but not as a Redis Sentinel.
+    NotSentinel,
+    /// Redis does not know the script (restart, failover, SCRIPT FLUSH).
+    NoScript,
+    /// A key of a type leasehold did not write (from our scripts).
+    Foreign { key: String, found: String },
+    /// The name is in use by the other kind (from our scripts).
+    Kind(&'static str),
+    /// WRONGTYPE: a command met a key of another type.
+    WrongType,
+    /// One of our scripts failed on a value leasehold did not write.
+    BadData(&'static str),
+    /// Anything else the server answered.
+    Other,
+}
+
+pub(crate) fn fault(e: &redis::RedisError) -> Fault {
+    let text = e.to_string();
+    let has = |m: &str| text.contains(m);
+    // Before I/O: the cluster client reports refused credentials as an I/O
+    // error of its initial connections.
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || ["AuthenticationFailed", "WRONGPASS", "NOAUTH"]
+            .iter()
+            .any(|m| has(m))
+    {
+        return Fault::Auth;
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return Fault::Unreachable;
+    }
+    if e.code() == Some("NOSCRIPT") {
+        return Fault::NoScript;
+    }
+    if e.code() == Some("LEASEHOLD_FOREIGN") || has("LEASEHOLD_FOREIGN") {
+        let detail = e.detail().map(str::to_string).unwrap_or_else(|| {
+            text.split("LEASEHOLD_FOREIGN")
+                .nth(1)
+                .unwrap_or_default()
+                .trim_start_matches(['"', ':', ' '])
+                .to_string()
+        });
+        let mut parts = detail.split_whitespace();
+        let key = parts.next().unwrap_or_default().to_string();
+        let found = parts.next().unwrap_or("unknown").to_string();
+        return Fault::Foreign { key, found };
+    }
+    if let Some((_, other)) = text.split_once("LEASEHOLD_KIND") {
+        let sem = other.trim_start_matches([':', ' ', '"']).starts_with("sem");
+        return Fault::Kind(if sem { "semaphore" } else { "lease" });
+    }
+    if has("NOPERM") {
+        return Fault::NoPerm;
+    }
+    if [
+        "READONLY",
+        "LOADING",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "BUSY",
+        "MasterNameNotFoundBySentinel",
+        "NoValidReplicasFoundBySentinel",
+    ]
+    .iter()
+    .any(|m| has(m))
+    {
+        return Fault::Transient;
+    }
+    if has("WRONGTYPE") {
+        return Fault::WrongType;
+    }
+    if has("switch database") || has("DB index") {
+        return Fault::BadDatabase;
+    }
+    if has("sentinel node") {
+        return Fault::NotSentinel;
+    }
+    // A script of ours failed on what it read: a value of a key under the
+    // prefix that leasehold did not write.
+    if has("user_script")
+        && let Some(what) = DATA_ERRORS.iter().find(|m| has(m))
+    {
+        return Fault::BadData(what);
+    }
+    Fault::Other
 }
 
 /// Script errors that mean "the data is not what leasehold writes".

@@ -15,7 +15,7 @@ use super::node::Node;
 use super::notify::{Notifier, Source};
 use super::url::{Target, parse, redact_url, scrub};
 use super::{ConnectOptions, keys};
-use crate::error::{Error, Result};
+use crate::error::{Error, Fault, Result, fault};
 use crate::token::HolderId;
 
 /// How requests reach the Redis.
@@ -100,66 +100,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An error after which the Sentinel master must be looked up again.
 fn failover_hint(e: &redis::RedisError) -> bool {
-    let text = e.to_string();
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || text.contains("READONLY")
-        || text.contains("LOADING")
-        || text.contains("MASTERDOWN")
+    matches!(fault(e), Fault::Unreachable | Fault::Transient)
 }
 
 /// What a failed connection set-up means: refused credentials (69), a
 /// database number or address Redis refuses (64 / 69, saying so), or no
 /// answer (69, "is redis-server running there?").
 fn classify(shown: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
-    move |e: redis::RedisError| {
-        let text = e.to_string();
-        if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || text.contains("AuthenticationFailed")
-            || text.contains("WRONGPASS")
-            || text.contains("NOAUTH")
-            || text.contains("NOPERM")
+    move |e: redis::RedisError| match fault(&e) {
+        Fault::Auth | Fault::NoPerm => Error::Auth {
+            url: shown.to_string(),
+            source: e,
+        },
+        Fault::BadDatabase => Error::BadUrl {
+            url: shown.to_string(),
+            reason: format!(
+                "Redis refused its database number ({}): a server has databases 0 to 15 unless configured otherwise, a Cluster only 0",
+                e.detail().unwrap_or("DB index is out of range")
+            ),
+        },
+        Fault::NotSentinel => Error::Refused {
+            op: "connect",
+            message: format!(
+                "{shown} does not answer as a Redis Sentinel (redis+sentinel:// lists sentinels, usually on port 26379; use redis:// for a server)"
+            ),
+        },
+        // The server answered, with an error.
+        Fault::Other | Fault::WrongType | Fault::BadData(_) | Fault::NoScript
+            if e.code().is_some() =>
         {
-            Error::Auth {
-                url: shown.to_string(),
-                source: e,
-            }
-        } else if text.contains("switch database") || text.contains("DB index") {
-            Error::BadUrl {
-                url: shown.to_string(),
-                reason: format!(
-                    "Redis refused its database number ({}): a server has databases 0 to 15 unless configured otherwise, a Cluster only 0",
-                    e.detail().unwrap_or("DB index is out of range")
-                ),
-            }
-        } else if text.contains("sentinel node") {
             Error::Refused {
                 op: "connect",
-                message: format!(
-                    "{shown} does not answer as a Redis Sentinel (redis+sentinel:// lists sentinels, usually on port 26379; use redis:// for a server)"
-                ),
-            }
-        } else if e.code().is_some()
-            && !e.is_io_error()
-            && !e.is_connection_refusal()
-            && !["LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"]
-                .iter()
-                .any(|c| text.contains(c))
-        {
-            // The server answered, with an error.
-            Error::Refused {
-                op: "connect",
-                message: format!("{shown} answered {text}"),
-            }
-        } else {
-            Error::Unreachable {
-                url: shown.to_string(),
-                source: e,
+                message: format!("{shown} answered {e}"),
             }
         }
+        _ => Error::Unreachable {
+            url: shown.to_string(),
+            source: e,
+        },
     }
 }
 

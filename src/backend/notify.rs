@@ -454,7 +454,8 @@ fn wake_all(registry: &Mutex<Registry>) {
 
 /// A server error (the connection is fine) rather than a broken connection.
 fn refused(e: &redis::RedisError) -> Option<String> {
-    (!e.is_io_error() && !e.is_connection_dropped() && !e.is_timeout()).then(|| e.to_string())
+    let unreachable = crate::error::fault(e) == crate::error::Fault::Unreachable;
+    (!unreachable).then(|| e.to_string())
 }
 
 /// Waits `d` while answering subscription requests with `Down`. False when
