@@ -27,7 +27,6 @@
 //! - [`supervisor`]: running a child process only while a lease is held.
 //! - [`quota`]: atomic quota counters (fixed windows in a time zone, sliding).
 //! - [`cache`]: a shared token cache with a single refresher.
-//! - [`chaos`]: fault-injection tools (proxy, fenced resource, analysis).
 //! - [`telemetry`]: metrics through the `metrics` facade (Prometheus in the CLI).
 //! - [`error`]: the one error enum.
 //!
@@ -36,7 +35,6 @@
 
 pub mod backend;
 pub mod cache;
-pub mod chaos;
 mod client;
 pub mod config;
 pub mod deadline;

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leasehold::Client;
-use leasehold::chaos::mono_ns;
 use support::RedisServer;
+use support::faults::mono_ns;
 
 fn contend_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/contend.py")

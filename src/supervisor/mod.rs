@@ -78,6 +78,18 @@ pub struct Supervisor {
     announced: Arc<AtomicBool>,
 }
 
+/// True while `pid` exists and is not a zombie (a zombie is dead already,
+/// just not reaped by its new parent).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// The conventional shell exit code of a status: the code, or 128 + signal.
 pub fn exit_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {

@@ -6,6 +6,12 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+
+/// The fault-injection toolkit of `leasehold chaos` (proxy, fenced resource,
+/// analysis): a module of the binary, shared with the tests, not part of the
+/// library's API.
+#[path = "../../src/bin/leasehold/faults.rs"]
+pub mod faults;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -338,7 +344,7 @@ pub fn now_ns() -> u128 {
 
 /// True while `pid` exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
-    leasehold::chaos::pid_alive(pid as u32)
+    faults::pid_alive(pid as u32)
 }
 
 /// The parent pid of `pid`.
@@ -367,7 +373,20 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 }
 
 #[allow(unused_imports)]
-pub use leasehold::chaos::Proxy;
+pub use faults::Proxy;
+
+impl Proxy {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Forwards requests but holds replies back: Redis executes what it is
+    /// sent, the client hears nothing (a reply lost or late).
+    pub fn stall_replies(&self) {
+        self.replies_blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// A Redis Cluster of `n` masters on loopback, made with `redis-cli --cluster create`.
 pub struct Cluster {

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, pid_alive, svg};
+use crate::faults::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, pid_alive, svg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::faults::pid_alive;
 use futures_util::StreamExt;
 use leasehold::Client;
-use leasehold::chaos::pid_alive;
 
 use crate::cli::DemoArgs;
 use crate::exit;

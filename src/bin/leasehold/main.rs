@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod docs;
 mod exit;
+mod faults;
 mod quota;
 mod run;
 mod status;
