@@ -10,18 +10,20 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::{ChaosArgs, ChaosWorkerArgs};
-use crate::exit;
+use crate::exit::{self, Failure, Outcome};
 
 /// The worker: writes `W <token> <supervisor> <pid>` every 2 ms until killed.
-pub fn worker(a: ChaosWorkerArgs) -> u8 {
+pub fn worker(a: ChaosWorkerArgs) -> Outcome {
     use std::io::{BufRead, BufReader, Write};
     let token = std::env::var("LEASEHOLD_TOKEN").unwrap_or_default();
     let Ok(conn) = std::net::TcpStream::connect(&a.resource) else {
-        eprintln!("leasehold chaos-worker: cannot reach {}", a.resource);
-        return exit::UNAVAILABLE;
+        return Err(Failure::Msg(
+            exit::UNAVAILABLE,
+            format!("chaos-worker: cannot reach {}", a.resource),
+        ));
     };
     let Ok(mut out) = conn.try_clone() else {
-        return exit::SOFTWARE;
+        return Err(Failure::software("chaos-worker: cannot use its connection"));
     };
     let mut replies = BufReader::new(conn);
     // Host pids, also when the job runs in a PID namespace of its own: the
@@ -38,11 +40,11 @@ pub fn worker(a: ChaosWorkerArgs) -> u8 {
     let mut reply = String::new();
     loop {
         if out.write_all(line.as_bytes()).is_err() {
-            return exit::OK;
+            return Ok(exit::OK);
         }
         reply.clear();
         if replies.read_line(&mut reply).unwrap_or(0) == 0 {
-            return exit::OK;
+            return Ok(exit::OK);
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -143,23 +145,20 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-pub async fn chaos(a: ChaosArgs) -> u8 {
+pub async fn chaos(a: ChaosArgs) -> Outcome {
     let urls = match crate::cli::urls_or_env(&a.redis) {
         Ok(u) => u,
-        Err(e) => {
-            crate::report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     for f in &a.faults {
         if !["kill", "term", "partition", "pause", "none"].contains(&f.as_str()) {
-            eprintln!("leasehold: unknown fault {f:?} (use kill, term, partition, pause, none)");
-            return exit::USAGE;
+            return Err(Failure::usage(format!(
+                "unknown fault {f:?} (use kill, term, partition, pause, none)"
+            )));
         }
     }
     if a.contenders < 2 {
-        eprintln!("leasehold: --contenders must be at least 2");
-        return exit::USAGE;
+        return Err(Failure::usage("--contenders must be at least 2"));
     }
     // The contenders run `run --ttl TTL --grace TTL/5`: a TTL they would
     // refuse is refused here, before anything starts.
@@ -169,16 +168,15 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
             .check_fits(&c)
     });
     if let Err(e) = fits {
-        crate::report(&e);
-        return exit::USAGE;
+        // Always a usage error here, whatever its kind.
+        return Err(Failure::usage(e.to_string()));
     }
     // The timeline is written at the end: find out now that it cannot be.
     if let Err(e) = std::fs::File::create(&a.svg) {
-        eprintln!(
-            "leasehold: cannot write the timeline to {}: {e} (choose another --svg)",
+        return Err(Failure::usage(format!(
+            "cannot write the timeline to {}: {e} (choose another --svg)",
             a.svg.display()
-        );
-        return exit::USAGE;
+        )));
     }
     // Check the Redis before starting anything.
     let client = match leasehold::Client::builder_many(urls.clone())
@@ -187,17 +185,15 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         .await
     {
         Ok(c) => c,
-        Err(e) => {
-            crate::report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     drop(client);
     let resource = match FencedResource::start() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("leasehold: cannot start the fenced resource: {e}");
-            return exit::SOFTWARE;
+            return Err(Failure::software(format!(
+                "cannot start the fenced resource: {e}"
+            )));
         }
     };
     let name = format!("chaos-{}", std::process::id());
@@ -206,8 +202,7 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         match spawn(&a, &urls, &name, &resource.addr()) {
             Ok(c) => contenders.push(c),
             Err(e) => {
-                eprintln!("leasehold: cannot start a contender: {e}");
-                return exit::SOFTWARE;
+                return Err(Failure::software(format!("cannot start a contender: {e}")));
             }
         }
     }
@@ -356,9 +351,6 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
     let analysis = analyse(&writes, &excused);
     let picture = svg(&analysis, &faults, &excused, start_ns, end_ns);
     let written = std::fs::write(&a.svg, picture);
-    if let Err(e) = &written {
-        eprintln!("leasehold: cannot write {}: {e}", a.svg.display());
-    }
     report(
         &a,
         &analysis,
@@ -368,10 +360,13 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         &orphans,
         &skipped,
     );
-    if written.is_err() {
-        return exit::SOFTWARE;
+    match written {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => Err(Failure::software(format!(
+            "cannot write {}: {e}",
+            a.svg.display()
+        ))),
     }
-    exit::OK
 }
 
 fn report(

@@ -6,10 +6,10 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::Cli;
-use crate::exit;
+use crate::exit::{self, Failure, Outcome};
 
 /// Prints the completion script for `shell`.
-pub fn completions(shell: clap_complete::Shell) -> u8 {
+pub fn completions(shell: clap_complete::Shell) -> Outcome {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "leasehold", &mut out);
@@ -17,7 +17,7 @@ pub fn completions(shell: clap_complete::Shell) -> u8 {
 }
 
 /// Prints the man page (roff) of leasehold or of one of its subcommands.
-pub fn man(subcommand: Option<&str>) -> u8 {
+pub fn man(subcommand: Option<&str>) -> Outcome {
     let mut cmd = Cli::command();
     cmd.build();
     let page = match subcommand {
@@ -31,28 +31,27 @@ pub fn man(subcommand: Option<&str>) -> u8 {
                 sub.clone().name(title)
             }
             None => {
-                eprintln!("leasehold: no subcommand {name:?} (see leasehold --help)");
-                return exit::USAGE;
+                return Err(Failure::usage(format!(
+                    "no subcommand {name:?} (see leasehold --help)"
+                )));
             }
         },
     };
     let mut out = Vec::new();
     if let Err(e) = clap_mangen::Man::new(page).render(&mut out) {
-        eprintln!("leasehold: cannot render the man page: {e}");
-        return exit::SOFTWARE;
+        return Err(Failure::software(format!(
+            "cannot render the man page: {e}"
+        )));
     }
     write_out(&out)
 }
 
-fn write_out(bytes: &[u8]) -> u8 {
+fn write_out(bytes: &[u8]) -> Outcome {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => exit::OK,
+        Ok(()) => Ok(exit::OK),
         // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
-        Err(e) => {
-            eprintln!("leasehold: cannot write to stdout: {e}");
-            exit::SOFTWARE
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(e) => Err(Failure::software(format!("cannot write to stdout: {e}"))),
     }
 }

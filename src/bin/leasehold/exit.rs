@@ -44,8 +44,50 @@ pub fn of_error(e: &leasehold::Error) -> u8 {
         E::Unreachable { .. } | E::Auth { .. } | E::Refused { .. } | E::Timeout { .. } => {
             UNAVAILABLE
         }
-        E::AcquireTimeout { .. } => WAIT_ELAPSED,
+        // A spent fetch budget is "try later" (75) wherever it is seen; a
+        // failed fetch is the fetch command's failure (70).
+        E::AcquireTimeout { .. } | E::BudgetExhausted { .. } => WAIT_ELAPSED,
+        E::FetchFailed { .. } => SOFTWARE,
         _ if e.is_unavailable() => UNAVAILABLE,
         _ => SOFTWARE,
     }
 }
+
+/// Why a subcommand failed. It is reported once, by `main`, as one line
+/// (escaped, with the error's chain), and mapped to its exit code there.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error of the library: its kind decides the code ([`of_error`]).
+    Lib(leasehold::Error),
+    /// Anything else: the code and the line to print.
+    Msg(u8, String),
+}
+
+impl Failure {
+    /// A usage error (64) saying `what`.
+    pub fn usage(what: impl Into<String>) -> Failure {
+        Failure::Msg(USAGE, what.into())
+    }
+
+    /// An unexpected failure (70) saying `what`.
+    pub fn software(what: impl Into<String>) -> Failure {
+        Failure::Msg(SOFTWARE, what.into())
+    }
+
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Lib(e) => of_error(e),
+            Failure::Msg(code, _) => *code,
+        }
+    }
+}
+
+impl From<leasehold::Error> for Failure {
+    fn from(e: leasehold::Error) -> Failure {
+        Failure::Lib(e)
+    }
+}
+
+/// What a subcommand returns: the exit code it ended with (a child's status,
+/// a denied quota…), or why it failed.
+pub type Outcome = Result<u8, Failure>;

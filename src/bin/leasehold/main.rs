@@ -46,10 +46,21 @@ fn main() -> ExitCode {
     };
     // A current-thread runtime: the child is forked from the main thread, which
     // lives as long as the supervisor, so the parent-death signal is reliable.
-    ExitCode::from(rt.block_on(dispatch(cli.command)))
+    let code = match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(failure) => {
+            match &failure {
+                exit::Failure::Lib(e) => report(e),
+                exit::Failure::Msg(_, line) => eprintln!("leasehold: {}", printable(line)),
+            }
+            failure.code()
+        }
+    };
+    ExitCode::from(code)
 }
 
-async fn dispatch(cmd: cli::Command) -> u8 {
+/// Runs one subcommand; errors are reported once, by `main`.
+async fn dispatch(cmd: cli::Command) -> exit::Outcome {
     match cmd {
         cli::Command::Run(a) => run::run(a).await,
         cli::Command::Status(a) => status::status(a).await,
@@ -135,7 +146,7 @@ fn init_logging(verbose: u8, format: cli::LogFormat) {
 }
 
 /// Prints an error once, with its chain, prefixed like every message of ours.
-pub fn report(e: &(dyn std::error::Error + 'static)) {
+fn report(e: &(dyn std::error::Error + 'static)) {
     let mut text = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

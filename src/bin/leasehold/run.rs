@@ -6,7 +6,7 @@ use leasehold::supervisor::{Contain, Outcome, Signals, Supervisor, exit_code};
 use leasehold::{Error, Guard, Lease, LeaseConfig, LeaseState, LostReason, Permit, ReleaseOutcome};
 
 use crate::cli::RunArgs;
-use crate::{exit, report};
+use crate::exit::{self, Failure};
 
 /// First backoff after a failed child under `--forever`; doubles up to the max.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -14,18 +14,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long leaving the queue may delay an exit.
 const LEAVE_LIMIT: Duration = Duration::from_secs(1);
 
-pub async fn run(a: RunArgs) -> u8 {
+pub async fn run(a: RunArgs) -> exit::Outcome {
     // Validate everything before touching Redis: one line, exit 64.
     let config = match LeaseConfig::new(a.ttl) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return Err(e.into()),
     };
     if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
-        return fail(&e);
+        return Err(e.into());
     }
     let Some((program, args)) = a.command.split_first() else {
-        eprintln!("leasehold: no command given after --");
-        return exit::USAGE;
+        return Err(Failure::usage("no command given after --"));
     };
     let grace = a.grace.unwrap_or(a.ttl / 5);
     let mut supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
@@ -35,11 +34,11 @@ pub async fn run(a: RunArgs) -> u8 {
         }
     }
     if let Err(e) = supervisor.check_fits(&config) {
-        return fail(&e);
+        return Err(e.into());
     }
     let containment = match Contain::from(a.contain).resolve() {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return Err(e.into()),
     };
     let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
@@ -47,15 +46,17 @@ pub async fn run(a: RunArgs) -> u8 {
             .with_http_listener(addr)
             .install();
         if let Err(e) = exporter {
-            eprintln!("leasehold: cannot serve metrics on {addr}: {e}");
-            return exit::USAGE;
+            return Err(Failure::usage(format!(
+                "cannot serve metrics on {addr}: {e}"
+            )));
         }
     }
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("leasehold: cannot install signal handlers: {e}");
-            return exit::SOFTWARE;
+            return Err(Failure::software(format!(
+                "cannot install signal handlers: {e}"
+            )));
         }
     };
 
@@ -64,11 +65,11 @@ pub async fn run(a: RunArgs) -> u8 {
     let client = tokio::select! {
         c = a.conn.connect() => match c {
             Ok(c) => c,
-            Err(e) => return fail(&e),
+            Err(e) => return Err(e.into()),
         },
         sig = signals.recv() => {
             tracing::info!("signal {sig} while connecting to Redis; exiting");
-            return (128 + sig) as u8;
+            return Ok((128 + sig) as u8);
         }
     };
 
@@ -110,19 +111,17 @@ pub async fn run(a: RunArgs) -> u8 {
             r = acquiring => match r {
                 Ok(l) => l,
                 Err(e @ Error::AcquireTimeout { .. }) => {
-                    tracing::info!("{e}");
-                    eprintln!("leasehold: {e}");
                     client.close(LEAVE_LIMIT).await;
-                    return exit::WAIT_ELAPSED;
+                    return Err(e.into());
                 }
-                Err(e) => return fail(&e),
+                Err(e) => return Err(e.into()),
             },
             sig = signals.recv() => {
                 tracing::info!("signal {sig} while waiting for '{}'; exiting", a.name);
                 // Leave the queue first, so that the next in line need not
                 // wait for our place to lapse.
                 client.close(LEAVE_LIMIT).await;
-                return (128 + sig) as u8;
+                return Ok((128 + sig) as u8);
             }
         };
         // --wait bounds the first campaign only; under --forever later ones wait as long as needed.
@@ -144,24 +143,27 @@ pub async fn run(a: RunArgs) -> u8 {
                     std::io::ErrorKind::PermissionDenied => exit::NOT_EXECUTABLE,
                     _ => exit::SOFTWARE,
                 };
-                eprintln!("leasehold: cannot run {}: {e}", program.to_string_lossy());
                 give_back(lease, &mut signals).await;
-                return code;
+                return Err(Failure::Msg(
+                    code,
+                    format!("cannot run {}: {e}", program.to_string_lossy()),
+                ));
             }
             Ok(Outcome::Interrupted { signal, status }) => {
                 tracing::info!("child ended after signal {signal}: {status}");
                 give_back(lease, &mut signals).await;
-                return exit_code(status).clamp(0, 255) as u8;
+                return Ok(exit_code(status).clamp(0, 255) as u8);
             }
             Ok(Outcome::Lost { reason, status }) => {
-                eprintln!(
-                    "leasehold: lost the lease '{}' ({reason}); the child was stopped ({status})",
+                let line = format!(
+                    "lost the lease '{}' ({reason}); the child was stopped ({status})",
                     a.name
                 );
                 give_back(lease, &mut signals).await;
                 if !a.forever {
-                    return exit::LOST;
+                    return Err(Failure::Msg(exit::LOST, line));
                 }
+                eprintln!("leasehold: {}", crate::printable(&line));
                 true
             }
             Ok(Outcome::Exited(status)) => {
@@ -170,11 +172,11 @@ pub async fn run(a: RunArgs) -> u8 {
                     && let Some(sig) = hold(&lease, a.hold_after_exit, &mut signals).await
                 {
                     give_back(lease, &mut signals).await;
-                    return (128 + sig) as u8;
+                    return Ok((128 + sig) as u8);
                 }
                 give_back(lease, &mut signals).await;
                 if !a.forever {
-                    return exit_code(status).clamp(0, 255) as u8;
+                    return Ok(exit_code(status).clamp(0, 255) as u8);
                 }
                 !status.success()
             }
@@ -189,7 +191,7 @@ pub async fn run(a: RunArgs) -> u8 {
             tracing::info!("child failed; campaigning again in {backoff:?}");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                sig = signals.recv() => return (128 + sig) as u8,
+                sig = signals.recv() => return Ok((128 + sig) as u8),
             }
         }
     }
@@ -223,11 +225,6 @@ async fn give_back(lease: Holding, signals: &mut Signals) {
         },
         sig = signals.recv() => tracing::info!("signal {sig} while releasing '{name}'; it expires by itself"),
     }
-}
-
-fn fail(e: &Error) -> u8 {
-    report(e);
-    exit::of_error(e)
 }
 
 /// What `run` holds: the lease, or one permit of a semaphore (`--slots`).
