@@ -26,7 +26,7 @@ pub(super) enum Conn {
     /// Asks the sentinels for the current master after an error that may mean
     /// a failover (I/O, READONLY, timeout).
     Sentinel(Arc<SentinelConn>),
-    /// Follows MOVED/ASK and slot migrations (redis-rs cluster-async).
+    /// Follows MOVED/ASK and hash-slot migrations (redis-rs cluster-async).
     Cluster(ClusterConnection),
 }
 

@@ -67,9 +67,9 @@ static HASH_SLOT_TAGS: LazyLock<HashMap<redis::cluster_routing::Slot, String>> =
 /// The server marker for the hash slot of `lease_key` on Cluster:
 /// `<prefix>{eN}:epoch`, `eN` a tag in that hash slot.
 pub(crate) fn cluster_epoch(prefix: &str, lease_key: &str) -> Option<String> {
-    let slot = redis::cluster_routing::Slot::for_key(lease_key);
+    let hash_slot = redis::cluster_routing::Slot::for_key(lease_key);
     HASH_SLOT_TAGS
-        .get(&slot)
+        .get(&hash_slot)
         .map(|tag| format!("{prefix}{{{tag}}}:epoch"))
 }
 

@@ -82,7 +82,7 @@ impl Node {
     }
 
     /// The key schema of `name` (validated), with the epoch marker placed in
-    /// the lease's slot on Cluster.
+    /// the lease's hash slot on Cluster.
     pub fn keys(&self, name: &str) -> Result<keys::Keys> {
         keys::validate_key_name(name)?;
         let mut k = keys::Keys::new(&self.prefix, name);
