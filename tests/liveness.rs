@@ -410,3 +410,56 @@ async fn an_idle_waiter_costs_nothing_between_expiry_checks() {
     waiting.abort();
     drop(held);
 }
+
+/// A grant found late must be claimed with its own token: after it lapsed
+/// and the lease came back to the same waiter with a newer token, claiming
+/// the old grant is refused (it used to succeed, and the waiter would have
+/// worked under a token lower than one already issued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
+    use leasehold::backend::{AcquireReply, Attempt, RenewReply};
+    let r = RedisServer::start();
+    r.warm();
+    let c = client(&r.url()).await;
+    let ttl = Duration::from_secs(10);
+    let holder = c.lease("late").ttl(ttl).acquire().await.expect("held");
+    let w = leasehold::HolderId::generate();
+    let waiting = Attempt {
+        queue: true,
+        ..Attempt::lease("late", &w, ttl)
+    };
+    let reply = c.backend().attempt(&waiting).await.expect("attempt");
+    assert!(matches!(reply, AcquireReply::Held { .. }), "{reply:?}");
+    // The release hands the lease to w, to be claimed within 1 s.
+    holder.release().await.expect("release");
+    let granted = c
+        .status("late")
+        .await
+        .expect("status")
+        .holder
+        .expect("granted");
+    assert_eq!(granted.holder, w);
+    let old = granted.token;
+    // w does not claim in time; the grant lapses; w takes the lease again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = c.backend().attempt(&waiting).await.expect("attempt");
+    let AcquireReply::Acquired { token: new } = again else {
+        panic!("{again:?}");
+    };
+    assert!(new > old);
+    let claim = c
+        .backend()
+        .claim("late", &w, ttl, old)
+        .await
+        .expect("claim");
+    assert!(
+        matches!(claim, RenewReply::Refused { .. }),
+        "the old grant was claimed: {claim:?}"
+    );
+    let claim = c
+        .backend()
+        .claim("late", &w, ttl, new)
+        .await
+        .expect("claim");
+    assert_eq!(claim, RenewReply::Renewed);
+}

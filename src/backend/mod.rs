@@ -326,6 +326,23 @@ impl Backend {
         }
     }
 
+    /// Claims a lease handed over on release: renews it to the full `ttl` if
+    /// `holder` still holds it *with `token`* (a grant found late may have
+    /// lapsed and passed on, even back to us with another token).
+    pub async fn claim(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        token: FencingToken,
+    ) -> Result<RenewReply> {
+        match self {
+            Backend::Node(n) => n.claim(name, holder, ttl, token).await,
+            // No grants on a quorum: a plain renewal.
+            Backend::Quorum(q) => q.renew(name, holder, ttl, token, "").await,
+        }
+    }
+
     /// Renews many leases at once: one round trip per node (a pipeline).
     /// `items` carry each lease's token and value for quorum repair.
     pub async fn renew_many(&self, items: &[RenewItem<'_>]) -> Vec<Result<RenewReply>> {

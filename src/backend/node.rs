@@ -324,6 +324,44 @@ impl Node {
             .unwrap_or_else(|| Err(bad("renew", "no reply")))
     }
 
+    /// `renew.lua` with an expected token: a grant's claim (see `Backend::claim`).
+    pub async fn claim(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        token: FencingToken,
+    ) -> Result<RenewReply> {
+        let k = self.keys(name)?;
+        let call = Call::new(&scripts::RENEW)
+            .key(&k.lease)
+            .key(&k.epoch)
+            .arg(holder.as_str())
+            .arg(ttl.as_millis() as u64)
+            .arg("")
+            .arg("")
+            .arg(token.0);
+        let (mut replies, replicated) = self
+            .exec(
+                "claim",
+                std::slice::from_ref(&call),
+                Some(self.wait_limit(ttl)),
+            )
+            .await?;
+        let reply = parse_renew(
+            replies
+                .pop()
+                .unwrap_or_else(|| Err(bad("claim", "no reply")))?,
+        )?;
+        if reply == RenewReply::Renewed && !replicated {
+            return Err(Error::NotReplicated {
+                op: "claim",
+                want: self.min_replicas,
+            });
+        }
+        Ok(reply)
+    }
+
     /// Renews many leases in one round trip: one pipeline of EVALSHAs, with one
     /// `WAIT` for all when `min_replicas` is set (on Cluster, concurrently).
     pub async fn renew_many(&self, items: &[RenewItem<'_>]) -> Vec<Result<RenewReply>> {

@@ -31,9 +31,11 @@ class AcquireState:
     def __init__(self, name: str, ttl_ms: int) -> None:
         self.name = name
         self.ttl_ms = ttl_ms
-        #: The send instant of the latest attempt that left us queued: a grant
-        #: comes after Redis processed it.
-        self.last_queued: float | None = None
+        #: The send instant of the latest attempt answered "held by someone
+        #: else", with the token it saw: a grant with a larger token was made
+        #: after Redis processed that attempt (tokens only grow); any other
+        #: grant (an old one, found late) must be claimed with its token.
+        self.last_held: tuple[float, int] | None = None
         self.backoff = 0.05
         self._seen: tuple[str, int] | None = None
         self._told_quarantine = False
@@ -47,11 +49,11 @@ class AcquireState:
     def after(self, r: p.AcquireReply, sent: float, confirmed: bool) -> float:
         """Seconds to sleep (unless woken) after a failed attempt sent at `sent`."""
         if isinstance(r, p.Queued):
-            self.last_queued = sent
+            self.last_held = None
             log.debug("waiting for '%s': free, but %s is first in line", self.name, p.readable(r.head))
             wait = r.wait + p.jitter()
         elif isinstance(r, p.Held):
-            self.last_queued = sent
+            self.last_held = (sent, r.info.token)
             key = (r.info.holder, r.info.token)
             if self._seen != key:
                 log.info(
@@ -67,10 +69,11 @@ class AcquireState:
             # holder's lease expires; the others spread out.
             wait = r.info.ttl_left if r.first else r.info.ttl_left + 0.001 + p.jitter()
         elif isinstance(r, p.Full):
+            self.last_held = None
             self.backoff = 0.05
             wait = r.wait + p.jitter()
         elif isinstance(r, p.Quarantined):
-            self.last_queued = sent
+            self.last_held = None
             if not self._told_quarantine:
                 log.warning(
                     "'%s' is free, but this Redis may lack writes it confirmed before (it restarted, failed over "

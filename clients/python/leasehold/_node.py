@@ -61,11 +61,13 @@ class Calls:
         k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.confirm)
         return Call("semaphore", "sem_acquire", k, a, p.parse_sem_acquire, ttl)
 
-    def renew(self, slot: bool, name: str, holder: str, ttl: int) -> Call[str | None]:
+    def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> Call[str | None]:
+        """`expect`: claiming a grant — renewed only while ours with that token."""
         k = self.keys(name)
         if slot:
             return Call("renew", "sem_renew", [k.slots, k.slotinfo], [holder, ttl], p.parse_renew, ttl)
-        return Call("renew", "renew", [k.lease, k.epoch], [holder, ttl], p.parse_renew, ttl)
+        args: list[object] = [holder, ttl] if expect is None else [holder, ttl, "", "", expect]
+        return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 
     def release(self, slot: bool, name: str, holder: str) -> Call[bool]:
         k = self.keys(name)
@@ -238,8 +240,8 @@ class SyncNode:
             raise NotReplicated("semaphore acquire" if slot else "acquire", self.calls.min_replicas)
         return reply
 
-    def renew(self, slot: bool, name: str, holder: str, ttl: int) -> str | None:
-        why, replicated = self.run(self.calls.renew(slot, name, holder, ttl))
+    def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> str | None:
+        why, replicated = self.run(self.calls.renew(slot, name, holder, ttl, expect))
         if why is None and not replicated:
             raise NotReplicated("renew", self.calls.min_replicas)
         return why
@@ -316,8 +318,8 @@ class AsyncNode:
             raise NotReplicated("semaphore acquire" if slot else "acquire", self.calls.min_replicas)
         return reply
 
-    async def renew(self, slot: bool, name: str, holder: str, ttl: int) -> str | None:
-        why, replicated = await self.run(self.calls.renew(slot, name, holder, ttl))
+    async def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> str | None:
+        why, replicated = await self.run(self.calls.renew(slot, name, holder, ttl, expect))
         if why is None and not replicated:
             raise NotReplicated("renew", self.calls.min_replicas)
         return why

@@ -359,8 +359,8 @@ class Lease:
                         continue
                     woken.clear()
                     grant = mb.take_grant()
-                    if grant is not None and st.last_queued is not None:
-                        if self._take_grant(holder, grant, st.last_queued):
+                    if grant is not None:
+                        if self._take_grant(holder, grant, st.last_held):
                             won = True
                             return
                         break
@@ -381,20 +381,24 @@ class Lease:
                 except Exception:  # noqa: BLE001 - best effort; our place lapses anyway
                     pass
 
-    def _take_grant(self, holder: str, grant: tuple[int, float], last_queued: float) -> bool:
+    def _take_grant(self, holder: str, grant: tuple[int, float], last_held: tuple[float, int] | None) -> bool:
         """A release handed us the lease. Use it as it is when enough of its
         claim window is left (counted from our last queued attempt, which Redis
-        processed before the release); otherwise claim it with a renewal."""
+        processed before the release) when its token shows it is newer than
+        our last attempt that saw someone else hold it; otherwise claim it with
+        a renewal that checks its token."""
         token, claim = grant
         node = self._client._node
-        deadline = p.safety_deadline(last_queued, claim * 1000)
-        need = max(self._min_validity, claim / 2)
-        if not node.calls.confirm and deadline > time.monotonic() + need:
-            self._start(holder, token, last_queued, claim * 1000)
-            return True
+        if last_held is not None and last_held[1] < token and not node.calls.confirm:
+            sent_at = last_held[0]
+            deadline = p.safety_deadline(sent_at, claim * 1000)
+            need = max(self._min_validity, claim / 2)
+            if deadline > time.monotonic() + need:
+                self._start(holder, token, sent_at, claim * 1000)
+                return True
         sent = time.monotonic()
         try:
-            why = node.renew(False, self.name, holder, self._ttl)
+            why = node.renew(False, self.name, holder, self._ttl, expect=token)
         except LeaseholdError:
             return False  # unknown: the next attempt finds it ours (and extends it) or not
         if why is not None:

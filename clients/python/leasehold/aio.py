@@ -324,8 +324,8 @@ class AsyncLease:
                         continue
                     woken.clear()
                     grant = mb.take_grant()
-                    if grant is not None and st.last_queued is not None:
-                        if await self._take_grant(holder, grant, st.last_queued):
+                    if grant is not None:
+                        if await self._take_grant(holder, grant, st.last_held):
                             won = True
                             return
                         break
@@ -346,17 +346,19 @@ class AsyncLease:
                 except BaseException:  # noqa: BLE001 - best effort; our place lapses anyway
                     pass
 
-    async def _take_grant(self, holder: str, grant: tuple[int, float], last_queued: float) -> bool:
+    async def _take_grant(self, holder: str, grant: tuple[int, float], last_held: tuple[float, int] | None) -> bool:
         token, claim = grant
         node = self._client._node
-        deadline = p.safety_deadline(last_queued, claim * 1000)
-        need = max(self._min_validity, claim / 2)
-        if not node.calls.confirm and deadline > time.monotonic() + need:
-            self._start(holder, token, last_queued, claim * 1000)
-            return True
+        if last_held is not None and last_held[1] < token and not node.calls.confirm:
+            sent_at = last_held[0]
+            deadline = p.safety_deadline(sent_at, claim * 1000)
+            need = max(self._min_validity, claim / 2)
+            if deadline > time.monotonic() + need:
+                self._start(holder, token, sent_at, claim * 1000)
+                return True
         sent = time.monotonic()
         try:
-            why = await node.renew(False, self.name, holder, self._ttl)
+            why = await node.renew(False, self.name, holder, self._ttl, expect=token)
         except LeaseholdError:
             return False
         if why is not None:
