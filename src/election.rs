@@ -81,7 +81,7 @@ impl Election {
     }
 
     /// Waits until we are the leader, publishing `value` (e.g. our address).
-    /// Campaigners are served first come, first served.
+    /// Campaigners are served first come, first served (except on a quorum).
     ///
     /// Cancel-safe: cancel by dropping the future, as
     /// [`LeaseBuilder::acquire`](crate::LeaseBuilder::acquire).

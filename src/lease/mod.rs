@@ -4,7 +4,7 @@
 //! # Life of a lease
 //! 1. [`Client::lease`](crate::Client::lease) gives a [`LeaseBuilder`];
 //!    [`acquire`](LeaseBuilder::acquire) waits in line (first come, first
-//!    served), woken when the holder releases and sleeping to the exact
+//!    served, except on a quorum), woken when the holder releases and sleeping to the exact
 //!    expiry when it crashed; [`try_acquire`](LeaseBuilder::try_acquire)
 //!    tries once.
 //! 2. The [`Lease`] guard is renewed in the background — one renewal task
@@ -21,8 +21,8 @@
 //! # What is guaranteed, and what is not
 //! - While [`Lease::is_held`] is true, no other holder of this name can have
 //!   been granted the lease by a Redis that kept its data; after data loss
-//!   (a restart, a failover without `min_replicas`), not before every
-//!   earlier holder's deadline passed.
+//!   that leasehold detects (a restart: see `docs/design.md` for each
+//!   deployment), not before every earlier holder's deadline passed.
 //! - [`Lease::lost`] resolves at the safety deadline at the latest, which is
 //!   strictly before Redis could give the lease to anyone else.
 //! - Not guaranteed: that your code *acts* on the loss in time. A process
@@ -270,7 +270,7 @@ impl LeaseBuilder {
 
     /// Waits until the lease is ours: woken when it is released, or when the
     /// holder's TTL runs out after a crash. Waiters are served first come,
-    /// first served.
+    /// first served (on one logical Redis; a quorum has no queue).
     ///
     /// Cancel-safe: cancel by dropping the future; the waiter leaves the line
     /// in the background ([`crate::Client::close`] waits for that), and a
@@ -501,8 +501,8 @@ impl Lease {
     ///
     /// # Errors
     /// Redis errors: the outcome is unknown, and the lease is no longer
-    /// renewed either way ([`Lease::state`] reads `Released`); it expires by
-    /// itself if the delete did not happen.
+    /// renewed either way (receivers from [`Lease::state`] read `Released`);
+    /// it expires by itself if the delete did not happen.
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.done = true;
         self.shared.stop(self.config.ttl()).await;
