@@ -31,6 +31,28 @@
 //! - No part of the value is ever logged, put in an error or published: the
 //!   messages of failures are leasehold's own (a fetch closure's error message
 //!   is its author's responsibility).
+//!
+//! Not guaranteed: that the value is still valid when you *use* it. A value
+//! is served while it has life left; keep `refresh_before` above the time
+//! a request with it takes.
+//!
+//! ```no_run
+//! # async fn fetch_from_the_identity_provider() -> Result<(String, std::time::Duration), String> { unimplemented!() }
+//! # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+//! use std::time::Duration;
+//!
+//! let cache = client
+//!     .token_cache()
+//!     .refresh_before(Duration::from_secs(300))
+//!     .max_fetches_per_day(20)
+//!     .build()?;
+//! // Run by one process at a time, across all hosts, and only when needed.
+//! let token = cache
+//!     .get_or_refresh("crm-token", || async { fetch_from_the_identity_provider().await })
+//!     .await?;
+//! # let _ = token;
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +74,7 @@ const MAX_NAME_LEN: usize = 200 - "cache#".len() - ":fetches".len();
 const JSON_FORM: &str =
     r#"a value of several lines needs the JSON form {"value": "...", "expires_in": SECONDS}"#;
 
-/// Parses what a fetch command printed: a JSON object
+/// Parses what a fetch command printed (the CLI's `leasehold cache get`): a JSON object
 /// `{"value": "...", "expires_in": SECONDS}`, or the value on the first line
 /// and optionally its lifetime on the second (`7200` or `2h`). Without a
 /// lifetime `default` applies.
@@ -61,6 +83,9 @@ const JSON_FORM: &str =
 /// One line saying what is wrong, never quoting any part of the output (it
 /// may be a secret): bad JSON, no string `value`, more than two lines, a
 /// second line that is not a lifetime, a lifetime of zero or over a year.
+// Hidden, not part of the stable API: the CLI's output format, public for
+// the binary (`cache get`) and the property tests (tests/props.rs).
+#[doc(hidden)]
 pub fn parse_fetch_output(
     out: &str,
     default: Duration,
@@ -143,7 +168,9 @@ pub struct TokenCacheBuilder {
     retry_failed_after: Duration,
 }
 
-/// A validated token cache; cheap to clone.
+/// A validated token cache; cheap to clone. Made by
+/// [`TokenCacheBuilder::build`]; see the [module docs](self) for what it
+/// guarantees.
 #[derive(Clone, Debug)]
 pub struct TokenCache {
     leases: Leases,

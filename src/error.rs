@@ -1,4 +1,21 @@
-//! Errors, one enum for the library. Every message says what to do next.
+//! Errors: one enum for the whole library, [`Error`]. Every message says
+//! what to do next.
+//!
+//! Three things are deliberately *not* errors:
+//! - losing a lease, which is an expected event reported by
+//!   [`Lease::lost`](crate::Lease::lost), [`LeaseState`](crate::LeaseState)
+//!   and [`ReleaseOutcome`](crate::ReleaseOutcome);
+//! - finding a lease held by someone else
+//!   ([`LeaseBuilder::try_acquire`](crate::LeaseBuilder::try_acquire) answers
+//!   `Ok(None)`);
+//! - a quota take that is denied ([`Taken::allowed`](crate::Taken::allowed)
+//!   is false).
+//!
+//! [`Error::is_unavailable`] sorts the rest into "Redis could not be reached
+//! or answered too late, try again later" and everything else (a bad
+//! setting, a refusal, data leasehold did not write), which retrying does
+//! not mend. Messages never contain a password (URLs are redacted) nor a
+//! token cache's value.
 
 use std::time::Duration;
 
@@ -11,12 +28,19 @@ use std::time::Duration;
 pub enum Error {
     /// The Redis URL could not be parsed.
     #[error("bad Redis URL {url}: {reason} (expected redis://[user:password@]host:port[/db])")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL, its password hidden (`user:***@`).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// No Redis answered at the address.
     #[error("Redis at {url} is unreachable: {source} (is redis-server running there?)")]
     Unreachable {
+        /// The URL, its password hidden.
         url: String,
+        /// What the connection attempt ran into.
         #[source]
         source: redis::RedisError,
     },
@@ -26,15 +50,20 @@ pub enum Error {
         "Redis at {url} refused authentication: {source} (check the user and password in the URL or LEASEHOLD_REDIS_PASSWORD)"
     )]
     Auth {
+        /// The URL, its password hidden.
         url: String,
+        /// Redis's refusal (`WRONGPASS`, `NOAUTH`).
         #[source]
         source: redis::RedisError,
     },
 
-    /// A command failed or timed out after the connection was up.
+    /// A command failed after the connection was up. Its outcome is unknown:
+    /// it may or may not have taken effect in Redis.
     #[error("Redis {op} failed: {source}")]
     Redis {
+        /// The operation (`acquire`, `renew`, `release`, `status`, …).
         op: &'static str,
+        /// The error the Redis client reported.
         #[source]
         source: redis::RedisError,
     },
@@ -44,10 +73,15 @@ pub enum Error {
         "quorum {op} failed: {answered} of {total} Redis servers answered, {needed} needed (last error: {last}); bring servers back or check the network"
     )]
     NoQuorum {
+        /// The operation.
         op: &'static str,
+        /// How many servers answered in time.
         answered: usize,
+        /// How many make a majority.
         needed: usize,
+        /// How many servers the quorum has.
         total: usize,
+        /// The last error a server gave, for a clue.
         last: String,
     },
 
@@ -55,64 +89,116 @@ pub enum Error {
     #[error(
         "{op} was not confirmed by {want} replica(s) in time: a failover could lose it (check the replicas, or lower --min-replicas)"
     )]
-    NotReplicated { op: &'static str, want: u32 },
+    NotReplicated {
+        /// The write (`acquire`, `renew`); an unconfirmed acquisition has
+        /// been given back, an unconfirmed renewal does not move the deadline.
+        op: &'static str,
+        /// The replicas asked for ([`ClientBuilder::min_replicas`](crate::ClientBuilder::min_replicas)).
+        want: u32,
+    },
 
     /// Redis refused a command (an ACL without the rights leasehold needs),
     /// or the connection's set-up.
     #[error("Redis refused {op}: {message}{}", acl_hint(message))]
-    Refused { op: &'static str, message: String },
+    Refused {
+        /// The operation refused.
+        op: &'static str,
+        /// Redis's message (e.g. `NOPERM …`).
+        message: String,
+    },
 
     /// A request did not complete in time.
     #[error("Redis {op} timed out after {after:?} (is Redis overloaded or the network down?)")]
-    Timeout { op: &'static str, after: Duration },
+    Timeout {
+        /// The operation; its outcome is unknown.
+        op: &'static str,
+        /// The limit that ran out ([`ClientBuilder::op_timeout`](crate::ClientBuilder::op_timeout)).
+        after: Duration,
+    },
 
     /// Someone else wrote a key of another type where a lease key lives, or
     /// values leasehold does not write (a script failed on them).
     #[error("{}", foreign(key, found))]
-    ForeignKey { key: String, found: String },
+    ForeignKey {
+        /// The key, when Redis named it (empty otherwise).
+        key: String,
+        /// What is there: a Redis type (`string`, `list`, …) or a description.
+        found: String,
+    },
 
     /// The name is in use by the other kind (a lease vs. a semaphore): the two
     /// would not exclude each other.
     #[error(
         "the name is in use as a {kind}: a lease and a semaphore of one name would not exclude each other; use another name, or the same kind everywhere"
     )]
-    NameInUse { kind: &'static str },
+    NameInUse {
+        /// What the name is in use as: `lease` or `semaphore`.
+        kind: &'static str,
+    },
 
     /// Redis answered something the protocol does not allow.
     #[error(
         "unexpected reply from Redis to {op}: {detail} (a key under the prefix may hold data leasehold did not write, or this is not Redis 6.2 or later)"
     )]
-    Protocol { op: &'static str, detail: String },
+    Protocol {
+        /// The operation.
+        op: &'static str,
+        /// What was unexpected.
+        detail: String,
+    },
 
     /// A lease name that cannot be used.
     #[error("bad lease name {name:?}: {reason}")]
-    BadName { name: String, reason: &'static str },
+    BadName {
+        /// The name (cut at 64 characters).
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
 
     /// A configuration value that breaks a rule.
     #[error("bad {what} {value}: {rule}")]
     BadConfig {
+        /// The setting (`TTL`, `grace`, `key prefix`, `period`, …).
         what: &'static str,
+        /// The value given, as text.
         value: String,
+        /// The rule it breaks, and what would do instead.
         rule: String,
     },
 
     /// `acquire_timeout` elapsed without the lease.
     #[error("lease {name:?} was not acquired within {after:?}")]
-    AcquireTimeout { name: String, after: Duration },
+    AcquireTimeout {
+        /// The lease (or semaphore).
+        name: String,
+        /// The limit given to `acquire_timeout`.
+        after: Duration,
+    },
 
     /// The token cache's daily fetch budget is spent and nothing valid is cached.
     #[error(
         "token cache {name:?}: the budget of {limit} fetches per day is spent and no valid value is cached; it resets at {reset}"
     )]
     BudgetExhausted {
+        /// The cache's name.
         name: String,
+        /// The fetches allowed per day.
         limit: u64,
+        /// When the budget resets (RFC 3339, UTC, to the second).
         reset: String,
     },
 
     /// The token cache's fetch failed (here or in the process that refreshed).
     #[error("token cache {name:?}: fetching a new value failed: {message}")]
-    FetchFailed { name: String, message: String },
+    FetchFailed {
+        /// The cache's name.
+        name: String,
+        /// The fetch's error message (the fetch's author must keep the value
+        /// out of it), and when it is a recent failure served from Redis,
+        /// when the next fetch may run.
+        message: String,
+    },
 
     /// A quota take got no answer in time: it may or may not have counted.
     #[error(
@@ -120,21 +206,33 @@ pub enum Error {
         humantime::format_duration(*remember)
     )]
     QuotaUnknown {
+        /// The quota key.
         key: String,
+        /// The quota's timeout ([`QuotaBuilder::timeout`](crate::QuotaBuilder::timeout)).
         after: Duration,
+        /// The last thing that went wrong.
         last: String,
+        /// The request id: retry with it
+        /// ([`Quota::take_with_id`](crate::Quota::take_with_id)) to count at most once.
         request: String,
+        /// How long Redis remembers the request id.
         remember: Duration,
     },
 
     /// An operation that needs the lease was called after it was lost.
     #[error("lease {name:?} is no longer held by us")]
-    NotHolder { name: String },
+    NotHolder {
+        /// The lease.
+        name: String,
+    },
 }
 
 impl Error {
-    /// True when the error means Redis could not be reached or answered too late,
-    /// i.e. trying again later may succeed.
+    /// True when the error means Redis could not be reached or answered too
+    /// late (unreachable, timed out, no quorum, not replicated, a failover in
+    /// progress, a quota take of unknown outcome): trying again later may
+    /// succeed. False for everything a retry cannot mend (bad settings,
+    /// refusals, foreign data).
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Unreachable { .. }

@@ -24,12 +24,20 @@ pub const MAX_NAME_LEN: usize = 200;
 /// The keys and channel of one lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
+    /// `<prefix>{<name>}:lease`: the name record (holder, value, expiry, token…).
     pub lease: String,
+    /// `<prefix>{<name>}:queue`: waiters, first come first served.
     pub queue: String,
+    /// `<prefix>{<name>}:qinfo`: each waiter's lapse time, TTL and value.
     pub qinfo: String,
+    /// `<prefix>{<name>}:slots`: a semaphore's holders and their expiries.
     pub slots: String,
+    /// `<prefix>{<name>}:slotinfo`: a semaphore holder's token and value.
     pub slotinfo: String,
+    /// `<prefix>{<name>}:events`: the channel of releases, grants, proclaims.
     pub events: String,
+    /// `<prefix>epoch`: which server leasehold writes to, and since when
+    /// (on Cluster, one marker per hash slot).
     pub epoch: String,
 }
 

@@ -46,14 +46,17 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// The URL, password hidden.
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The key prefix (`leasehold:` by default).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    /// How many replicas must confirm each acquisition and renewal (`WAIT`).
     pub fn min_replicas(&self) -> u32 {
         self.min_replicas
     }
@@ -275,6 +278,7 @@ impl Node {
         }
     }
 
+    /// `leave.lua`: takes `holder` out of `name`'s queue (a waiter that gave up).
     pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::LEAVE)
@@ -446,6 +450,7 @@ impl Node {
         Ok(int("confirm", &self.call("confirm", call).await?)? == 1)
     }
 
+    /// `proclaim.lua`: replaces the value of `name` if `holder` holds it.
     pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::PROCLAIM)
@@ -456,6 +461,7 @@ impl Node {
         Ok(int("proclaim", &self.call("proclaim", call).await?)? == 1)
     }
 
+    /// `status.lua`: reads `name` without changing it.
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         let k = self.keys(name)?;
         let call = Call::new(&scripts::STATUS).key(&k.lease).key(&k.epoch);
@@ -492,10 +498,15 @@ impl Node {
 }
 
 /// One lease (or semaphore slot) to renew in a batch.
+#[non_exhaustive]
 pub struct RenewItem<'a> {
+    /// A lease or a semaphore slot.
     pub kind: Kind,
+    /// The lease's (or semaphore's) name.
     pub name: &'a str,
+    /// The holder that acquired it.
     pub holder: &'a HolderId,
+    /// How long Redis keeps it from now.
     pub ttl: Duration,
     /// Quorum repair: re-create the key with this token and value if missing.
     pub repair: Option<(FencingToken, &'a str)>,

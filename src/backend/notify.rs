@@ -34,17 +34,24 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 /// What happened to a lease, as published by the scripts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// Acquired, with this token.
     Acquired(u64),
-    /// Released; the waiter first in line, if any, should come for it.
+    /// Released (the token released); the waiter first in line, if any,
+    /// should come for it.
     Released(u64, Option<String>),
     /// Released and handed to `head` with `token`, to be claimed within
     /// `claim`; `next` is the waiter after it.
     Granted {
+        /// The token of the grant.
         token: u64,
+        /// The waiter it is handed to.
         head: String,
+        /// How long it lasts unless claimed.
         claim: Duration,
+        /// The waiter after `head`, told when the grant lapses.
         next: Option<String>,
     },
+    /// The holder with this token changed its value.
     Proclaimed(u64),
     /// The token cache stored a fresh value.
     Stored,

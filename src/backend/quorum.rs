@@ -31,6 +31,7 @@ use crate::deadline::jitter;
 use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 
+/// N ≥ 3 independent Redis servers; every decision needs a majority.
 #[derive(Clone, Debug)]
 pub struct Quorum {
     nodes: Vec<Node>,
@@ -81,6 +82,13 @@ fn check_independent(urls: &[String]) -> Result<()> {
 }
 
 impl Quorum {
+    /// Connects to every server; a majority must answer now, the rest may
+    /// come back later.
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] with `min_replicas` (it does not apply),
+    /// [`Error::BadUrl`] for a URL that is not a plain `redis://` server or a
+    /// server given twice, [`Error::Auth`], [`Error::NoQuorum`].
     pub async fn connect(urls: &[String], prefix: &str, opts: &ConnectOptions) -> Result<Quorum> {
         if opts.min_replicas > 0 {
             return Err(Error::BadConfig {
@@ -129,6 +137,7 @@ impl Quorum {
         Ok(q)
     }
 
+    /// The URLs, passwords hidden, separated by spaces.
     pub fn url(&self) -> String {
         self.urls.clone()
     }
@@ -137,10 +146,12 @@ impl Quorum {
         &self.cleanups
     }
 
+    /// How many servers make a majority: N/2 + 1.
     pub fn majority(&self) -> usize {
         self.nodes.len() / 2 + 1
     }
 
+    /// The servers.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
@@ -262,6 +273,9 @@ impl Quorum {
         Ok(AcquireReply::Held { info, first: false })
     }
 
+    /// Renews on every server; a majority must confirm. A server that lost
+    /// the key gets it back with `token` and `value` (repair), never taking
+    /// a key someone else holds.
     pub async fn renew(
         &self,
         name: &str,
@@ -353,6 +367,7 @@ impl Quorum {
             .collect()
     }
 
+    /// Releases on every server; true when any of them still had it.
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let replies = self
             .all(Duration::from_secs(10), |n| n.release(name, holder, true))
@@ -360,6 +375,7 @@ impl Quorum {
         Ok(replies.iter().any(|r| matches!(r, Ok(true))))
     }
 
+    /// Replaces the value on every server; true when a majority did.
     pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
         let replies = self
             .all(Duration::from_secs(10), |n| n.proclaim(name, holder, value))

@@ -13,15 +13,24 @@ use crate::error::{Error, Result};
 
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Target {
+    /// One server (`redis://`, `rediss://`, `unix://`): the URL as given.
     Single(String),
+    /// A master found through Sentinel.
     Sentinel {
+        /// The sentinels' URLs (asked without a password).
         sentinels: Vec<String>,
+        /// The master's name.
         master: String,
+        /// The master's user, if any.
         user: Option<String>,
+        /// The master's password, if any (never shown).
         password: Option<String>,
+        /// The database number.
         db: i64,
     },
+    /// A Cluster, reached through these seed nodes' URLs.
     Cluster(Vec<String>),
 }
 

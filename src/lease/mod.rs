@@ -1,11 +1,48 @@
 //! Holding a lease: acquire (woken, not polling), keep (renewal, deadline,
 //! loss signal), give back.
 //!
-//! What is guaranteed: while [`Lease::is_held`] is true, no other holder of this
-//! name can have been granted the lease by a Redis that kept its data (and, after
-//! data loss, not before every earlier holder's deadline passed). What is *not*
-//! guaranteed: that your code notices loss instantly — a paused process cannot
-//! act on anything — which is why every acquisition carries a [`FencingToken`].
+//! # Life of a lease
+//! 1. [`Client::lease`](crate::Client::lease) gives a [`LeaseBuilder`];
+//!    [`acquire`](LeaseBuilder::acquire) waits in line (first come, first
+//!    served, except on a quorum), woken when the holder releases and sleeping to the exact
+//!    expiry when it crashed; [`try_acquire`](LeaseBuilder::try_acquire)
+//!    tries once.
+//! 2. The [`Lease`] guard is renewed in the background — one renewal task
+//!    per client, for all its leases (`renewal.rs`) — every TTL/3. Each
+//!    confirmed renewal moves the **safety deadline**: the send instant of
+//!    the renewal plus the TTL minus a drift margin, on the local monotonic
+//!    clock ([`crate::deadline`]). A renewal that fails or is not answered
+//!    has an unknown outcome, so it moves nothing.
+//! 3. It ends in exactly one of two ways, published on [`Lease::state`] and
+//!    resolved by [`Lease::lost`]: [`LeaseState::Lost`] (a renewal was
+//!    refused, or none was confirmed by the deadline) or
+//!    [`LeaseState::Released`] ([`Lease::release`], or dropping the guard).
+//!
+//! # What is guaranteed, and what is not
+//! - While [`Lease::is_held`] is true, no other holder of this name can have
+//!   been granted the lease by a Redis that kept its data; after data loss
+//!   that leasehold detects (a restart: see `docs/design.md` for each
+//!   deployment), not before every earlier holder's deadline passed.
+//! - [`Lease::lost`] resolves at the safety deadline at the latest, which is
+//!   strictly before Redis could give the lease to anyone else.
+//! - Not guaranteed: that your code *acts* on the loss in time. A process
+//!   that is paused (GC, SIGSTOP, a swapped-out VM) cannot act on anything;
+//!   that is why every acquisition carries a [`FencingToken`], which the
+//!   resources you write to should check.
+//! - Not guaranteed: liveness under a partition. A holder cut off from Redis
+//!   loses its lease at its deadline; nobody else gets it before the TTL
+//!   runs out in Redis.
+//!
+//! # Dropping and cancelling
+//! - Dropping a [`Lease`] stops its renewal and releases it in the
+//!   background (nothing blocks in `Drop`);
+//!   [`Client::close`](crate::Client::close) waits for such clean-ups before
+//!   a process exits.
+//! - Dropping an `acquire` future gives up the place in line (in the
+//!   background too).
+//!
+//! Semaphores ([`Permit`], [`SemaphoreBuilder`]) are the same machinery with
+//! up to N holders: see [`Client::semaphore`](crate::Client::semaphore).
 
 pub(crate) mod renewal;
 mod semaphore;
@@ -24,12 +61,19 @@ use crate::token::{FencingToken, HolderId};
 pub(crate) use renewal::Renewals;
 use renewal::{Entry, Shared};
 
-/// Where a lease stands, as seen by its holder.
+/// Where a lease stands, as seen by its holder: published by
+/// [`Lease::state`] on every change. `Held` (with each new deadline), then
+/// exactly one of `Lost` or `Released`, which are final.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeaseState {
-    /// Ours until `deadline` (local monotonic clock) unless renewed before.
+    /// Ours until `deadline` unless renewed before.
+    #[non_exhaustive]
     Held {
+        /// The fencing token of this acquisition (it does not change on renewal).
         token: FencingToken,
+        /// The safety deadline, on the local monotonic clock: strictly before
+        /// Redis could give the lease to anyone else.
         deadline: Instant,
     },
     /// No longer ours; see the reason.
@@ -38,7 +82,10 @@ pub enum LeaseState {
     Released,
 }
 
-/// Why a lease was lost.
+/// Why a lease was lost: what [`Lease::lost`] resolves with.
+///
+/// An `Error` (it has a message) so that it can be reported like one, but
+/// it is no failure of leasehold: losing a lease is an expected event.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LostReason {
@@ -54,7 +101,7 @@ pub enum LostReason {
     Released,
 }
 
-/// Default TTL of a lease.
+/// Default TTL of a lease, a semaphore permit and an election's leader: 10 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// The lease machinery of one client: where leases live and who renews them.
@@ -86,6 +133,10 @@ impl Leases {
 }
 
 /// Settings of one acquisition; made by [`crate::Client::lease`].
+///
+/// The settings are checked when the lease is acquired (see
+/// [`crate::config`] for the rules): every acquiring method can fail with
+/// [`Error::BadName`] or [`Error::BadConfig`] before anything is sent.
 #[derive(Clone, Debug)]
 pub struct LeaseBuilder {
     backend: Backend,
@@ -101,6 +152,9 @@ pub struct LeaseBuilder {
 }
 
 /// What [`Lease::release`] found.
+///
+/// Deliberately exhaustive: we either gave the lease back or it was no
+/// longer ours; a caller may match both without a wildcard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReleaseOutcome {
     /// We held it and gave it back; a waiter has been woken.
@@ -138,7 +192,8 @@ impl LeaseBuilder {
         self
     }
 
-    /// Renewal interval (default TTL/3).
+    /// Renewal interval (default TTL/3); must be well below the TTL, so that
+    /// retries fit before the deadline.
     pub fn renew_every(mut self, every: Duration) -> Self {
         self.renew_every = Some(every);
         self
@@ -182,10 +237,15 @@ impl LeaseBuilder {
     }
 
     /// One attempt. `Ok(None)` when someone else holds the lease (or this Redis
-    /// is in its post-data-loss quarantine).
+    /// is in its post-data-loss quarantine); no place in line is kept.
     ///
     /// Cancel-safe only in the sense that an attempt whose reply was never read
     /// may have taken the lease; it then expires after one TTL.
+    ///
+    /// # Errors
+    /// [`Error::BadName`], [`Error::BadConfig`] for bad settings; Redis
+    /// errors ([`Error::is_unavailable`] tells which are worth a retry);
+    /// [`Error::NameInUse`] when the name is a semaphore's.
     pub async fn try_acquire(self) -> Result<Option<Lease>> {
         let config = self.config()?;
         let began = Instant::now();
@@ -209,7 +269,16 @@ impl LeaseBuilder {
     }
 
     /// Waits until the lease is ours: woken when it is released, or when the
-    /// holder's TTL runs out after a crash. Cancel by dropping the future.
+    /// holder's TTL runs out after a crash. Waiters are served first come,
+    /// first served (on one logical Redis; a quorum has no queue).
+    ///
+    /// Cancel-safe: cancel by dropping the future; the waiter leaves the line
+    /// in the background ([`crate::Client::close`] waits for that), and a
+    /// lease handed to it too late is given back.
+    ///
+    /// # Errors
+    /// As [`LeaseBuilder::try_acquire`]. While Redis is unreachable it keeps
+    /// trying; an error that a retry cannot mend ends the wait.
     pub async fn acquire(self) -> Result<Lease> {
         let config = self.config()?;
         let began = Instant::now();
@@ -290,6 +359,10 @@ impl LeaseBuilder {
 ///
 /// Dropping it stops renewal and releases it in the background (best effort);
 /// call [`Lease::release`] to know the outcome. Nothing blocks in `Drop`.
+///
+/// Guard work with it by racing the work against [`Lease::lost`], and pass
+/// [`Lease::token`] to whatever the work writes to (see the
+/// [crate docs](crate) for an example).
 #[derive(Debug)]
 pub struct Lease {
     backend: Backend,
@@ -318,11 +391,13 @@ impl Lease {
         }
     }
 
+    /// The lease's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The fencing token of this acquisition.
+    /// The fencing token of this acquisition: strictly greater than every
+    /// token issued before for this name. Pass it to what the work writes to.
     pub fn token(&self) -> FencingToken {
         self.token
     }
@@ -337,12 +412,14 @@ impl Lease {
         &self.value
     }
 
+    /// The validated settings it is held with (TTL, renewal interval).
     pub fn config(&self) -> &LeaseConfig {
         &self.config
     }
 
-    /// The local instant until which the lease is certainly ours, or `None`
-    /// once lost or released.
+    /// The safety deadline: the local instant until which the lease is
+    /// certainly ours, moved by each confirmed renewal; `None` once lost or
+    /// released.
     pub fn deadline(&self) -> Option<Instant> {
         match &*self.state.borrow() {
             LeaseState::Held { deadline, .. } => Some(*deadline),
@@ -350,12 +427,15 @@ impl Lease {
         }
     }
 
-    /// True while held and before the safety deadline.
+    /// True while held and before the safety deadline. A snapshot: check
+    /// [`Lease::lost`] (or fence your writes) rather than polling this.
     pub fn is_held(&self) -> bool {
         self.deadline().is_some_and(|d| Instant::now() < d)
     }
 
-    /// Every state change: `Held` with each new deadline, then `Lost` or `Released`.
+    /// Every state change: `Held` with each new deadline, then `Lost` or
+    /// `Released`. A `watch` receiver: any number of tasks may hold one, and
+    /// a slow reader sees the latest state, never a backlog.
     pub fn state(&self) -> watch::Receiver<LeaseState> {
         self.state.clone()
     }
@@ -381,10 +461,15 @@ impl Lease {
         }
     }
 
-    /// Changes the published value, if the lease is still ours.
+    /// Changes the published value (what [`crate::Client::status`] and
+    /// election observers see), if the lease is still ours in Redis.
+    ///
+    /// Cancel-safe in the sense that a dropped call either changed the value
+    /// in Redis or did not; [`Lease::value`] then still shows the old one.
     ///
     /// # Errors
-    /// [`Error::NotHolder`] when the lease is gone.
+    /// [`Error::NotHolder`] when the lease is gone; Redis errors (the value
+    /// may or may not have changed).
     pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
         let value = value.into();
         if self
@@ -408,6 +493,16 @@ impl Lease {
     /// A lease lost at its safety deadline may still be ours in Redis (the
     /// renewal's reply was what got lost): it is deleted too if so, so that the
     /// next holder need not wait out the TTL. The outcome is then `AlreadyLost`.
+    ///
+    /// Not cancel-safe: a dropped call has stopped renewal but may not have
+    /// deleted the lease, which then expires after its TTL (the next holder
+    /// waits that long). Bound it with a timeout of about the TTL rather than
+    /// dropping it early.
+    ///
+    /// # Errors
+    /// Redis errors: the outcome is unknown, and the lease is no longer
+    /// renewed either way (receivers from [`Lease::state`] read `Released`);
+    /// it expires by itself if the delete did not happen.
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.done = true;
         self.shared.stop(self.config.ttl()).await;
@@ -445,8 +540,15 @@ impl Lease {
     }
 }
 
-/// What is held — a [`Lease`] or a semaphore [`Permit`] — as code that
-/// guards work with it needs it (the supervisor, for one).
+/// What is held — a [`Lease`], a semaphore [`Permit`] or a
+/// [`Leadership`](crate::Leadership) — as code that guards work with it needs
+/// it ([`Supervisor::run_while_held`](crate::supervisor::Supervisor::run_while_held),
+/// for one).
+///
+/// Not sealed: the CLI implements it for an enum of a lease and a permit.
+/// An implementation must delegate to one of leasehold's guards — the
+/// supervisor stops the child by [`Guard::state`], and trusts it to be the
+/// renewal service's own.
 pub trait Guard {
     /// The lease's (or semaphore's) name.
     fn name(&self) -> &str;

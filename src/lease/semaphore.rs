@@ -1,6 +1,15 @@
 //! Semaphores: up to N holders of one name at once, each with a
 //! [`Permit`] — a lease in everything but name and value changes: its own
 //! expiring entry, fencing token, renewal, safety deadline and `lost()`.
+//!
+//! Differences from a lease: there is no queue (when a permit frees up, the
+//! waiters race for it, woken by the release or at the first expiry), and a
+//! permit's value cannot be changed after acquisition. A name is either a
+//! lease or a semaphore: using it as the other kind fails with
+//! [`Error::NameInUse`](crate::Error::NameInUse), since the two would not
+//! exclude each other. Each acquirer is checked against its own `limit`
+//! (at most `limit` holders at the moment it acquires): use one limit per
+//! name.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +35,7 @@ impl SemaphoreBuilder {
         SemaphoreBuilder(self.0.ttl(ttl))
     }
 
-    /// Renewal interval (default TTL/3).
+    /// Renewal interval (default TTL/3); see [`LeaseBuilder::renew_every`].
     pub fn renew_every(self, every: Duration) -> Self {
         SemaphoreBuilder(self.0.renew_every(every))
     }
@@ -43,12 +52,25 @@ impl SemaphoreBuilder {
 
     /// One attempt; `Ok(None)` when all permits are taken (or this Redis is in
     /// its post-restart quarantine).
+    ///
+    /// Cancel-safe as [`LeaseBuilder::try_acquire`]: an attempt whose reply
+    /// was never read may have taken a permit, which expires after one TTL.
+    ///
+    /// # Errors
+    /// As [`LeaseBuilder::try_acquire`], and [`crate::Error::BadConfig`] for
+    /// a limit of 0 or on a quorum (semaphores need one logical Redis).
     pub async fn try_acquire(self) -> Result<Option<Permit>> {
         Ok(self.0.try_acquire().await?.map(Permit))
     }
 
     /// Waits until a permit is ours: woken when one is given back, or when the
-    /// first of the holders' TTLs runs out after a crash. Cancel by dropping.
+    /// first of the holders' TTLs runs out after a crash.
+    ///
+    /// Cancel-safe: cancel by dropping the future.
+    ///
+    /// # Errors
+    /// As [`SemaphoreBuilder::try_acquire`]; while Redis is unreachable it
+    /// keeps trying.
     pub async fn acquire(self) -> Result<Permit> {
         self.0.acquire().await.map(Permit)
     }
@@ -64,6 +86,9 @@ impl SemaphoreBuilder {
 
 /// One held permit of a semaphore. Renewed in the background until released,
 /// dropped or lost; dropping it gives it back in the background.
+///
+/// Every method means what it means on a [`Lease`], with the same
+/// guarantees.
 #[derive(Debug)]
 pub struct Permit(Lease);
 
@@ -89,11 +114,13 @@ impl Permit {
         self.0.value()
     }
 
+    /// The validated settings it is held with (TTL, renewal interval).
     pub fn config(&self) -> &LeaseConfig {
         self.0.config()
     }
 
-    /// The local instant until which the permit is certainly ours.
+    /// The safety deadline, as [`Lease::deadline`]: the local instant until
+    /// which the permit is certainly ours; `None` once lost or released.
     pub fn deadline(&self) -> Option<Instant> {
         self.0.deadline()
     }
@@ -113,7 +140,11 @@ impl Permit {
         self.0.lost()
     }
 
-    /// Gives the permit back, as [`Lease::release`].
+    /// Gives the permit back, as [`Lease::release`] (which says what a
+    /// dropped call leaves behind).
+    ///
+    /// # Errors
+    /// Redis errors: the outcome is unknown; the permit expires by itself.
     pub async fn release(self) -> Result<ReleaseOutcome> {
         self.0.release().await
     }

@@ -19,6 +19,46 @@
 //!   runs (`terminal.rs`);
 //! - when the child exits, whatever it left behind is killed, and its status
 //!   is the outcome.
+//!
+//! # What is guaranteed, and what is not
+//! - The job gets SIGTERM when the lease's safety deadline comes within the
+//!   stop budget without a confirmed renewal, and SIGKILL by
+//!   [`KILL_MARGIN`] before the deadline: every process of the job is dead
+//!   before Redis could give the lease to anyone else — as long as this
+//!   process and its stop thread are not paused themselves (a frozen VM
+//!   stops everything; that is what fencing tokens are for).
+//! - [`Supervisor::check_fits`] refuses a grace that does not fit in the
+//!   TTL; call it before acquiring.
+//! - What "every process" means depends on the [`Containment`]: see
+//!   [`Contain`]. Work handed to another service (`systemd-run`, `ssh`)
+//!   is never caught.
+//!
+//! ```no_run
+//! # async fn demo(client: leasehold::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use leasehold::LeaseConfig;
+//! use leasehold::supervisor::{Contain, Outcome, Signals, Supervisor};
+//!
+//! let ttl = Duration::from_secs(10);
+//! let supervisor = Supervisor::new("/opt/report/run.sh", vec![])
+//!     .grace(Duration::from_secs(1))
+//!     .containment(Contain::Auto.resolve()?);
+//! supervisor.check_fits(&LeaseConfig::new(ttl)?)?; // before waiting in line
+//! let mut signals = Signals::install()?;
+//! let lease = client
+//!     .lease("nightly-report")
+//!     .ttl(ttl)
+//!     .min_validity(supervisor.stop_budget())
+//!     .acquire()
+//!     .await?;
+//! match supervisor.run_while_held(&lease, signals.recv()).await? {
+//!     Outcome::Exited(status) => println!("done: {status}"),
+//!     Outcome::Lost { reason, .. } => eprintln!("lost the lease ({reason}); the job was stopped"),
+//!     Outcome::Interrupted { signal, .. } => eprintln!("signal {signal}; the job was stopped"),
+//! }
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
 
 mod cgroup;
 mod child;
@@ -51,17 +91,29 @@ use stopper::Stopper;
 pub const KILL_MARGIN: Duration = Duration::from_millis(100);
 
 /// How a supervised run ended.
+///
+/// Deliberately exhaustive: a run ends because the child exited, because the
+/// lease was lost, or because we were told to stop; callers (the CLI picks
+/// its exit code from it) match all three.
 #[derive(Debug)]
 pub enum Outcome {
     /// The child exited by itself.
     Exited(ExitStatus),
     /// The lease was lost (or about to be); the child was stopped.
     Lost {
+        /// Why the lease was lost.
         reason: LostReason,
+        /// How the child ended (usually by SIGTERM or SIGKILL).
         status: ExitStatus,
     },
-    /// The supervisor got `signal`, forwarded it, and the child ended.
-    Interrupted { signal: i32, status: ExitStatus },
+    /// The supervisor got `signal`, forwarded it, and the child ended; or,
+    /// in a terminal's foreground, the user's Ctrl-C (Ctrl-\) ended the job.
+    Interrupted {
+        /// The signal's number (`libc::SIGTERM`, …).
+        signal: i32,
+        /// How the child ended.
+        status: ExitStatus,
+    },
 }
 
 /// A command to run while holding a lease.
@@ -80,6 +132,10 @@ pub struct Supervisor {
 
 /// True while `pid` exists and is not a zombie (a zombie is dead already,
 /// just not reaped by its new parent).
+// Hidden, not part of the stable API: the fault-injection toolkit of the
+// binary (src/bin/leasehold/faults.rs, also compiled into the tests) checks
+// that no worker outlived its lease with it.
+#[doc(hidden)]
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
@@ -90,7 +146,8 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// The conventional shell exit code of a status: the code, or 128 + signal.
+/// The conventional shell exit code of a status: the code, or 128 + signal
+/// (what `leasehold run` exits with).
 pub fn exit_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -100,7 +157,8 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 }
 
 impl Supervisor {
-    /// `program` with `args`; grace defaults to 2 s.
+    /// `program` with `args` (looked up in `PATH` when it has no `/`);
+    /// grace defaults to 2 s, containment to the process group.
     pub fn new(program: impl Into<OsString>, args: Vec<OsString>) -> Supervisor {
         Supervisor {
             program: program.into(),
@@ -113,7 +171,8 @@ impl Supervisor {
         }
     }
 
-    /// How long the child may take to exit after SIGTERM before SIGKILL.
+    /// How long the child may take to exit after SIGTERM before SIGKILL
+    /// (default 2 s). Must fit in the lease: see [`Supervisor::check_fits`].
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -140,7 +199,10 @@ impl Supervisor {
         self
     }
 
-    /// How long before the safety deadline stopping must begin.
+    /// How long before the safety deadline stopping must begin: the grace
+    /// plus [`KILL_MARGIN`]. Give it to
+    /// [`LeaseBuilder::min_validity`](crate::LeaseBuilder::min_validity), so
+    /// that a lease handed over has at least that long left.
     pub fn stop_budget(&self) -> Duration {
         self.grace + KILL_MARGIN
     }
@@ -189,6 +251,13 @@ impl Supervisor {
     /// the lease's deadline on its own timer: a busy or blocked runtime (a
     /// full stderr pipe) cannot delay them. This task only passes on each
     /// confirmed renewal, forwards signals, and logs after the fact.
+    ///
+    /// The child gets `LEASEHOLD_NAME`, `LEASEHOLD_TOKEN` and
+    /// `LEASEHOLD_HOLDER` in its environment. The lease is left as it is:
+    /// release it (or campaign again) after.
+    ///
+    /// Cancel-safety: dropping the future kills the job at once (SIGKILL, no
+    /// grace); resolve `shutdown` instead for a graceful stop.
     ///
     /// # Errors
     /// Only when the child cannot be started (not found, not executable).
