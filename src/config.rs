@@ -94,7 +94,13 @@ impl LeaseConfig {
                 ),
             });
         }
-        let retry_every = (ttl / 20).max(Duration::from_millis(10)).min(renew_every);
+        // At most 500 ms: after a restart, a holder's refused renewal is what
+        // tells the new server its TTL (the quarantine must cover it), so it
+        // must not wait long for its next try, whatever its TTL.
+        let retry_every = (ttl / 20)
+            .max(Duration::from_millis(10))
+            .min(Duration::from_millis(500))
+            .min(renew_every);
         Ok(LeaseConfig {
             ttl,
             renew_every,

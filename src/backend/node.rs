@@ -70,8 +70,8 @@ impl Node {
 
     /// Tells the scripts that this client's writes are confirmed by replicas
     /// (`WAIT`): a promoted replica may then trust them (prelude.lua).
-    pub(super) fn confirm_flag(&self) -> &'static str {
-        if self.min_replicas > 0 { "w" } else { "" }
+    pub(super) fn confirm_flag(&self) -> u32 {
+        self.min_replicas
     }
 
     pub(crate) fn cleanups(&self) -> &super::Cleanups {
@@ -295,7 +295,9 @@ impl Node {
             Kind::Lease => Call::new(&scripts::RENEW).key(&k.lease).key(&k.epoch),
             Kind::Slot { .. } => Call::new(&scripts::SEM_RENEW)
                 .key(&k.slots)
-                .key(&k.slotinfo),
+                .key(&k.slotinfo)
+                .key(&k.lease)
+                .key(&k.epoch),
         }
         .arg(item.holder.as_str())
         .arg(item.ttl.as_millis() as u64);
@@ -418,6 +420,7 @@ impl Node {
             .key(&k.lease)
             .key(&k.queue)
             .key(&k.qinfo)
+            .key(&k.epoch)
             .arg(holder.as_str())
             .arg(&k.events)
             .arg(if always_publish { "always" } else { "" });

@@ -185,6 +185,9 @@ pub(crate) enum Source {
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle subscription connection is checked with a PING.
 const KEEPALIVE: Duration = Duration::from_secs(2);
+/// The longest pause between reconnect attempts: after a restart, holders
+/// renew (and so announce their TTLs to the new server) within about this.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// How long a (re)connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -537,7 +540,7 @@ async fn run(
             if !pause(backoff, &mut cmds).await {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
             continue;
         };
         let (mut sink, mut stream) = pubsub.split();
@@ -627,7 +630,7 @@ async fn run(
             if !pause(backoff, &mut cmds).await {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
         } else {
             backoff = Duration::from_millis(50);
         }

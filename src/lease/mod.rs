@@ -515,27 +515,19 @@ impl Lease {
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
         crate::telemetry::released(&self.name);
+        // Said before the release is sent: the next holder may start the
+        // moment Redis hands the lease on, before our reply arrives, and no
+        // watcher of state() may go on believing it is held.
+        self.shared.state.send_replace(LeaseState::Released);
         let outcome = self.backend.release(&self.held()).await;
         match outcome {
-            Ok(true) => {
-                self.shared.state.send_replace(LeaseState::Released);
-                Ok(ReleaseOutcome::Released)
-            }
-            Ok(false) => {
-                let reason = LostReason::Refused(
-                    "the lease key was gone or held by someone else at release".into(),
-                );
-                self.shared
-                    .state
-                    .send_replace(LeaseState::Lost(reason.clone()));
-                Ok(ReleaseOutcome::AlreadyLost(reason))
-            }
-            Err(e) => {
-                // Unknown outcome; either way we no longer hold it (it expires
-                // by itself if the delete did not happen).
-                self.shared.state.send_replace(LeaseState::Released);
-                Err(e)
-            }
+            Ok(true) => Ok(ReleaseOutcome::Released),
+            Ok(false) => Ok(ReleaseOutcome::AlreadyLost(LostReason::Refused(
+                "the lease key was gone or held by someone else at release".into(),
+            ))),
+            // Unknown outcome; either way we no longer hold it (it expires
+            // by itself if the release did not happen).
+            Err(e) => Err(e),
         }
     }
 }

@@ -684,21 +684,24 @@ fn resp(v: &redis::Value) -> String {
 
 /// Everything the server on `port` executes for `d` (MONITOR), for debugging.
 pub fn raw_monitor(port: u16, d: Duration) -> String {
-    let Ok(mut c) = connect(port) else {
+    // The raw stream: MONITOR's replies never end, and a read timeout must
+    // not break the connection (redis-rs treats it as broken).
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    if c.send_packed_command(&redis::cmd("MONITOR").get_packed_command())
-        .is_err()
-    {
-        return String::new();
-    }
-    let _ = c.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = s.write_all(b"MONITOR\r\n");
+    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
     let t = Instant::now();
-    let mut out = String::new();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
     while t.elapsed() < d {
-        if let Ok(v) = c.recv_response() {
-            out.push_str(&resp(&v));
+        if let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
         }
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -65,7 +65,7 @@ class Calls:
         """`expect`: claiming a grant — renewed only while ours with that token."""
         k = self.keys(name)
         if slot:
-            return Call("renew", "sem_renew", [k.slots, k.slotinfo], [holder, ttl], p.parse_renew, ttl)
+            return Call("renew", "sem_renew", [k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl], p.parse_renew, ttl)
         args: list[object] = [holder, ttl] if expect is None else [holder, ttl, "", "", expect]
         return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 
@@ -73,7 +73,7 @@ class Calls:
         k = self.keys(name)
         if slot:
             return Call("semaphore release", "sem_release", [k.slots, k.slotinfo], [holder, k.events], _one)
-        return Call("release", "release", [k.lease, k.queue, k.qinfo], [holder, k.events, ""], _one)
+        return Call("release", "release", [k.lease, k.queue, k.qinfo, k.epoch], [holder, k.events, ""], _one)
 
     def leave(self, name: str, holder: str) -> Call[bool]:
         k = self.keys(name)

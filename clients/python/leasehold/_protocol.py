@@ -120,8 +120,9 @@ def renew_every(ttl_ms: int) -> float:
 
 
 def retry_every(ttl_ms: int) -> float:
-    """After a failed renewal: every max(ttl/20, 10 ms), at most the renewal interval."""
-    return min(max(ttl_ms / 20000.0, 0.010), renew_every(ttl_ms))
+    """After a failed renewal: every max(ttl/20, 10 ms), at most 500 ms and
+    at most the renewal interval (protocol rule 2)."""
+    return min(max(ttl_ms / 20000.0, 0.010), 0.5, renew_every(ttl_ms))
 
 
 def queue_margin_ms(ttl_ms: int) -> int:
@@ -211,7 +212,7 @@ def keys_for(prefix: str, name: str, cluster: bool = False) -> Keys:
 # --- scripts ------------------------------------------------------------------
 
 # Scripts run after prelude.lua (docs/protocol.md: prelude, a newline, the script).
-_WITH_PRELUDE = {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire"}
+_WITH_PRELUDE = {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire", "sem_renew"}
 
 
 @dataclass(frozen=True)

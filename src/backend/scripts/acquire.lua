@@ -13,7 +13,9 @@
 -- ARGV[5]  "wait": keep a place in the queue when not acquired; "try": do not
 -- ARGV[6]  registration margin in milliseconds (how long past its next retry a
 --          waiter's place is kept)
--- ARGV[7]  "w" when the caller confirms its writes with WAIT (--min-replicas)
+-- ARGV[7]  how many replicas the caller's WAIT asks for (--min-replicas; "" or 0:
+--          none): the record is marked trusted after a failover only if that
+--          covers every connected replica (prelude.lua, confirmed_by_all)
 -- ARGV[8]  the caller's inbox channel <prefix>inbox:<id>: a release hands the
 --          lease over there (absent or "": on the name's channel)
 --
@@ -71,7 +73,8 @@ if holder ~= '' and exp > now then
     -- An earlier attempt of ours took it (or a release granted it to us) and
     -- the reply was lost or not yet seen: extend it from now, so that the
     -- caller's deadline counted from this attempt's send instant holds.
-    redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'value', value)
+    redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'value', value,
+      'w', confirmed_by_all(ARGV[7]))
     redis.call('ZREM', KEYS[2], me)
     redis.call('HDEL', KEYS[3], me)
     return {1, r[4] or '0'}
@@ -113,7 +116,7 @@ end
 -- record itself was lost (restart, failover to a lagging replica).
 local tok = string.format('%.0f', math.max(last + 1, now_us))
 redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', me, 'value', value, 'exp', now + ttl,
-  'ttl', ttl, 'token', tok, 'run', run, 'w', ARGV[7] == 'w' and '1' or '0')
+  'ttl', ttl, 'token', tok, 'run', run, 'w', confirmed_by_all(ARGV[7]))
 if ttl > num(r[6]) then
   redis.call('HSET', KEYS[1], 'maxttl', ttl)
   note_ttl(KEYS[4], run, ttl)

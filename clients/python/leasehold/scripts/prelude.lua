@@ -42,6 +42,11 @@ local function num(x)
   return 0
 end
 
+-- The shortest quarantine after a server is found new: long enough for the
+-- holders of its predecessor to reconnect and be refused (which records
+-- their TTLs here, see note_refused), whatever the contender's own TTL.
+local ANNOUNCE_MS = 3000
+
 -- The Redis time (ms) from which a name whose record says it was last
 -- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
 -- is missing) may be granted again with TTL `ttl` on this server.
@@ -54,6 +59,18 @@ end
 -- after the predecessor's last write, which was no later than this server's
 -- start; a promoted replica (or one flushed since its start) is trusted only
 -- from now on. `write` false: compute only (status).
+-- "1" when a write may be trusted by whichever replica is promoted later:
+-- the caller WAITs for `arg` replicas (a number; "w" counts as 1) and every
+-- replica connected now is among them. WAIT 1 with two replicas may be
+-- answered by the one that is not promoted.
+local function confirmed_by_all(arg)
+  local n = tonumber(arg) or (arg == 'w' and 1 or 0)
+  if n <= 0 then return '0' end
+  local cs = tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)')) or 0
+  if cs <= n then return '1' end
+  return '0'
+end
+
 -- Was this server promoted from a replica since it started?
 local function promoted()
   local off = string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(%-?%d+)')
@@ -88,8 +105,11 @@ local function ready_at(epoch, run, now, uptime, rec_run, rec_max, ttl, write, r
     end
   end
   -- A known name waits out its own longest TTL; a name this server has no
-  -- record of waits out the longest any name used.
-  local longest = math.max(ttl, rec_max or mmax)
+  -- record of waits out the longest any name used; and never less than
+  -- ANNOUNCE_MS, the time holders take to reconnect and announce their own
+  -- TTLs (renewal retries at most 500 ms apart, reconnects at most 1 s
+  -- apart: see note_refused).
+  local longest = math.max(ttl, rec_max or mmax, ANNOUNCE_MS)
   if write and longest > mmax then
     redis.call('SET', epoch, run .. ' ' .. string.format('%.0f', mbase) .. ' ' .. longest)
   end

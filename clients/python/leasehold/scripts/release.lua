@@ -4,6 +4,7 @@
 -- KEYS[1]  name record <prefix>{<name>}:lease
 -- KEYS[2]  queue       <prefix>{<name>}:queue
 -- KEYS[3]  queue info  <prefix>{<name>}:qinfo
+-- KEYS[4]  marker      <prefix>epoch (its longest TTL is raised by a grant)
 -- ARGV[1]  holder id
 -- ARGV[2]  event channel <prefix>{<name>}:events
 -- ARGV[3]  "always" to publish "released" even when nobody observes (quorum
@@ -31,9 +32,13 @@ if r[3] then
     local _, ttl, inbox, value = entry(info)
     local claim = claim_ms(ttl)
     tok = string.format('%.0f', math.max(num(r[2]) + 1, now_us))
+    -- w: the head's writes are not known to be confirmed by replicas.
     redis.call('HSET', KEYS[1], 'holder', head, 'value', value, 'exp', now + claim,
-      'ttl', ttl, 'token', tok, 'run', run)
-    if ttl > num(r[6]) then redis.call('HSET', KEYS[1], 'maxttl', ttl) end
+      'ttl', ttl, 'token', tok, 'run', run, 'w', '0')
+    if ttl > num(r[6]) then
+      redis.call('HSET', KEYS[1], 'maxttl', ttl)
+      if KEYS[4] then note_ttl(KEYS[4], run, ttl) end
+    end
     redis.call('ZREM', KEYS[2], head)
     redis.call('HDEL', KEYS[3], head)
     local next, next_info = live_head(KEYS[2], KEYS[3], now)

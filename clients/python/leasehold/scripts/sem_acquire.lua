@@ -9,7 +9,7 @@
 -- ARGV[3]  value (free text)
 -- ARGV[4]  limit (N)
 -- ARGV[5]  event channel <prefix>{<name>}:events
--- ARGV[6]  "w" when the caller confirms its writes with WAIT (--min-replicas)
+-- ARGV[6]  how many replicas the caller's WAIT asks for (as in acquire.lua)
 --
 -- Returns {1, token} acquired (also when the slot already was ours: an earlier
 -- attempt whose reply was lost; extended from now then); {0, wait_ms, used}
@@ -73,7 +73,10 @@ end
 if now < ready then return {2, ready - now} end
 
 local tok = string.format('%.0f', math.max(num(r[4]) + 1, now_us))
-redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', ARGV[6] == 'w' and '1' or '0')
+-- Trusted after a failover only while every live slot was confirmed so.
+local w = confirmed_by_all(ARGV[6])
+if used > 0 and r[8] ~= '1' then w = '0' end
+redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', w)
 if ttl > num(r[6]) then
   redis.call('HSET', KEYS[3], 'maxttl', ttl)
   note_ttl(KEYS[4], run, ttl)
