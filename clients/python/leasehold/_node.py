@@ -65,7 +65,8 @@ class Calls:
         """`expect`: claiming a grant — renewed only while ours with that token."""
         k = self.keys(name)
         if slot:
-            return Call("renew", "sem_renew", [k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl], p.parse_renew, ttl)
+            keys = [k.slots, k.slotinfo, k.lease, k.epoch]
+            return Call("renew", "sem_renew", keys, [holder, ttl], p.parse_renew, ttl)
         args: list[object] = [holder, ttl] if expect is None else [holder, ttl, "", "", expect]
         return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 

@@ -45,7 +45,7 @@ def test_the_package_under_test_is_the_one_asked_for() -> None:
 def test_prelude_goes_in_front_of_exactly_the_scripts_the_protocol_names() -> None:
     prelude = (Path(leasehold.__file__).parent / "scripts" / "prelude.lua").read_text()
     with_prelude = {n for n, s in p.SCRIPTS.items() if s.body.startswith(prelude + "\n")}
-    assert with_prelude == {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire"}
+    assert with_prelude == {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire", "sem_renew"}
 
 
 def test_urls_follow_the_rust_rules() -> None:
