@@ -480,9 +480,10 @@ impl Node {
     }
 }
 
-/// Lease keys carry a TTL, so any eviction policy other than `noeviction` may
-/// delete a held lease under memory pressure and let a second holder in. Say
-/// so once at connect; managed Redis often forbids CONFIG, which is fine.
+/// Under an `allkeys-*` eviction policy Redis may evict a name record under
+/// memory pressure (a held lease then looks free) and queue keys under any
+/// policy but `noeviction`. Say so once at connect; managed Redis often
+/// forbids CONFIG, which is fine.
 async fn warn_on_eviction(conn: &mut MultiplexedConnection) {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")

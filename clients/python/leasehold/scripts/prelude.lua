@@ -47,18 +47,6 @@ end
 -- their TTLs here, see note_refused), whatever the contender's own TTL.
 local ANNOUNCE_MS = 3000
 
--- The Redis time (ms) from which a name whose record says it was last
--- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
--- is missing) may be granted again with TTL `ttl` on this server.
---
--- The per-server marker `epoch` is "<run_id> <base_ms> <maxttl_ms>": since
--- `base`, this server is the one leasehold writes to. When the marker names
--- another server (or none), this one is new: restarted (from a snapshot, an
--- AOF, or empty), promoted from a replica, or used for the first time.
--- Holders confirmed by its predecessor may still run until one of their TTLs
--- after the predecessor's last write, which was no later than this server's
--- start; a promoted replica (or one flushed since its start) is trusted only
--- from now on. `write` false: compute only (status).
 -- "1" when a write may be trusted by whichever replica is promoted later:
 -- the caller WAITs for `arg` replicas (a number; "w" counts as 1) and every
 -- replica connected now is among them. WAIT 1 with two replicas may be
@@ -84,6 +72,18 @@ local function trusted(rec_run, rec_w, run)
   return rec_run == run or (rec_w == '1' and promoted())
 end
 
+-- The Redis time (ms) from which a name whose record says it was last
+-- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
+-- is missing) may be granted again with TTL `ttl` on this server.
+--
+-- The per-server marker `epoch` is "<run_id> <base_ms> <maxttl_ms>": since
+-- `base`, this server is the one leasehold writes to. When the marker names
+-- another server (or none), this one is new: restarted (from a snapshot, an
+-- AOF, or empty), promoted from a replica, or used for the first time.
+-- Holders confirmed by its predecessor may still run until one of their TTLs
+-- after the predecessor's last write, which was no later than this server's
+-- start; a promoted replica (or one flushed since its start) is trusted only
+-- from now on. `write` false: compute only (status).
 local function ready_at(epoch, run, now, uptime, rec_run, rec_max, ttl, write, rec_w)
   if rec_run and trusted(rec_run, rec_w, run) then return 0 end
   local m = redis.pcall('GET', epoch)
