@@ -114,6 +114,24 @@ fn duplicate_quorum_members_are_refused() {
     }
 }
 
+/// Two addresses that reach one server (here a proxy in front of it; in
+/// life a hostname and its IP) are the same quorum member: told apart by the
+/// server's run_id, not by the URL's text.
+#[test]
+fn one_server_behind_two_addresses_is_refused_as_a_quorum_member() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let proxy = support::Proxy::start(a.port).expect("proxy");
+    let (ua, ub, via) = (a.url(), b.url(), proxy.url());
+    let (code, _, err) = leasehold_output(&[
+        "run", "--name", "dup", "--wait", "2s", "--redis", &ua, "--redis", &ub, "--redis", &via,
+        "--", "true",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    one_line(&err);
+    assert!(err.contains("same Redis"), "{err}");
+}
+
 /// Issue 21.8: `--min-replicas` with no replica attached: every attempt is
 /// refused (not replicated), and attempts are spaced by the backoff (50 ms
 /// doubling to 2 s), not woken by the attempt's own give-back.

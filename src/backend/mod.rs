@@ -511,7 +511,7 @@ impl Backend {
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let (parts, needed) = match self {
             Backend::Node(n) => {
-                let parts = n.subscribe(name).await?;
+                let parts = n.subscribe(name, true).await?;
                 let needed = parts.len();
                 (parts, needed)
             }

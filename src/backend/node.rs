@@ -488,15 +488,40 @@ impl Node {
 
     /// Joins the events of `name`, and this client's inbox (where releases
     /// hand over the lease to our waiters), both confirmed by Redis.
-    pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<super::notify::Subscription>> {
+    /// (With `inbox` false — a quorum, which has no queue — the name's events
+    /// only.)
+    pub(crate) async fn subscribe(
+        &self,
+        name: &str,
+        inbox: bool,
+    ) -> Result<Vec<super::notify::Subscription>> {
         let k = self.keys(name)?;
-        self.inbox_sub
-            .get_or_try_init(|| self.notifier.subscribe(&self.inbox))
+        let mut parts = vec![self.notifier.subscribe(&k.events).await?];
+        if inbox {
+            // Subscribed once and kept for the client's life; each waiter
+            // takes a reference (no SUBSCRIBE of its own once confirmed).
+            self.inbox_sub
+                .get_or_try_init(|| self.notifier.subscribe(&self.inbox))
+                .await?;
+            parts.push(self.notifier.subscribe(&self.inbox).await?);
+        }
+        Ok(parts)
+    }
+
+    /// The server's `run_id` (new on every start): tells two addresses of one
+    /// server apart from two servers.
+    pub(crate) async fn run_id(&self) -> Result<String> {
+        let info: String = self
+            .run("info", async |c| {
+                redis::cmd("INFO").arg("server").query_async(c).await
+            })
             .await?;
-        Ok(vec![
-            self.notifier.subscribe(&k.events).await?,
-            self.notifier.subscribe(&self.inbox).await?,
-        ])
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string())
     }
 }
 

@@ -134,6 +134,27 @@ impl Quorum {
                 },
             });
         }
+        // Two addresses of one server (a hostname and its IP, another
+        // loopback address) would let a single server be counted twice.
+        let ids = join_all(q.nodes.iter().map(|n| n.run_id())).await;
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Ok(id) = id else { continue };
+            if id.is_empty() {
+                continue;
+            }
+            if let Some((_, j)) = seen.iter().find(|(s, _)| s == id) {
+                return Err(Error::BadUrl {
+                    url: q.urls.clone(),
+                    reason: format!(
+                        "servers {} and {} are the same Redis (same run_id): a quorum needs independent servers",
+                        j + 1,
+                        i + 1
+                    ),
+                });
+            }
+            seen.push((id, i));
+        }
         Ok(q)
     }
 
@@ -436,12 +457,12 @@ impl Quorum {
     /// Subscribes on every node at once; a node that does not answer in time
     /// stays unconfirmed and does not hold up the others.
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<notify::Subscription>> {
-        // A quorum has no queue, so no grants reach the inboxes: only the
-        // name's events matter.
-        let parts = join_all(self.nodes.iter().map(|n| n.subscribe(name))).await;
+        // A quorum has no queue, so no grants reach inboxes: only the name's
+        // events matter.
+        let parts = join_all(self.nodes.iter().map(|n| n.subscribe(name, false))).await;
         let mut out = Vec::new();
         for p in parts {
-            out.extend(p?.into_iter().take(1));
+            out.extend(p?);
         }
         Ok(out)
     }
