@@ -259,7 +259,7 @@ impl LeaseBuilder {
             value: &self.value,
             queue: false,
         };
-        match self.backend.attempt(&attempt).await? {
+        match Box::pin(self.backend.attempt(&attempt)).await? {
             crate::backend::AcquireReply::Acquired { token } => {
                 let ttl = config.ttl();
                 Ok(Some(self.start(config, holder, token, sent, ttl, began)))
@@ -291,7 +291,10 @@ impl LeaseBuilder {
             value: &self.value,
             min_validity: self.min_validity,
         };
-        let won = waiter::acquire(&self.backend, &want).await?;
+        // Boxed: the waiting loop's state machine is deep, and inlining it
+        // into every caller's future overflows rustc's query depth in user
+        // code that holds two kinds of acquire in one async fn.
+        let won = Box::pin(waiter::acquire(&self.backend, &want)).await?;
         Ok(self.start(config, holder, won.token, won.sent, won.ttl, began))
     }
 
@@ -509,8 +512,11 @@ impl Lease {
         let current = self.state.borrow().clone();
         if let LeaseState::Lost(reason) = current {
             if let LostReason::Unconfirmed(_) = reason {
-                let _ = tokio::time::timeout(self.config.ttl(), self.backend.release(&self.held()))
-                    .await;
+                let _ = tokio::time::timeout(
+                    self.config.ttl(),
+                    Box::pin(self.backend.release(&self.held())),
+                )
+                .await;
             }
             return Ok(ReleaseOutcome::AlreadyLost(reason));
         }
@@ -519,7 +525,8 @@ impl Lease {
         // moment Redis hands the lease on, before our reply arrives, and no
         // watcher of state() may go on believing it is held.
         self.shared.state.send_replace(LeaseState::Released);
-        let outcome = self.backend.release(&self.held()).await;
+        // Boxed, as in acquire: a caller's future stays shallow.
+        let outcome = Box::pin(self.backend.release(&self.held())).await;
         match outcome {
             Ok(true) => Ok(ReleaseOutcome::Released),
             Ok(false) => Ok(ReleaseOutcome::AlreadyLost(LostReason::Refused(
