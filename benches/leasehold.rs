@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use leasehold::backend::AcquireReply;
+use leasehold::backend::{AcquireReply, Attempt};
 use leasehold::{Client, HolderId};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -78,6 +78,24 @@ fn requests(r: &RedisServer, who: Who) -> u64 {
     r.command_calls(names)
 }
 
+/// Every command Redis executed, counting those scripts run inside it (INFO
+/// commandstats counts both), minus this measurement's own INFO.
+fn all_commands(r: &RedisServer) -> u64 {
+    r.cmd(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            rest.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum::<u64>()
+        .saturating_sub(1)
+}
+
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
@@ -129,23 +147,36 @@ async fn raw_pairs(url: &str, d: Duration) -> (f64, Lat) {
     (lat.len() as f64 / t0.elapsed().as_secs_f64(), Lat(lat))
 }
 
-async fn leasehold_pairs(url: &str, d: Duration) -> (f64, Lat) {
+async fn leasehold_pairs(url: &str, d: Duration, waiting: bool) -> (f64, Lat) {
     let c = Client::connect(url).await.expect("connect");
     let mut lat = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < d {
         let t = Instant::now();
-        let l = c
-            .lease("uncontended")
-            .ttl(Duration::from_secs(10))
-            .try_acquire()
-            .await
-            .expect("acquire")
-            .expect("free");
+        let b = c.lease("uncontended").ttl(Duration::from_secs(10));
+        let l = if waiting {
+            b.acquire().await.expect("acquire")
+        } else {
+            b.try_acquire().await.expect("acquire").expect("free")
+        };
         l.release().await.expect("release");
         lat.push(t.elapsed());
     }
     (lat.len() as f64 / t0.elapsed().as_secs_f64(), Lat(lat))
+}
+
+/// Commands Redis executes for one pair (inside scripts included), over `n` pairs.
+async fn commands_per_pair<F, Fut>(r: &RedisServer, n: u64, pair: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    pair().await;
+    let before = all_commands(r);
+    for _ in 0..n {
+        pair().await;
+    }
+    (all_commands(r) - before) as f64 / n as f64
 }
 
 async fn rslock_pairs(url: &str, d: Duration) -> (f64, Lat) {
@@ -170,6 +201,8 @@ struct Contended {
     per_sec: f64,
     fairness: f64,
     cmds_per_cs: f64,
+    /// Every command Redis executed per critical section, inside scripts too.
+    all_per_cs: f64,
 }
 
 async fn contended<F, Fut>(r: &RedisServer, who: Who, n: usize, d: Duration, make: F) -> Contended
@@ -179,6 +212,7 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let before = requests(r, who);
+    let all_before = all_commands(r);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -198,6 +232,7 @@ where
         per_sec: total as f64 / elapsed,
         fairness: if max > 0.0 { min / max } else { 0.0 },
         cmds_per_cs: (requests(r, who) - before) as f64 / total.max(1) as f64,
+        all_per_cs: (all_commands(r) - all_before) as f64 / total.max(1) as f64,
     }
 }
 
@@ -318,7 +353,7 @@ async fn crash_takeover(url: &str, rounds: usize, ttl: Duration) -> Lat {
         let sent = Instant::now();
         let r = c
             .backend()
-            .try_acquire("crash", &ghost, ttl, "")
+            .attempt(&Attempt::lease("crash", &ghost, ttl))
             .await
             .expect("acquire");
         assert!(matches!(r, AcquireReply::Acquired { .. }), "{r:?}");
@@ -419,33 +454,89 @@ async fn main() {
 
     // 1. Uncontended.
     let (raw_rate, mut raw_lat) = raw_pairs(&url, d).await;
-    let (lh_rate, mut lh_lat) = leasehold_pairs(&url, d).await;
+    let (lh_rate, mut lh_lat) = leasehold_pairs(&url, d, false).await;
+    let (lhw_rate, mut lhw_lat) = leasehold_pairs(&url, d, true).await;
     let (rs_rate, mut rs_lat) = rslock_pairs(&url, d).await;
+    let raw_cmds = {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        commands_per_pair(&r, 200, || {
+            let mut c = conn.clone();
+            async move {
+                assert!(set_nx(&mut c, "raw-count").await);
+                let _: i64 = c.del("raw-count").await.expect("del");
+            }
+        })
+        .await
+    };
+    let lh_client = Client::connect(&url).await.expect("connect");
+    let lh_cmds = commands_per_pair(&r, 200, || {
+        let c = lh_client.clone();
+        async move {
+            let l = c
+                .lease("count")
+                .ttl(Duration::from_secs(10))
+                .acquire()
+                .await
+                .expect("acquire");
+            l.release().await.expect("release");
+        }
+    })
+    .await;
+    let rs_lm = rslock::LockManager::new(vec![url.clone()]);
+    let rs_cmds = commands_per_pair(&r, 200, || async {
+        let lock = rs_lm
+            .lock("rs-count", Duration::from_secs(10))
+            .await
+            .expect("lock");
+        rs_lm.unlock(&lock).await;
+    })
+    .await;
     println!("1. uncontended acquire+release pairs on one connection");
     println!(
-        "   {:<22} {:>10} {:>9} {:>9} {:>8}",
-        "", "pairs/s", "p50 ms", "p99 ms", "× raw"
+        "   {:<28} {:>10} {:>9} {:>9} {:>8} {:>15}",
+        "", "pairs/s", "p50 ms", "p99 ms", "× raw", "Redis cmds/pair"
     );
-    for (name, rate, lat) in [
-        ("raw SET NX PX + DEL", raw_rate, &mut raw_lat),
-        ("leasehold", lh_rate, &mut lh_lat),
-        ("rslock 0.10", rs_rate, &mut rs_lat),
+    for (name, rate, lat, cmds) in [
+        ("raw SET NX PX + DEL", raw_rate, &mut raw_lat, raw_cmds),
+        ("leasehold try_acquire", lh_rate, &mut lh_lat, lh_cmds),
+        (
+            "leasehold acquire (waiting)",
+            lhw_rate,
+            &mut lhw_lat,
+            lh_cmds,
+        ),
+        ("rslock 0.10", rs_rate, &mut rs_lat, rs_cmds),
     ] {
         println!(
-            "   {:<22} {:>10.0} {:>9.3} {:>9.3} {:>8.2}",
+            "   {:<28} {:>10.0} {:>9.3} {:>9.3} {:>8.2} {:>15.1}",
             name,
             rate,
             lat.pct(0.5),
             lat.pct(0.99),
-            rate / raw_rate
+            rate / raw_rate,
+            cmds
         );
     }
+    println!(
+        "   (Redis cmds/pair: every command Redis ran, inside scripts too, INFO commandstats)"
+    );
 
     // 2. Contended.
     println!("\n2. contended: N contenders (one connection each) on one name");
     println!(
-        "   {:<12} {:>4} {:>10} {:>8} {:>16} {:>14}",
-        "", "N", "CS/s", "× raw", "fairness min/max", "cmds per CS"
+        "   {:<12} {:>4} {:>10} {:>10} {:>13} {:>16} {:>12} {:>14}",
+        "",
+        "N",
+        "CS/s",
+        "× raw spin",
+        "× raw uncont.",
+        "fairness min/max",
+        "requests/CS",
+        "Redis cmds/CS"
     );
     let mut contended_json = Vec::new();
     for n in [8usize, 64] {
@@ -463,15 +554,17 @@ async fn main() {
         .await;
         for (name, c) in [("raw spin", &raw), ("leasehold", &lh), ("rslock 0.10", &rs)] {
             println!(
-                "   {:<12} {:>4} {:>10.0} {:>8.2} {:>16.2} {:>14.1}",
+                "   {:<12} {:>4} {:>10.0} {:>10.2} {:>13.2} {:>16.2} {:>12.1} {:>14.1}",
                 name,
                 n,
                 c.per_sec,
                 c.per_sec / raw.per_sec,
+                c.per_sec / raw_rate,
                 c.fairness,
-                c.cmds_per_cs
+                c.cmds_per_cs,
+                c.all_per_cs
             );
-            contended_json.push(json!({"who": name, "n": n, "cs_per_sec": c.per_sec, "x_raw": c.per_sec / raw.per_sec, "fairness": c.fairness, "cmds_per_cs": c.cmds_per_cs}));
+            contended_json.push(json!({"who": name, "n": n, "cs_per_sec": c.per_sec, "x_raw": c.per_sec / raw.per_sec, "x_raw_uncontended": c.per_sec / raw_rate, "fairness": c.fairness, "cmds_per_cs": c.cmds_per_cs, "redis_cmds_per_cs": c.all_per_cs}));
         }
     }
 
@@ -560,7 +653,10 @@ async fn main() {
         "phase_secs": d.as_secs_f64(),
         "uncontended": {
             "raw": {"pairs_per_sec": raw_rate, "p50_ms": raw_lat.pct(0.5), "p99_ms": raw_lat.pct(0.99)},
-            "leasehold": {"pairs_per_sec": lh_rate, "p50_ms": lh_lat.pct(0.5), "p99_ms": lh_lat.pct(0.99), "x_raw": lh_rate / raw_rate},
+            "leasehold": {"pairs_per_sec": lh_rate, "p50_ms": lh_lat.pct(0.5), "p99_ms": lh_lat.pct(0.99), "x_raw": lh_rate / raw_rate, "redis_cmds_per_pair": lh_cmds},
+            "leasehold_waiting": {"pairs_per_sec": lhw_rate, "p50_ms": lhw_lat.pct(0.5), "p99_ms": lhw_lat.pct(0.99), "x_raw": lhw_rate / raw_rate},
+            "raw_cmds_per_pair": raw_cmds,
+            "rslock_cmds_per_pair": rs_cmds,
             "rslock": {"pairs_per_sec": rs_rate, "p50_ms": rs_lat.pct(0.5), "p99_ms": rs_lat.pct(0.99), "x_raw": rs_rate / raw_rate},
         },
         "contended": contended_json,

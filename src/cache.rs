@@ -31,15 +31,37 @@
 //! - No part of the value is ever logged, put in an error or published: the
 //!   messages of failures are leasehold's own (a fetch closure's error message
 //!   is its author's responsibility).
+//!
+//! Not guaranteed: that the value is still valid when you *use* it. A value
+//! is served while it has life left; keep `refresh_before` above the time
+//! a request with it takes.
+//!
+//! ```no_run
+//! # async fn fetch_from_the_identity_provider() -> Result<(String, std::time::Duration), String> { unimplemented!() }
+//! # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+//! use std::time::Duration;
+//!
+//! let cache = client
+//!     .token_cache()
+//!     .refresh_before(Duration::from_secs(300))
+//!     .max_fetches_per_day(20)
+//!     .build()?;
+//! // Run by one process at a time, across all hosts, and only when needed.
+//! let token = cache
+//!     .get_or_refresh("crm-token", || async { fetch_from_the_identity_provider().await })
+//!     .await?;
+//! # let _ = token;
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::Event;
-use crate::backend::node::CacheEntry;
-use crate::client::Client;
+use crate::backend::chores::CacheEntry;
 use crate::error::{Error, Result};
+use crate::lease::Leases;
 use crate::quota::Quota;
 
 /// The longest lifetime a value may have: 365 days.
@@ -52,7 +74,7 @@ const MAX_NAME_LEN: usize = 200 - "cache#".len() - ":fetches".len();
 const JSON_FORM: &str =
     r#"a value of several lines needs the JSON form {"value": "...", "expires_in": SECONDS}"#;
 
-/// Parses what a fetch command printed: a JSON object
+/// Parses what a fetch command printed (the CLI's `leasehold cache get`): a JSON object
 /// `{"value": "...", "expires_in": SECONDS}`, or the value on the first line
 /// and optionally its lifetime on the second (`7200` or `2h`). Without a
 /// lifetime `default` applies.
@@ -61,6 +83,9 @@ const JSON_FORM: &str =
 /// One line saying what is wrong, never quoting any part of the output (it
 /// may be a secret): bad JSON, no string `value`, more than two lines, a
 /// second line that is not a lifetime, a lifetime of zero or over a year.
+// Hidden, not part of the stable API: the CLI's output format, public for
+// the binary (`cache get`) and the property tests (tests/props.rs).
+#[doc(hidden)]
 pub fn parse_fetch_output(
     out: &str,
     default: Duration,
@@ -132,10 +157,10 @@ fn lifetime_rule(what: &str) -> String {
     format!("{what} must be more than 0 and at most 365 days (31536000 seconds)")
 }
 
-/// Settings of a token cache; made by [`Client::token_cache`].
+/// Settings of a token cache; made by [`crate::Client::token_cache`].
 #[derive(Clone, Debug)]
 pub struct TokenCacheBuilder {
-    client: Client,
+    leases: Leases,
     refresh_before: Duration,
     max_fetches_per_day: Option<u64>,
     fetch_timeout: Duration,
@@ -143,10 +168,12 @@ pub struct TokenCacheBuilder {
     retry_failed_after: Duration,
 }
 
-/// A validated token cache; cheap to clone.
+/// A validated token cache; cheap to clone. Made by
+/// [`TokenCacheBuilder::build`]; see the [module docs](self) for what it
+/// guarantees.
 #[derive(Clone, Debug)]
 pub struct TokenCache {
-    client: Client,
+    leases: Leases,
     refresh_before: Duration,
     fetch_timeout: Duration,
     retry_failed_after: Duration,
@@ -156,9 +183,9 @@ pub struct TokenCache {
 }
 
 impl TokenCacheBuilder {
-    pub(crate) fn new(client: Client) -> Self {
+    pub(crate) fn new(leases: Leases) -> Self {
         TokenCacheBuilder {
-            client,
+            leases,
             refresh_before: Duration::from_secs(60),
             max_fetches_per_day: None,
             fetch_timeout: Duration::from_secs(30),
@@ -220,14 +247,16 @@ impl TokenCacheBuilder {
                 rule: "must be at most 1h".into(),
             });
         }
-        self.client.backend().single("token cache")?;
+        self.leases.backend().single("token cache")?;
         let budget = match self.max_fetches_per_day {
             None => None,
             Some(n) => {
-                let mut q = self
-                    .client
-                    .quota(n, Duration::from_secs(86_400))
-                    .period(crate::quota::Period::Days(1));
+                let mut q = crate::quota::QuotaBuilder::new(
+                    self.leases.backend().clone(),
+                    n,
+                    Duration::from_secs(86_400),
+                )
+                .period(crate::quota::Period::Days(1));
                 if let Some(tz) = self.time_zone {
                     q = q.time_zone(tz);
                 }
@@ -235,7 +264,7 @@ impl TokenCacheBuilder {
             }
         };
         Ok(TokenCache {
-            client: self.client,
+            leases: self.leases,
             refresh_before: self.refresh_before,
             fetch_timeout: self.fetch_timeout,
             retry_failed_after: self.retry_failed_after,
@@ -315,7 +344,7 @@ impl TokenCache {
         Fut: std::future::Future<Output = std::result::Result<(String, Duration), String>>,
     {
         check_name(name)?;
-        let node = self.client.backend().single("token cache")?;
+        let node = self.leases.backend().single("token cache")?;
         let lease_name = format!("cache#{name}");
         let mut fetch = Some(fetch);
         let mut sub = None;
@@ -329,7 +358,7 @@ impl TokenCache {
                 return served;
             }
             let refresher = self
-                .client
+                .leases
                 .lease(lease_name.clone())
                 .reserved()
                 .ttl(self.fetch_timeout)
@@ -348,7 +377,7 @@ impl TokenCache {
             }
             if sub.is_none() {
                 // Subscribe, then look again: no stored event can slip between.
-                let s = self.client.backend().subscribe(&lease_name).await?;
+                let s = self.leases.backend().subscribe(&lease_name).await?;
                 events = Some(s.events());
                 sub = Some(s);
                 continue;
@@ -413,7 +442,7 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(String, Duration), String>>,
     {
-        let node = self.client.backend().single("token cache")?;
+        let node = self.leases.backend().single("token cache")?;
         // Someone may have refreshed, or failed, between our read and our lease.
         let mut entry = node.cache_get(name).await?;
         if entry.value.is_none() {
@@ -499,7 +528,7 @@ impl TokenCache {
     /// to `fetch_timeout`: the fetch spent a budget unit, so it is worth
     /// keeping. The caller gets the value whatever happens here.
     async fn store(&self, name: &str, lease: &crate::Lease, value: &str, life: Duration) {
-        let Ok(node) = self.client.backend().single("token cache") else {
+        let Ok(node) = self.leases.backend().single("token cache") else {
             return;
         };
         let deadline = Instant::now() + self.fetch_timeout;
@@ -545,7 +574,7 @@ impl TokenCache {
     /// Tells those waiting, and those who come within `retry_failed_after`,
     /// that this refresh failed. Best effort: the caller has its answer.
     async fn announce_failure(&self, name: &str, lease: &crate::Lease, e: &Error) {
-        let Ok(node) = self.client.backend().single("token cache") else {
+        let Ok(node) = self.leases.backend().single("token cache") else {
             return;
         };
         let text = failure_text(e);

@@ -1,9 +1,30 @@
-//! Lease configuration, validated once when it is built.
+//! Lease configuration, validated once when it is built: a [`LeaseConfig`]
+//! can only be obtained through validation, so code that holds one need not
+//! check it again.
 //!
-//! Rules (each has its own message):
-//! - TTL is at least 100 ms, at most 1 day, and a whole number of milliseconds;
-//! - renewal happens every TTL/3 unless set, and must be shorter than TTL minus the drift;
-//! - the retry interval after a failed renewal is at most the renewal interval.
+//! Rules (each has its own message, naming the bad value):
+//! - TTL is at least [`MIN_TTL`] (100 ms), at most [`MAX_TTL`] (1 day), and a
+//!   whole number of milliseconds (Redis keeps milliseconds);
+//! - renewal happens every TTL/3 unless set, and must be shorter than TTL
+//!   minus the drift (see [`crate::deadline`]);
+//! - the retry interval after a failed renewal is TTL/20 (at least 10 ms),
+//!   at most the renewal interval.
+//!
+//! You rarely build one yourself: [`LeaseBuilder`](crate::LeaseBuilder)
+//! validates its settings into one when it acquires, and
+//! [`Lease::config`](crate::Lease::config) shows it. Build one to check
+//! settings up front, as the CLI does with
+//! [`Supervisor::check_fits`](crate::supervisor::Supervisor::check_fits).
+//!
+//! ```
+//! use std::time::Duration;
+//! use leasehold::LeaseConfig;
+//!
+//! let c = LeaseConfig::new(Duration::from_secs(9))?;
+//! assert_eq!(c.renew_every(), Duration::from_secs(3));
+//! assert!(LeaseConfig::new(Duration::from_millis(50)).is_err());
+//! # Ok::<(), leasehold::Error>(())
+//! ```
 
 use std::time::Duration;
 
@@ -32,7 +53,12 @@ impl LeaseConfig {
         Self::with_intervals(ttl, None)
     }
 
-    /// Like [`LeaseConfig::new`] with an explicit renewal interval.
+    /// Like [`LeaseConfig::new`] with an explicit renewal interval (`None`:
+    /// TTL/3).
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] when `ttl` or `renew_every` breaks a rule listed
+    /// in the module doc.
     pub fn with_intervals(ttl: Duration, renew_every: Option<Duration>) -> Result<LeaseConfig> {
         let bad = |rule: String| Error::BadConfig {
             what: "TTL",
@@ -68,7 +94,13 @@ impl LeaseConfig {
                 ),
             });
         }
-        let retry_every = (ttl / 20).max(Duration::from_millis(10)).min(renew_every);
+        // At most 500 ms: after a restart, a holder's refused renewal is what
+        // tells the new server its TTL (the quarantine must cover it), so it
+        // must not wait long for its next try, whatever its TTL.
+        let retry_every = (ttl / 20)
+            .max(Duration::from_millis(10))
+            .min(Duration::from_millis(500))
+            .min(renew_every);
         Ok(LeaseConfig {
             ttl,
             renew_every,
@@ -76,16 +108,26 @@ impl LeaseConfig {
         })
     }
 
+    /// How long Redis keeps the lease without a renewal; the failover time
+    /// after a crash.
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
+
+    /// How long after a confirmed renewal (or the acquisition) the next one
+    /// is sent.
     pub fn renew_every(&self) -> Duration {
         self.renew_every
     }
+
+    /// How soon a failed or unanswered renewal is tried again (never past the
+    /// safety deadline).
     pub fn retry_every(&self) -> Duration {
         self.retry_every
     }
-    /// The drift margin subtracted from every deadline.
+
+    /// The drift margin subtracted from every deadline: [`deadline::drift`]
+    /// of the TTL.
     pub fn drift(&self) -> Duration {
         deadline::drift(self.ttl)
     }

@@ -5,6 +5,22 @@
 //! the send instant therefore never overestimates how long the lease is ours.
 //! The drift margin covers the difference between the rates of our monotonic
 //! clock and Redis's clock, plus timer lateness (Redlock's validity time).
+//!
+//! Every instant here is on the local *monotonic* clock ([`Instant`]), which
+//! no NTP step or wall-clock change can move; only the clocks' *rates* must
+//! agree within the drift margin. The lease layer uses these functions; they
+//! are public so that you (and the tests) can check the numbers:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use leasehold::deadline::{drift, safety_deadline};
+//!
+//! let sent = Instant::now(); // when the acquire (or renew) request left
+//! let ttl = Duration::from_secs(10);
+//! assert_eq!(drift(ttl), Duration::from_millis(102));
+//! // Ours for 9.898 s from the send instant, whenever the reply arrives.
+//! assert_eq!(safety_deadline(sent, ttl), sent + Duration::from_millis(9_898));
+//! ```
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +49,14 @@ pub fn retry_at(now: Instant, retry_every: Duration, deadline: Instant) -> Insta
 /// child is gone by `deadline`: `deadline - stop_budget`.
 pub fn stop_at(deadline: Instant, stop_budget: Duration) -> Instant {
     deadline.checked_sub(stop_budget).unwrap_or(deadline)
+}
+
+/// A small random delay so that waiters woken by the same expiry spread out.
+pub(crate) fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let r = u16::from_le_bytes(b) as u32;
+    max.mul_f64(r as f64 / u16::MAX as f64)
 }
 
 #[cfg(test)]

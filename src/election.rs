@@ -1,56 +1,96 @@
 //! Leader election on top of a lease, in the shape of etcd's `concurrency.Election`:
 //! campaign (block until leader), proclaim (change the value while leader),
 //! resign, and observe the current leader.
+//!
+//! An election is a lease whose value names the leader (its address, say):
+//! [`Election::campaign`] is [`LeaseBuilder::acquire`](crate::LeaseBuilder::acquire)
+//! with that value, and [`Leadership`] wraps the [`Lease`], with the same
+//! guarantees — a safety deadline, [`Leadership::lost`], a fencing token —
+//! and the same limits: a leader that is paused may still act after its
+//! leadership passed on, so what a leader writes should carry its token.
+//!
+//! Followers do not need to campaign to know the leader:
+//! [`Election::leader`] reads it once, [`Election::observe`] follows every
+//! change, woken by the lease's events rather than polling.
+//!
+//! ```no_run
+//! # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+//! use futures_util::StreamExt;
+//!
+//! let election = client.election("scheduler");
+//! let mut changes = std::pin::pin!(election.observe());
+//! while let Some(leader) = changes.next().await {
+//!     match leader? {
+//!         Some(l) => println!("leader: {} (token {})", l.value, l.token),
+//!         None => println!("no leader"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
+use tokio::sync::watch;
 
 use crate::backend::HolderInfo;
-use crate::client::Client;
 use crate::error::Result;
-use crate::lease::{DEFAULT_TTL, Lease, LostReason, ReleaseOutcome};
-use crate::token::FencingToken;
+use crate::lease::Leases;
+use crate::lease::{DEFAULT_TTL, Guard, Lease, LeaseState, LostReason, ReleaseOutcome};
+use crate::token::{FencingToken, HolderId};
 
 /// How long one observer registration lasts (renewed at half-time).
 const OBSERVE_FOR: Duration = Duration::from_secs(60);
 
-/// The current leader as others see it.
+/// The current leader as others see it: its holder id, the value it
+/// proclaimed, its fencing token and how long its lease has left.
 pub type LeaderInfo = HolderInfo;
 
-/// An election named after its lease.
+/// An election named after its lease; made by
+/// [`Client::election`](crate::Client::election). Cheap to clone; campaigning
+/// and observing do not change it.
 #[derive(Clone, Debug)]
 pub struct Election {
-    client: Client,
+    leases: Leases,
     name: String,
     ttl: Duration,
 }
 
-/// Being the leader. Same guarantees as [`Lease`], which it wraps.
+/// Being the leader. Same guarantees as [`Lease`], which it wraps: renewed
+/// in the background, lost at the safety deadline at the latest, given up
+/// in the background when dropped.
 #[derive(Debug)]
 pub struct Leadership {
     lease: Lease,
 }
 
 impl Election {
-    pub(crate) fn new(client: Client, name: String) -> Election {
+    pub(crate) fn new(leases: Leases, name: String) -> Election {
         Election {
-            client,
+            leases,
             name,
             ttl: DEFAULT_TTL,
         }
     }
 
-    /// TTL of the leader's lease (default 10 s).
+    /// TTL of the leader's lease (default 10 s): how long a crashed leader
+    /// keeps the others waiting. Observers use it as their backstop too.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
-    /// Blocks until we are the leader, publishing `value` (e.g. our address).
+    /// Waits until we are the leader, publishing `value` (e.g. our address).
+    /// Campaigners are served first come, first served (except on a quorum).
+    ///
+    /// Cancel-safe: cancel by dropping the future, as
+    /// [`LeaseBuilder::acquire`](crate::LeaseBuilder::acquire).
+    ///
+    /// # Errors
+    /// As [`LeaseBuilder::acquire`](crate::LeaseBuilder::acquire).
     pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership> {
         let lease = self
-            .client
+            .leases
             .lease(self.name.clone())
             .ttl(self.ttl)
             .value(value)
@@ -59,17 +99,26 @@ impl Election {
         Ok(Leadership { lease })
     }
 
-    /// The current leader, if any.
+    /// The current leader, if any, as Redis sees it now. Cancel-safe (it
+    /// only reads).
+    ///
+    /// # Errors
+    /// Redis errors; [`crate::Error::BadName`] for a bad name.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
-        Ok(self.client.status(&self.name).await?.holder)
+        Ok(self.leases.status(&self.name).await?.holder)
     }
 
     /// A stream that yields the current leader at once, then again each time
     /// the leader or its value changes (`None` while there is none). Woken by
     /// the lease's events; after a crash, by the old lease's expiry.
+    ///
+    /// It never ends by itself. A Redis error is yielded as an `Err` item and
+    /// the stream goes on (the next item tries again), so a reader decides
+    /// whether to give up. Changes that come and go between two reads may be merged:
+    /// it reports the leader as it is, not every step. Drop it to stop.
     pub fn observe(&self) -> impl Stream<Item = Result<Option<LeaderInfo>>> + Send + 'static {
         struct St {
-            client: Client,
+            leases: Leases,
             name: String,
             sub: Option<crate::backend::Subscription>,
             events: Option<crate::backend::Events>,
@@ -79,7 +128,7 @@ impl Election {
             observed_until: Instant,
         }
         let st = St {
-            client: self.client.clone(),
+            leases: self.leases.clone(),
             name: self.name.clone(),
             sub: None,
             events: None,
@@ -90,7 +139,7 @@ impl Election {
         futures_util::stream::unfold(st, |mut st| async move {
             loop {
                 if st.sub.is_none() {
-                    match st.client.backend().subscribe(&st.name).await {
+                    match st.leases.backend().subscribe(&st.name).await {
                         Ok(sub) => {
                             st.events = Some(sub.events());
                             st.sub = Some(sub);
@@ -103,14 +152,14 @@ impl Election {
                 if st.observed_until < Instant::now() + OBSERVE_FOR / 2 {
                     let asked = Instant::now();
                     st.observed_until =
-                        match st.client.backend().observe(&st.name, OBSERVE_FOR).await {
+                        match st.leases.backend().observe(&st.name, OBSERVE_FOR).await {
                             Ok(()) => asked + OBSERVE_FOR,
                             // Try again in a second; meanwhile release events still
                             // come when someone waits, and expiry by the timer.
                             Err(_) => asked + OBSERVE_FOR / 2 + Duration::from_secs(1),
                         };
                 }
-                let status = match st.client.status(&st.name).await {
+                let status = match st.leases.status(&st.name).await {
                     Ok(s) => s,
                     Err(e) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -131,7 +180,10 @@ impl Election {
                     return Some((Ok(status.holder), st));
                 }
                 let confirmed = match &st.sub {
-                    Some(s) => s.ensure_confirmed().await,
+                    Some(s) => match s.ensure_confirmed().await {
+                        Ok(c) => c,
+                        Err(e) => return Some((Err(e), st)),
+                    },
                     None => false,
                 };
                 let wait = if confirmed {
@@ -157,6 +209,8 @@ impl Election {
 }
 
 impl Leadership {
+    /// The fencing token of this leadership: pass it to what the leader
+    /// writes to.
     pub fn token(&self) -> FencingToken {
         self.lease.token()
     }
@@ -172,12 +226,39 @@ impl Leadership {
     }
 
     /// Changes the value observers see, while still leader.
+    ///
+    /// # Errors
+    /// [`crate::Error::NotHolder`] when leadership is gone; see
+    /// [`Lease::proclaim`].
     pub async fn proclaim(&mut self, value: impl Into<String>) -> Result<()> {
         self.lease.proclaim(value).await
     }
 
     /// Gives up leadership; observers and campaigners are woken at once.
+    ///
+    /// Not cancel-safe, as [`Lease::release`].
+    ///
+    /// # Errors
+    /// As [`Lease::release`].
     pub async fn resign(self) -> Result<ReleaseOutcome> {
         self.lease.release().await
+    }
+}
+
+impl Guard for Leadership {
+    fn name(&self) -> &str {
+        self.lease.name()
+    }
+
+    fn token(&self) -> FencingToken {
+        self.lease.token()
+    }
+
+    fn holder(&self) -> &HolderId {
+        self.lease.holder()
+    }
+
+    fn state(&self) -> watch::Receiver<LeaseState> {
+        self.lease.state()
     }
 }

@@ -1,6 +1,26 @@
 //! Quota counters: at most N per period per key (e.g. 3 votes per user per
 //! day), decided atomically in Redis.
 //!
+//! ```no_run
+//! # async fn demo(client: leasehold::Client) -> leasehold::Result<()> {
+//! use std::time::Duration;
+//! use leasehold::Period;
+//!
+//! let votes = client
+//!     .quota(3, Duration::from_secs(86_400))
+//!     .period(Period::Days(1))          // calendar days…
+//!     .time_zone("Asia/Shanghai")       // …of this zone
+//!     .build()?;
+//! let t = votes.take("votes:user-42", 1).await?;
+//! if t.allowed {
+//!     println!("counted; {} left", t.remaining);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Quotas need one logical Redis (a server, Sentinel or Cluster), not a
+//! quorum: [`QuotaBuilder::build`] refuses one.
+//!
 //! # What a window is
 //!
 //! A [`Period`] is one number and one unit. Fixed windows (the default) are:
@@ -58,8 +78,8 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp};
 
-use crate::backend::node::{FixedTake, SlidingTake};
-use crate::client::Client;
+use crate::backend::Backend;
+use crate::backend::chores::{FixedTake, SlidingTake};
 use crate::error::{Error, Result};
 
 /// The largest count Redis's Lua computes exactly (2^53 − 1): the largest limit.
@@ -75,7 +95,11 @@ const PERIOD_HELP: &str = "use a whole number and a unit: ms, s, m, h, d, w, mo 
 
 /// How long a quota's window is; see the [module docs](self) for what each
 /// kind of window means.
+///
+/// Parse one from text with [`Period::parse`] (or `str::parse`); a
+/// [`Duration`] converts into [`Period::Length`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Period {
     /// A length of time in whole milliseconds: wall-clock windows if it
     /// divides a day, else elapsed windows counted from the Unix epoch.
@@ -233,15 +257,21 @@ fn parse_period(s: &str) -> std::result::Result<Period, String> {
 }
 
 /// The fixed window of a period that contains an instant.
+// Hidden, not part of the stable API: public for the property tests
+// (tests/props.rs), which check that windows tile time; see [`window`].
+#[doc(hidden)]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Window {
     /// Names the window in its counter's key: the local date and time it
     /// starts at (calendar and wall-clock windows; both passes of a repeated
     /// hour share it), or its start in Unix ms (elapsed windows).
     pub id: String,
     /// The span of real time around the instant during which the window is
-    /// current: takes in it count against this window's counter.
+    /// current: takes in it count against this window's counter. This is its
+    /// start (inclusive)…
     pub start: Timestamp,
+    /// …and its end (exclusive).
     pub end: Timestamp,
     /// When the counter may go: the last instant that can belong to the
     /// window (a repeated hour may bring it back once more).
@@ -275,6 +305,9 @@ fn month_start(i: i64) -> Result<DateTime> {
 ///
 /// # Errors
 /// [`Error::Protocol`] only for instants near the ends of the calendar.
+// Hidden, not part of the stable API: public for the property tests
+// (tests/props.rs); quotas compute their windows with it.
+#[doc(hidden)]
 pub fn window(now: Timestamp, period: Period, tz: &TimeZone) -> Result<Window> {
     let local = tz.to_datetime(now);
     let (from, to) = match period.layout() {
@@ -404,10 +437,10 @@ fn span_around(
     }
 }
 
-/// Settings of a quota; made by [`Client::quota`].
+/// Settings of a quota; made by [`crate::Client::quota`].
 #[derive(Clone, Debug)]
 pub struct QuotaBuilder {
-    client: Client,
+    backend: Backend,
     limit: u64,
     period: Period,
     tz: Option<String>,
@@ -418,7 +451,10 @@ pub struct QuotaBuilder {
 
 /// What a take decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Taken {
+    /// The take counted; false: denied, and nothing was taken. A read
+    /// (`n = 0`) is always allowed.
     pub allowed: bool,
     /// What is left in the current window after this take.
     pub remaining: u64,
@@ -430,10 +466,14 @@ pub struct Taken {
     pub replayed: bool,
 }
 
-/// A validated quota; cheap to clone.
+/// A validated quota; cheap to clone. Made by [`QuotaBuilder::build`].
+///
+/// Every process that counts against the same key must use the same limit,
+/// period, time zone and kind of window: each combination has counters of
+/// its own.
 #[derive(Clone, Debug)]
 pub struct Quota {
-    client: Client,
+    backend: Backend,
     limit: u64,
     period: Period,
     tz: TimeZone,
@@ -447,9 +487,9 @@ pub struct Quota {
 }
 
 impl QuotaBuilder {
-    pub(crate) fn new(client: Client, limit: u64, per: Duration) -> QuotaBuilder {
+    pub(crate) fn new(backend: Backend, limit: u64, per: Duration) -> QuotaBuilder {
         QuotaBuilder {
-            client,
+            backend,
             limit,
             period: Period::Length(per),
             tz: None,
@@ -459,7 +499,7 @@ impl QuotaBuilder {
         }
     }
 
-    /// A calendar period instead of the length given to [`Client::quota`]
+    /// A calendar period instead of the length given to [`crate::Client::quota`]
     /// (e.g. `Period::Months(1)`, or `"1w".parse()?`).
     pub fn period(mut self, period: Period) -> Self {
         self.period = period;
@@ -472,7 +512,8 @@ impl QuotaBuilder {
         self
     }
 
-    /// A sliding window instead of fixed ones.
+    /// A sliding window instead of fixed ones: at most N in *any* interval
+    /// of the period (needs a fixed length: not months or years).
     pub fn sliding(mut self) -> Self {
         self.sliding = true;
         self
@@ -554,9 +595,9 @@ impl QuotaBuilder {
                 (tz, canonical)
             }
         };
-        self.client.backend().single("quota")?;
+        self.backend.single("quota")?;
         Ok(Quota {
-            client: self.client,
+            backend: self.backend,
             limit: self.limit,
             period,
             tz,
@@ -578,7 +619,9 @@ fn to_system(ts: Timestamp) -> SystemTime {
     }
 }
 
-/// 128 random bits in hex: a request id nobody else has.
+/// 128 random bits in hex: a request id nobody else has, for
+/// [`Quota::take_with_id`] when the caller must know the id before the take
+/// (to log it, or to retry after [`Error::QuotaUnknown`]).
 pub fn random_id() -> String {
     let id = crate::token::HolderId::generate();
     id.as_str()
@@ -622,7 +665,7 @@ impl Quota {
             Some((o, at)) if at.elapsed() < Duration::from_secs(60) => o,
             _ => {
                 let before = Self::local_ms();
-                let redis = self.client.backend().single("quota")?.redis_time().await?;
+                let redis = self.backend.single("quota")?.redis_time().await?;
                 let after = Self::local_ms();
                 let redis_ms = redis
                     .duration_since(UNIX_EPOCH)
@@ -641,9 +684,13 @@ impl Quota {
     }
 
     /// Takes `n` from `key`'s quota, if that many are left; `n = 0` only reads.
+    /// A denied take is `Ok` with [`Taken::allowed`] false.
     ///
     /// Retried under a random request id until the quota's timeout, so it
     /// counts once however many attempts reach Redis.
+    ///
+    /// Not cancel-safe: a dropped call may or may not have counted, and its
+    /// request id is lost; use [`Quota::take_with_id`] to be able to retry.
     ///
     /// # Errors
     /// [`Error::BadConfig`] for a bad key or `n` above the limit;
@@ -669,6 +716,9 @@ impl Quota {
     /// Like [`Quota::take`], under the caller's request id: a retry with the
     /// same id (from any process, within [`QuotaBuilder::remember_requests`])
     /// takes nothing more and answers allowed with `replayed` set.
+    ///
+    /// Cancel-safe in that sense: after a dropped call (or
+    /// [`Error::QuotaUnknown`]), call again with the same id.
     ///
     /// # Errors
     /// As [`Quota::take`], and [`Error::BadConfig`] for an id that is not
@@ -757,7 +807,7 @@ impl Quota {
         remember: Duration,
         redis_now: Option<i64>,
     ) -> Result<Attempt> {
-        let node = self.client.backend().single("quota")?;
+        let node = self.backend.single("quota")?;
         let scope = self.scope();
         let remember_ms = u64::try_from(remember.as_millis()).unwrap_or(u64::MAX);
         if let Some(period) = self.sliding {

@@ -2,6 +2,9 @@
 //! chooses the exporter (`leasehold run --metrics-addr` serves Prometheus).
 //! Without an installed recorder these calls cost next to nothing.
 //!
+//! This module has no public items: install a `metrics` recorder (e.g.
+//! `metrics-exporter-prometheus`) in your application and these appear.
+//!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `leasehold_is_holder` | gauge (1/0) | name |

@@ -1,5 +1,12 @@
 //! The two identities a lease hands out: who holds it ([`HolderId`]) and which
 //! acquisition this is ([`FencingToken`]).
+//!
+//! The holder id is what Redis compares in every renewal, release and
+//! proclaim: only the guard that acquired can extend or give back its
+//! acquisition. The fencing token is what *your* resources compare: a
+//! lease alone cannot stop a paused former holder from writing after its
+//! lease passed on; a resource that rejects tokens lower than the highest it
+//! has seen can.
 
 use std::fmt;
 
@@ -9,8 +16,19 @@ use std::fmt;
 /// Pass it to the resources the holder writes to and have them reject writes
 /// with a token lower than the highest they have seen: that is what keeps a
 /// paused or partitioned former holder from doing damage (see `docs/design.md`).
+///
+/// The number itself is public: store it, send it, compare it. Tokens of a
+/// single Redis (or a Sentinel group, or a Cluster) are at least the server's
+/// clock in microseconds, so they also increase across a Redis that restarts
+/// empty; a quorum's are the largest of a majority's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FencingToken(pub u64);
+
+impl From<FencingToken> for u64 {
+    fn from(t: FencingToken) -> u64 {
+        t.0
+    }
+}
 
 impl fmt::Display for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -27,7 +45,8 @@ impl fmt::Display for FencingToken {
 pub struct HolderId(String);
 
 impl HolderId {
-    /// A fresh id for this host and process.
+    /// A fresh id for this host and process. Every acquisition makes its own;
+    /// call this only to speak the protocol directly.
     pub fn generate() -> HolderId {
         let mut bytes = [0u8; 16];
         // The OS RNG failing is not something a caller can act on; fall back to
@@ -43,11 +62,18 @@ impl HolderId {
         HolderId(format!("{}/{}/{}", hostname(), std::process::id(), hex))
     }
 
-    /// Wraps an id read back from Redis.
+    /// Wraps an id read back from Redis or from `LEASEHOLD_HOLDER` (not
+    /// checked: ids from Redis may have been written by anyone).
     pub fn from_raw(s: impl Into<String>) -> HolderId {
         HolderId(s.into())
     }
 
+    /// The random part: 32 hex digits, unique across hosts and processes.
+    pub fn random_part(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or("")
+    }
+
+    /// The whole id, as stored in Redis.
     pub fn as_str(&self) -> &str {
         &self.0
     }

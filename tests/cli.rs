@@ -551,3 +551,136 @@ fn metrics_are_served_and_logs_can_be_json() {
     ]);
     assert_eq!(code, 64, "{err}");
 }
+
+/// Issue 21.4: a holder id or value in Redis carrying terminal escape
+/// sequences (anyone with write access can put them there) reaches the
+/// terminal escaped, as in the JSON output: `status`, and `watch`.
+#[test]
+fn status_and_watch_escape_control_characters_from_redis() {
+    let r = RedisServer::start();
+    seed_epoch(&r);
+    let url = r.url();
+    let holder = "evil\u{1b}]0;owned\u{7}\u{1b}[2J/77/0123456789abcdef0123456789abcdef";
+    let value = "\u{1b}[31mred\u{9b}2J\u{202e}";
+    let set = "local t = redis.call('TIME') \
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+        redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', ARGV[1], 'value', ARGV[2], \
+          'exp', now + 60000, 'ttl', 60000, 'token', 5) return 1";
+    let reply = r.cmd(&["EVAL", set, "1", "leasehold:{esc}:lease", holder, value]);
+    assert!(reply.contains(":1"), "{reply}");
+    let clean = |s: &str| {
+        !s.chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}')
+    };
+    let (code, out, err) = leasehold_output(&["status", "--name", "esc", "--redis", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("evil"), "{out:?}");
+    assert!(clean(&out), "{out:?}");
+    // watch prints the state it finds first.
+    let dir = tempfile::tempdir().expect("dir");
+    let watch_out = dir.path().join("watch.out");
+    let mut watcher = std::process::Command::new(support::leasehold_bin())
+        .args(["watch", "--name", "esc", "--redis", &url])
+        .stdout(std::fs::File::create(&watch_out).expect("file"))
+        .spawn()
+        .expect("watch");
+    let text = wait_for(Duration::from_secs(5), || {
+        let t = std::fs::read_to_string(&watch_out).unwrap_or_default();
+        t.contains("evil").then_some(t)
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let text = text.expect("watch printed the holder");
+    assert!(clean(&text), "{text:?}");
+}
+
+/// Issue 21.6: a waiter that gives up (`--wait` elapsed: 75; SIGTERM while
+/// waiting: 143) leaves the queue before it exits, so the next in line starts
+/// as soon as the holder releases, not when the leavers' places lapse.
+#[test]
+fn waiters_that_give_up_leave_the_queue_before_exiting() {
+    let r = RedisServer::start();
+    seed_epoch(&r);
+    let dir = tempfile::tempdir().expect("dir");
+    let url = r.url();
+    let d = dir.path().display().to_string();
+    let queued = |n: usize| {
+        wait_for(Duration::from_secs(5), || {
+            r.cmd(&["ZCARD", "leasehold:{q}:queue"])
+                .contains(&format!(":{n}"))
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("{n} waiters queued"));
+    };
+    let job = |script: String| {
+        vec![
+            "run".to_string(),
+            "--name".into(),
+            "q".into(),
+            "--redis".into(),
+            url.clone(),
+            "--ttl".into(),
+            "10s".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ]
+    };
+    let spawn = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        leasehold(dir.path(), &args, &[])
+    };
+    let mut holder = spawn(job(format!(
+        "touch {d}/h-start; sleep 2.5; date +%s%N > {d}/h-end"
+    )));
+    wait_for(Duration::from_secs(5), || {
+        dir.path().join("h-start").exists().then_some(())
+    })
+    .expect("the holder started");
+    let mut a = {
+        let mut args = job("true".into());
+        args.splice(5..5, ["--wait".to_string(), "1s".into()]);
+        spawn(args)
+    };
+    queued(1);
+    let mut b = spawn(job("true".into()));
+    queued(2);
+    let mut next = spawn(job(format!("date +%s%N > {d}/next-start")));
+    queued(3);
+    assert_eq!(
+        a.wait_exit(Duration::from_secs(3)),
+        Some(75),
+        "{}",
+        a.stderr()
+    );
+    b.signal(libc::SIGTERM);
+    assert_eq!(
+        b.wait_exit(Duration::from_secs(3)),
+        Some(143),
+        "{}",
+        b.stderr()
+    );
+    assert_eq!(
+        holder.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        holder.stderr()
+    );
+    let read_ns = |f: &str| -> Option<u128> {
+        let text = std::fs::read_to_string(dir.path().join(f)).ok()?;
+        text.strip_suffix('\n')?.parse().ok()
+    };
+    let start = wait_for(Duration::from_secs(15), || read_ns("next-start"))
+        .expect("the next waiter started");
+    let end = read_ns("h-end").expect("the holder's job wrote its end");
+    let late = Duration::from_nanos(start.saturating_sub(end) as u64);
+    eprintln!("the next waiter started {late:?} after the holder's job ended");
+    assert!(late < Duration::from_millis(600), "started {late:?} late");
+    assert_eq!(
+        next.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        next.stderr()
+    );
+}

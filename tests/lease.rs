@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use leasehold::backend::{AcquireReply, RenewReply};
+use leasehold::backend::{AcquireReply, Attempt, Held, RenewReply};
 use leasehold::{Client, Error, FencingToken, HolderId, LostReason, ReleaseOutcome};
 use support::RedisServer;
 
@@ -76,7 +76,7 @@ async fn tokens_strictly_increase_over_10000_acquisitions() {
     for _ in 0..10_000 {
         let h = HolderId::generate();
         let token = match b
-            .try_acquire("tokens", &h, Duration::from_secs(5), "")
+            .attempt(&Attempt::lease("tokens", &h, Duration::from_secs(5)))
             .await
             .expect("acquire")
         {
@@ -85,7 +85,11 @@ async fn tokens_strictly_increase_over_10000_acquisitions() {
         };
         assert!(token > last, "token {token} after {last}");
         last = token;
-        assert!(b.release("tokens", &h).await.expect("release"));
+        assert!(
+            b.release(&Held::lease("tokens", &h))
+                .await
+                .expect("release")
+        );
     }
 }
 
@@ -158,7 +162,11 @@ async fn non_holder_can_neither_renew_nor_release() {
         .expect("renew"),
         RenewReply::Refused { .. }
     ));
-    assert!(!b.release("mine", &stranger).await.expect("release"));
+    assert!(
+        !b.release(&Held::lease("mine", &stranger))
+            .await
+            .expect("release")
+    );
     let st = c.status("mine").await.expect("status");
     let h = st.holder.expect("still held");
     assert_eq!(&h.holder, lease.holder());

@@ -107,11 +107,15 @@ async fn slots_and_leases_survive_a_script_flush() {
     let (a, b, l) = (a.expect("slot a"), b.expect("slot b"), l.expect("lease"));
     assert!(r.cmd(&["SCRIPT", "FLUSH"]).contains("OK"));
     tokio::time::sleep(ttl * 4).await;
-    for (what, g) in [("slot a", &a), ("slot b", &b), ("lease", &l)] {
+    for (what, held, state) in [
+        ("slot a", a.is_held(), a.state()),
+        ("slot b", b.is_held(), b.state()),
+        ("lease", l.is_held(), l.state()),
+    ] {
         assert!(
-            g.is_held(),
+            held,
             "{what} lost after SCRIPT FLUSH: {:?}",
-            *g.state().borrow()
+            *state.borrow()
         );
     }
     // And a fresh acquisition after another flush loads its script again.
@@ -373,4 +377,89 @@ async fn a_lease_and_a_semaphore_of_one_name_exclude_each_other() {
             .expect("slot")
             .is_some()
     );
+}
+
+/// The subscription's keepalive must not tear down a healthy connection: an
+/// idle waiter behind a live holder subscribes once and attempts only when
+/// the holder's lease could have expired. (The keepalive used to misread the
+/// PING reply of a subscribed connection, reconnect every 2 s and wake every
+/// waiter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_waiter_costs_nothing_between_expiry_checks() {
+    let r = RedisServer::start();
+    r.warm();
+    let holder = client(&r.url()).await;
+    let ttl = Duration::from_secs(30);
+    let held = holder.lease("idle").ttl(ttl).acquire().await.expect("held");
+    let w = client(&r.url()).await;
+    let waiting = tokio::spawn(async move { w.lease("idle").ttl(ttl).acquire().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let subs = r.command_calls(&["subscribe"]);
+    let scripts = r.command_calls(&["evalsha", "eval"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        r.command_calls(&["subscribe"]),
+        subs,
+        "resubscribed while idle"
+    );
+    assert_eq!(
+        r.command_calls(&["evalsha", "eval"]),
+        scripts,
+        "attempted while the holder's lease could not have expired"
+    );
+    waiting.abort();
+    drop(held);
+}
+
+/// A grant found late must be claimed with its own token: after it lapsed
+/// and the lease came back to the same waiter with a newer token, claiming
+/// the old grant is refused (it used to succeed, and the waiter would have
+/// worked under a token lower than one already issued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
+    use leasehold::backend::{AcquireReply, Attempt, RenewReply};
+    let r = RedisServer::start();
+    r.warm();
+    let c = client(&r.url()).await;
+    let ttl = Duration::from_secs(10);
+    let holder = c.lease("late").ttl(ttl).acquire().await.expect("held");
+    let w = leasehold::HolderId::generate();
+    let waiting = Attempt {
+        queue: true,
+        ..Attempt::lease("late", &w, ttl)
+    };
+    let reply = c.backend().attempt(&waiting).await.expect("attempt");
+    assert!(matches!(reply, AcquireReply::Held { .. }), "{reply:?}");
+    // The release hands the lease to w, to be claimed within 1 s.
+    holder.release().await.expect("release");
+    let granted = c
+        .status("late")
+        .await
+        .expect("status")
+        .holder
+        .expect("granted");
+    assert_eq!(granted.holder, w);
+    let old = granted.token;
+    // w does not claim in time; the grant lapses; w takes the lease again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = c.backend().attempt(&waiting).await.expect("attempt");
+    let AcquireReply::Acquired { token: new } = again else {
+        panic!("{again:?}");
+    };
+    assert!(new > old);
+    let claim = c
+        .backend()
+        .claim("late", &w, ttl, old)
+        .await
+        .expect("claim");
+    assert!(
+        matches!(claim, RenewReply::Refused { .. }),
+        "the old grant was claimed: {claim:?}"
+    );
+    let claim = c
+        .backend()
+        .claim("late", &w, ttl, new)
+        .await
+        .expect("claim");
+    assert_eq!(claim, RenewReply::Renewed);
 }

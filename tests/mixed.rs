@@ -1,5 +1,6 @@
-//! Rust and Python (clients/python, redis-py, the same .lua files) contending
-//! for one lease and one semaphore on a real redis-server.
+//! Rust and Python (the `leasehold` package in clients/python, redis-py, the
+//! same .lua files) contending for one lease and one semaphore on a real
+//! redis-server. (The package's own pytest suite adds the fault cases.)
 
 mod support;
 
@@ -8,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leasehold::Client;
-use leasehold::chaos::mono_ns;
 use support::RedisServer;
+use support::faults::mono_ns;
 
 fn contend_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/contend.py")
@@ -17,6 +18,11 @@ fn contend_py() -> PathBuf {
 
 fn python(url: &str, name: &str, log: &Path, args: &[&str]) -> Child {
     Command::new("python3")
+        // The package from the source tree, installed or not.
+        .env(
+            "PYTHONPATH",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python"),
+        )
         .arg(contend_py())
         .args([url, name])
         .arg(log)
@@ -55,19 +61,26 @@ fn read(log: &Path) -> Vec<(String, u64, u64, String)> {
 
 async fn rust_loop(c: Client, name: &str, log: PathBuf, n: usize, slots: Option<u32>) {
     for _ in 0..n {
-        let b = match slots {
-            Some(k) => c.semaphore(name, k),
-            None => c.lease(name),
+        let ttl = Duration::from_secs(5);
+        let (token, release) = match slots {
+            Some(k) => {
+                let p = c
+                    .semaphore(name, k)
+                    .ttl(ttl)
+                    .acquire()
+                    .await
+                    .expect("acquire");
+                (p.token(), futures_util::future::Either::Left(p.release()))
+            }
+            None => {
+                let l = c.lease(name).ttl(ttl).acquire().await.expect("acquire");
+                (l.token(), futures_util::future::Either::Right(l.release()))
+            }
         };
-        let l = b
-            .ttl(Duration::from_secs(5))
-            .acquire()
-            .await
-            .expect("acquire");
-        append(&log, format!("enter {} {} rs", l.token(), mono_ns()));
+        append(&log, format!("enter {token} {} rs", mono_ns()));
         tokio::time::sleep(Duration::from_millis(3)).await;
-        append(&log, format!("exit {} {} rs", l.token(), mono_ns()));
-        l.release().await.expect("release");
+        append(&log, format!("exit {token} {} rs", mono_ns()));
+        release.await.expect("release");
     }
 }
 

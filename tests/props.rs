@@ -45,6 +45,30 @@ proptest! {
         prop_assert!(!shown.contains(&pw), "{}", shown);
         prop_assert!(shown.contains(&host));
     }
+
+    /// Issue 21.1: a password that was not percent-encoded (`/`, `@`, `:`,
+    /// `%`, `?`, `#`, spaces) shows nowhere, wholly or in part: not in the
+    /// redacted URL, not in a parse error, whatever the scheme. The markers
+    /// ¶ § ¤ at its start, middle and end appear in no message of ours.
+    #[test]
+    fn no_part_of_an_unencoded_password_shows(
+        scheme in prop::sample::select(vec!["redis://", "rediss://", "redis+sentinel://", "redis+cluster://", "x://", "", "redis:/"]),
+        user in "[a-z]{0,6}",
+        a in "[A-Za-z0-9/@:%?#+= .-]{0,8}",
+        b in "[A-Za-z0-9/@:%?#+= .-]{0,8}",
+        host in "[a-z]{1,8}(:[0-9]{1,5})?(,[a-z]{1,3}:[0-9]{1,4})?",
+        tail in "(/[a-z0-9]{0,6}){0,2}",
+    ) {
+        let pw = format!("¶{a}§{b}¤");
+        let url = format!("{scheme}{user}:{pw}@{host}{tail}");
+        let clean = |s: &str| !s.contains('¶') && !s.contains('§') && !s.contains('¤');
+        let shown = redact_url(&url);
+        prop_assert!(clean(&shown), "{} -> {}", url, shown);
+        if let Err(e) = parse(&url) {
+            let e = e.to_string();
+            prop_assert!(clean(&e), "{} -> {}", url, e);
+        }
+    }
 }
 
 proptest! {

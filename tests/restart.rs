@@ -167,8 +167,9 @@ async fn after_a_wipe_a_short_ttl_contender_waits_for_a_long_ttl_holder() {
 #[tokio::test]
 async fn first_use_of_a_long_running_redis_does_not_wait() {
     let r = RedisServer::start();
-    // Up for more than the TTL (INFO counts whole seconds).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Up for more than the TTL and the 3 s announce window (INFO counts
+    // whole seconds).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let c = client(&r).await;
     let t0 = Instant::now();
     let l = c
@@ -178,7 +179,7 @@ async fn first_use_of_a_long_running_redis_does_not_wait() {
         .await
         .expect("acquire");
     let took = t0.elapsed();
-    eprintln!("first acquisition on a Redis up for 2 s took {took:?}");
+    eprintln!("first acquisition on a Redis up for 3 s took {took:?}");
     assert!(took < Duration::from_millis(500), "waited {took:?}");
     drop(l);
 }
@@ -203,4 +204,44 @@ async fn status_shows_a_quarantine() {
         q > Duration::from_secs(2) && q <= Duration::from_secs(5),
         "{q:?}"
     );
+}
+
+/// The same for a semaphore: after a wipe, a contender with a short TTL must
+/// not take a slot beyond N while a holder with a long TTL may still run
+/// (its refused renewal records its TTL, as a lease's does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_wipe_a_short_ttl_slot_waits_for_a_long_ttl_holder() {
+    let mut r = RedisServer::start();
+    r.warm();
+    let h = client(&r).await;
+    let long = Duration::from_secs(10);
+    let slot = h.semaphore("pool", 1).ttl(long).acquire().await.expect("H");
+    let lost = slot.lost();
+    let h_lost = tokio::spawn(async move { (lost.await, Instant::now()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.restart();
+    let wiped_at = Instant::now();
+    let c = client(&r).await;
+    let other = c
+        .semaphore("pool", 1)
+        .ttl(Duration::from_secs(1))
+        .acquire_timeout(long * 2)
+        .await
+        .expect("C gets the slot in the end");
+    let c_at = Instant::now();
+    let (h_reason, h_lost_at) = tokio::time::timeout(long, h_lost)
+        .await
+        .expect("H learns it lost its slot")
+        .expect("join");
+    eprintln!("H lost after {:?}: {h_reason}", h_lost_at - wiped_at);
+    assert!(
+        h_lost_at <= c_at,
+        "C took the only slot while H still held it"
+    );
+    assert!(
+        c_at - wiped_at >= long - Duration::from_millis(500),
+        "C waited only {:?} after the wipe; H's TTL is {long:?}",
+        c_at - wiped_at
+    );
+    drop(other);
 }

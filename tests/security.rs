@@ -387,6 +387,23 @@ fn hostile_names_and_urls_on_the_command_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.len() < 400, "error too long: {} bytes", err.len());
     }
+    // Issue 21.1: a password that was not percent-encoded shows nowhere.
+    for (url, secret) in [
+        ("redis://:s3cr/et@127.0.0.1:1", "s3cr"),
+        ("redis+cluster://:s3cr/et@127.0.0.1:1", "s3cr"),
+        ("redis+sentinel://:s3cr/et@127.0.0.1:1/m", "s3cr"),
+        ("redis://:p@ss:w/rd%x@127.0.0.1:1", "ss:w"),
+        ("redis://:p@ss:w/rd%x@127.0.0.1:1", "rd%x"),
+        ("user:pw12@127.0.0.1:1", "pw12"),
+    ] {
+        let (c, out, err) = leasehold_output(&["status", "--name", "x", "--redis", url]);
+        assert_eq!(c, 64, "{url}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            !err.contains(secret) && !out.contains(secret),
+            "{url}: {err}"
+        );
+    }
     // Non-UTF-8 bytes in a name.
     use std::os::unix::ffi::OsStrExt;
     let out = std::process::Command::new(support::leasehold_bin())
@@ -397,4 +414,196 @@ fn hostile_names_and_urls_on_the_command_line() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
+}
+
+/// A waiter whose channel Redis refuses only after a reconnect (the ACL lost
+/// `&leasehold:*` meanwhile) is told so, instead of polling every 250 ms
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_refused_after_a_reconnect_is_reported() {
+    let r = acl_server();
+    let url = format!("redis://lh:s3cret@127.0.0.1:{}", r.port);
+    let holder = Client::connect(&url).await.expect("connect as lh");
+    let waiter = Client::connect(&url).await.expect("connect as lh");
+    let ttl = Duration::from_secs(3);
+    let held = holder
+        .lease("acl-w")
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("acquire");
+    let waiting = tokio::spawn(async move {
+        waiter
+            .lease("acl-w")
+            .ttl(ttl)
+            .acquire_timeout(Duration::from_secs(15))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis drops the user's subscribers when its channel rights change.
+    let reply = r.cmd(&["ACL", "SETUSER", "lh", "resetchannels"]);
+    assert!(reply.contains("OK"), "{reply}");
+    let e = waiting
+        .await
+        .expect("join")
+        .expect_err("the waiter cannot be woken any more");
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    drop(held);
+}
+
+/// Issue 21.2 and 21.13: on Cluster the password may come from
+/// LEASEHOLD_REDIS_PASSWORD like everywhere else; a wrong one is reported as
+/// refused authentication (69), not as an unreachable server.
+#[test]
+fn cluster_takes_the_password_from_the_environment() {
+    let cluster = support::Cluster::start(3);
+    for r in &cluster.nodes {
+        assert!(
+            r.cmd(&["CONFIG", "SET", "requirepass", "cl-s3cret"])
+                .contains("OK")
+        );
+    }
+    let url = cluster.url();
+    let run = |pw: &str| {
+        std::process::Command::new(support::leasehold_bin())
+            .args(["run", "--name", "cl-env", "--ttl", "1s", "--redis", &url])
+            .args(["--", "sh", "-c", "exit 5"])
+            .env("LEASEHOLD_REDIS_PASSWORD", pw)
+            .env_remove("LEASEHOLD_REDIS_URL")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run")
+    };
+    let out = run("cl-s3cret");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let out = run("wrong-pw");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("refused authentication"), "{err}");
+    assert!(
+        !err.contains("wrong-pw") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Issue 21.3: the job gets no Redis credentials (they would let it rewrite
+/// any lease), neither in its environment nor by reading the supervisor's
+/// from /proc; `--pass-redis-env` keeps them in its environment.
+#[test]
+fn the_job_does_not_get_the_redis_credentials() {
+    let r = acl_server();
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().display().to_string();
+    let url = format!("redis://lh@127.0.0.1:{}", r.port);
+    // The supervisor's host pid is in the holder id (host/pid/random).
+    let script = format!(
+        "env > {d}/env; tr '\\0' '\\n' < /proc/$(echo $LEASEHOLD_HOLDER | cut -d/ -f2)/environ > {d}/parent"
+    );
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(support::leasehold_bin())
+            .args(["run", "--name", "creds", "--contain", "group"])
+            .args(extra)
+            .args(["--", "sh", "-c", &script])
+            .env("LEASEHOLD_REDIS_URL", &url)
+            .env("LEASEHOLD_REDIS_PASSWORD", "s3cret")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        (read("env"), read("parent"))
+    };
+    let (env, parent) = run(&[]);
+    assert!(env.contains("LEASEHOLD_TOKEN="), "{env}");
+    assert!(!env.contains("s3cret"), "{env}");
+    assert!(!env.contains("LEASEHOLD_REDIS_URL") && !env.contains("LEASEHOLD_REDIS_PASSWORD"));
+    assert!(
+        parent.contains("LEASEHOLD_REDIS_PASSWORD="),
+        "read nothing: {parent}"
+    );
+    assert!(!parent.contains("s3cret"), "{parent}");
+    let (env, _) = run(&["--pass-redis-env"]);
+    assert!(env.contains("LEASEHOLD_REDIS_PASSWORD=s3cret"), "{env}");
+    assert!(env.contains(&format!("LEASEHOLD_REDIS_URL={url}")), "{env}");
+}
+
+/// Issue 21.5: an empty prefix, or one without a separator (`leaseholdepoch`),
+/// is refused (64); and members of a queue or semaphore that are not holder
+/// ids (another application's, under a shared prefix) are never removed,
+/// counted or waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_and_members_of_other_applications_are_left_alone() {
+    let r = RedisServer::start();
+    r.warm();
+    for p in ["", "leasehold", "app:v2"] {
+        let e = Client::builder(r.url())
+            .prefix(p)
+            .connect()
+            .await
+            .expect_err(p);
+        assert!(matches!(e, Error::BadConfig { .. }), "{p:?}: {e}");
+        let (code, _, err) =
+            leasehold_output(&["status", "--name", "x", "--redis", &r.url(), "--prefix", p]);
+        assert_eq!(code, 64, "{p:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // Another application's members, old (lapsed, expired) and current.
+    assert!(
+        r.cmd(&["ZADD", "leasehold:{shared}:queue", "1", "user:42"])
+            .contains(":1")
+    );
+    assert!(
+        r.cmd(&["HSET", "leasehold:{shared}:qinfo", "user:42", "x"])
+            .contains(":1")
+    );
+    assert!(
+        r.cmd(&["ZADD", "leasehold:{pool}:slots", "1", "job:7"])
+            .contains(":1")
+    );
+    assert!(
+        r.cmd(&["ZADD", "leasehold:{pool}:slots", "99999999999999", "job:8"])
+            .contains(":1")
+    );
+    let c = Client::connect(&r.url()).await.expect("connect");
+    let ttl = Duration::from_secs(2);
+    let a = c.lease("shared").ttl(ttl).acquire().await.expect("acquire");
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move { c2.lease("shared").ttl(ttl).acquire().await });
+    support::wait_for(Duration::from_secs(5), || {
+        r.cmd(&["ZCARD", "leasehold:{shared}:queue"])
+            .contains(":2")
+            .then_some(())
+    })
+    .expect("the waiter queued");
+    a.release().await.expect("release");
+    let b = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .expect("handed over at once, not held up by a foreign member")
+        .expect("task")
+        .expect("acquired");
+    b.release().await.expect("release");
+    let queue = r.cmd(&["ZRANGE", "leasehold:{shared}:queue", "0", "-1"]);
+    assert!(queue.contains("user:42"), "{queue}");
+    let info = r.cmd(&["HGET", "leasehold:{shared}:qinfo", "user:42"]);
+    assert!(info.contains("\r\nx\r\n"), "{info}");
+    // A semaphore of one slot: job:8 is not a holder and takes no slot.
+    let slot = c
+        .semaphore("pool", 1)
+        .ttl(ttl)
+        .acquire_timeout(Duration::from_secs(2))
+        .await
+        .expect("a slot, although job:8 looks live");
+    slot.release().await.expect("release");
+    let members = r.cmd(&["ZRANGE", "leasehold:{pool}:slots", "0", "-1"]);
+    assert!(
+        members.contains("job:7") && members.contains("job:8"),
+        "{members}"
+    );
 }

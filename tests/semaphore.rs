@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use leasehold::backend::{AcquireReply, Kind};
+use leasehold::backend::{AcquireReply, Attempt, Kind};
 use leasehold::{Client, HolderId, ReleaseOutcome};
 use support::{RedisServer, leasehold};
 
@@ -78,7 +78,10 @@ async fn a_crashed_holders_slot_is_reused_within_ttl_plus_1s() {
         let ghost = HolderId::generate();
         match c
             .backend()
-            .attempt_as(Kind::Slot { limit: 3 }, "crashy", &ghost, ttl, "", false)
+            .attempt(&Attempt {
+                kind: Kind::Slot { limit: 3 },
+                ..Attempt::lease("crashy", &ghost, ttl)
+            })
             .await
             .expect("slot")
         {

@@ -99,7 +99,11 @@ fn run_keeps_exactly_one_child_across_failover() {
     std::thread::sleep(Duration::from_secs(11));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(text.matches("start").count(), 1, "{text}");
-    assert!(!text.contains("stop"), "the child was stopped: {text}");
+    assert!(
+        !text.contains("stop"),
+        "the child was stopped: {text}\n{}",
+        first.stderr()
+    );
     assert!(support::pid_alive(started), "the child died");
     assert!(
         first.wait_exit(Duration::ZERO).is_none(),

@@ -6,10 +6,13 @@
 //! | `<prefix>{<name>}:lease`    | hash   | none       | the name record: kind, holder, value, exp, ttl, token, run, maxttl, qu, obs (`scripts/prelude.lua`) |
 //! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
 //! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms value"  |
-//! | `<prefix>{<name>}:events`   | channel| —          | "granted T HEAD CLAIM NEXT", "released T [HEAD]", "acquired T", "proclaimed T" |
+//! | `<prefix>{<name>}:events`   | channel| —          | "granted T HEAD CLAIM NEXT", "released T \[HEAD\]", "acquired T", "proclaimed T" |
 //! | `<prefix>{<name>}:slots`    | zset   | longest slot | semaphore: holder id → expiry (Redis ms) |
 //! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |
 //! | `<prefix>epoch`             | string | none       | "run_id base_ms maxttl_ms": the server leasehold writes to, since when, longest TTL |
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use crate::error::{Error, Result};
 
@@ -21,12 +24,20 @@ pub const MAX_NAME_LEN: usize = 200;
 /// The keys and channel of one lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
+    /// `<prefix>{<name>}:lease`: the name record (holder, value, expiry, token…).
     pub lease: String,
+    /// `<prefix>{<name>}:queue`: waiters, first come first served.
     pub queue: String,
+    /// `<prefix>{<name>}:qinfo`: each waiter's lapse time, TTL and value.
     pub qinfo: String,
+    /// `<prefix>{<name>}:slots`: a semaphore's holders and their expiries.
     pub slots: String,
+    /// `<prefix>{<name>}:slotinfo`: a semaphore holder's token and value.
     pub slotinfo: String,
+    /// `<prefix>{<name>}:events`: the channel of releases, grants, proclaims.
     pub events: String,
+    /// `<prefix>epoch`: which server leasehold writes to, and since when
+    /// (on Cluster, one marker per hash slot).
     pub epoch: String,
 }
 
@@ -43,6 +54,42 @@ impl Keys {
             epoch: format!("{prefix}epoch"),
         }
     }
+}
+
+/// Server markers on Cluster, one per hash slot: a hash tag that lands in
+/// each hash slot, so that the marker shares the hash slot of the lease it
+/// guards (a script may touch one hash slot only).
+static HASH_SLOT_TAGS: LazyLock<HashMap<redis::cluster_routing::Slot, String>> =
+    LazyLock::new(|| {
+        let mut tags = HashMap::with_capacity(16_384);
+        let mut i: u64 = 0;
+        while tags.len() < 16_384 {
+            let tag = format!("e{i}");
+            tags.entry(redis::cluster_routing::Slot::for_key(&tag))
+                .or_insert(tag);
+            i += 1;
+        }
+        tags
+    });
+
+/// The server marker for the hash slot of `lease_key` on Cluster:
+/// `<prefix>{eN}:epoch`, `eN` a tag in that hash slot.
+pub(crate) fn cluster_epoch(prefix: &str, lease_key: &str) -> Option<String> {
+    let hash_slot = redis::cluster_routing::Slot::for_key(lease_key);
+    HASH_SLOT_TAGS
+        .get(&hash_slot)
+        .map(|tag| format!("{prefix}{{{tag}}}:epoch"))
+}
+
+/// A quota counter's key: `<prefix>{quota:<key>}:<suffix>`.
+pub(crate) fn quota(prefix: &str, key: &str, suffix: &str) -> String {
+    format!("{prefix}{{quota:{key}}}:{suffix}")
+}
+
+/// A token cache key: `<prefix>{cache#<name>}:<suffix>`; the refresher lease
+/// `cache#<name>` shares the hash tag (and no user name can: `#`).
+pub(crate) fn cache(prefix: &str, name: &str, suffix: &str) -> String {
+    format!("{prefix}{{cache#{name}}}:{suffix}")
 }
 
 /// Checks a lease name: 1 to 200 bytes of `A-Z a-z 0-9 - _ . : / @ + =`.
@@ -86,14 +133,34 @@ pub(crate) fn validate_key_name(name: &str) -> Result<()> {
     }
 }
 
-/// Checks a key prefix: at most 64 bytes of the name characters, no braces.
+/// Checks a key prefix: 1 to 64 bytes of the name characters, ending in a
+/// separator (`:` usually; any of `- _ . : / @ + =`).
+///
+/// Keys are `<prefix>{<name>}:lease` and `<prefix>epoch`: an empty prefix
+/// gives bare `{name}:queue` and `epoch` keys, and one without a separator
+/// (`leasehold`) makes `leaseholdepoch`; either may land on another
+/// application's keys. No separator is added silently: an instance that
+/// added one would not exclude an older one that did not.
 pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let bad = |rule: &str| Error::BadConfig {
+        what: "key prefix",
+        value: format!("{prefix:?}"),
+        rule: rule.into(),
+    };
+    if prefix.is_empty() {
+        return Err(bad(
+            "cannot be empty: leasehold's keys would mix with other applications' (use e.g. \"leasehold:\", the default)",
+        ));
+    }
     if prefix.len() > 64 || !prefix.bytes().all(is_name_byte) {
-        return Err(Error::BadConfig {
-            what: "key prefix",
-            value: format!("{prefix:?}"),
-            rule: "use at most 64 letters, digits and - _ . : / @ + = (braces would break the hash tag)".into(),
-        });
+        return Err(bad(
+            "use at most 64 letters, digits and - _ . : / @ + = (braces would break the hash tag)",
+        ));
+    }
+    if prefix.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(bad(&format!(
+            "must end with a separator such as ':', or keys run into it ({prefix}epoch); use \"{prefix}:\""
+        )));
     }
     Ok(())
 }
@@ -123,6 +190,9 @@ mod tests {
         assert!(validate_name(&"a".repeat(201)).is_err());
         assert!(validate_name(&"a".repeat(200)).is_ok());
         assert!(validate_prefix("app{x}:").is_err());
-        assert!(validate_prefix("").is_ok());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("leasehold").is_err());
+        assert!(validate_prefix("leasehold:").is_ok());
+        assert!(validate_prefix("app/v2_").is_ok());
     }
 }

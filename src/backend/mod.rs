@@ -1,19 +1,45 @@
 //! The protocol: what is sent to Redis and what its replies mean. No policy
 //! (waiting, renewing, deadlines) lives here; see [`crate::lease`] for that.
 //!
+//! **Not part of the stable API** (hidden from the docs): the lease layer is
+//! built on it, and it stays `pub` for the code that needs single protocol
+//! steps — the CLI (`keys::validate_name`, to refuse a bad name before
+//! connecting), the integration tests and benchmarks (one [`Attempt`] as a
+//! crashed holder, a [`Backend::renew`] by a stranger, through
+//! `Client::backend`), the property tests (`url::parse`, `redact_url`,
+//! `keys::validate_name`) and the model tests ([`queue_margin`]). Its
+//! signatures follow the scripts and may change in any release.
+//!
 //! Every operation is one Lua script that compares the holder inside Redis
 //! (`scripts/*.lua`), so no check-then-act race exists between clients.
+//! Every failure is an [`Error`] whose outcome is *unknown* (the script may
+//! or may not have run); the lease layer's deadline arithmetic assumes
+//! nothing either way.
 //!
-//! Deployments:
-//! - one logical Redis ([`node`]): a standalone server, a Sentinel-managed
-//!   master, or a Cluster — the same scripts, thanks to the `{name}` hash tag;
-//! - a quorum of N ≥ 3 independent servers ([`quorum`], Redlock).
+//! The files, one concern each:
+//! - `conn.rs`: connections (single, Sentinel, Cluster, TLS) and the one
+//!   request path with its timeout;
+//! - [`node`]: one logical Redis — a standalone server, a Sentinel-managed
+//!   master, or a Cluster (the same scripts, thanks to the `{name}` hash
+//!   tag) — and the lease scripts;
+//! - `semaphore.rs`: the semaphore scripts; `chores.rs`: the quota and token
+//!   cache scripts;
+//! - `reply.rs`: decoding replies; [`keys`]: the key schema;
+//!   `scripts.rs` and `scripts/*.lua`: the scripts, run by SHA;
+//! - `notify.rs`: one shared pub/sub connection per client, waking waiters;
+//! - [`quorum`]: N ≥ 3 independent servers (Redlock, with fencing tokens
+//!   that never go backwards);
+//! - [`url`]: which deployment a URL names, and hiding its password.
 
+pub(crate) mod chores;
+mod conn;
 pub mod keys;
 pub mod node;
 mod notify;
 pub mod quorum;
+mod reply;
 mod scripts;
+mod semaphore;
 pub mod url;
 
 use std::time::Duration;
@@ -24,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::token::{FencingToken, HolderId};
 pub use keys::Keys;
 pub use node::{Node, RenewItem};
-pub use notify::Event;
+pub(crate) use notify::Event;
 pub(crate) use notify::Grant;
 
 /// Background clean-ups (a waiter leaving the queue, a dropped guard's
@@ -56,53 +82,160 @@ pub use url::redact_url;
 
 /// What an acquire attempt found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AcquireReply {
-    /// The lease is ours, with this token.
-    Acquired { token: FencingToken },
-    /// Someone holds it; it expires in `info.ttl_left` unless renewed.
-    /// `first`: we are first in line, the one waiter that must come on time.
-    Held { info: HolderInfo, first: bool },
-    /// A semaphore's slots are all taken; the first frees up in `wait`.
-    Full { wait: Duration, used: u32 },
-    /// Quorum: no majority agreed (split vote, or too few answered in time);
-    /// try again after `wait`.
-    NoMajority { wait: Duration },
-    /// This Redis lost its data recently: nobody may start for `wait`.
-    Quarantined { wait: Duration },
-    /// Free, but another waiter (`head`) is first in line; its place lapses
-    /// in `wait` unless it comes for the lease.
-    Queued { wait: Duration, head: HolderId },
+    /// The lease (or slot) is ours.
+    Acquired {
+        /// Its fencing token.
+        token: FencingToken,
+    },
+    /// Someone holds it.
+    Held {
+        /// The holder; it expires in `ttl_left` unless renewed.
+        info: HolderInfo,
+        /// We are first in line: the one waiter that must come on time.
+        first: bool,
+    },
+    /// A semaphore's slots are all taken.
+    Full {
+        /// When the first slot frees up unless renewed.
+        wait: Duration,
+        /// Slots in use.
+        used: u32,
+    },
+    /// Quorum: no majority agreed (split vote, or too few answered in time).
+    NoMajority {
+        /// When to try again.
+        wait: Duration,
+    },
+    /// This Redis may lack writes its predecessor confirmed (restart,
+    /// failover, first use): nobody may start before every earlier holder's
+    /// deadline has passed.
+    Quarantined {
+        /// How long until then.
+        wait: Duration,
+    },
+    /// Free, but another waiter is first in line.
+    Queued {
+        /// When its place lapses unless it comes for the lease.
+        wait: Duration,
+        /// That waiter.
+        head: HolderId,
+    },
+}
+
+/// One acquisition attempt: what to take, for whom, for how long.
+///
+/// Not `#[non_exhaustive]`, unlike its siblings: the integration tests build
+/// a semaphore attempt with struct update syntax
+/// (`Attempt { kind: Kind::Slot { .. }, ..Attempt::lease(..) }`).
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    /// A lease or a semaphore slot.
+    pub kind: Kind,
+    /// The lease's (or semaphore's) name.
+    pub name: &'a str,
+    /// Who asks: a fresh id per acquisition.
+    pub holder: &'a HolderId,
+    /// How long Redis keeps it without renewal.
+    pub ttl: Duration,
+    /// Published with the lease (e.g. the leader's address); may be empty.
+    pub value: &'a str,
+    /// Waiting: keep a place in the queue when not acquired. Trying: do not.
+    pub queue: bool,
+}
+
+impl<'a> Attempt<'a> {
+    /// One try at lease `name`, no value, no place in the queue.
+    pub fn lease(name: &'a str, holder: &'a HolderId, ttl: Duration) -> Attempt<'a> {
+        Attempt {
+            kind: Kind::Lease,
+            name,
+            holder,
+            ttl,
+            value: "",
+            queue: false,
+        }
+    }
+}
+
+/// What one holder gives back.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Held<'a> {
+    /// A lease or a semaphore slot.
+    pub kind: Kind,
+    /// The lease's (or semaphore's) name.
+    pub name: &'a str,
+    /// The holder that acquired it.
+    pub holder: &'a HolderId,
+}
+
+impl<'a> Held<'a> {
+    /// Lease `name` as held by `holder`.
+    pub fn lease(name: &'a str, holder: &'a HolderId) -> Held<'a> {
+        Held {
+            kind: Kind::Lease,
+            name,
+            holder,
+        }
+    }
 }
 
 /// What is held: a lease (one holder) or a slot of a semaphore (N holders).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
+    /// A lease: one holder, a first-come-first-served queue of waiters.
     Lease,
-    Slot { limit: u32 },
+    /// A slot of a semaphore: up to `limit` holders, no queue.
+    Slot {
+        /// How many may hold the semaphore at once.
+        limit: u32,
+    },
 }
 
 /// What a renewal found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RenewReply {
+    /// Still ours; Redis keeps it for another TTL from now.
     Renewed,
-    /// Not ours any more: `reason` says what is there now.
+    /// Not ours any more.
     Refused {
+        /// What is there now (gone, another holder), for the loss message.
         reason: String,
     },
 }
 
-/// The current holder of a lease, as Redis sees it.
+/// The current holder of a lease (or one holder of a semaphore), as Redis
+/// sees it. Read by [`Client::status`](crate::Client::status),
+/// [`Client::semaphore_status`](crate::Client::semaphore_status) and
+/// [`Election::leader`](crate::Election::leader) (where it is called
+/// [`LeaderInfo`](crate::LeaderInfo)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HolderInfo {
+    /// Who holds it: host, pid and a random part.
     pub holder: HolderId,
+    /// The value it published (e.g. a leader's address); may be empty.
     pub value: String,
+    /// The fencing token of its acquisition.
     pub token: FencingToken,
+    /// How long Redis keeps it unless renewed, as of the reply. A holder
+    /// that crashed loses it after this; a live one renews long before.
     pub ttl_left: Duration,
 }
 
-/// A lease as Redis sees it.
+/// A lease as Redis sees it: [`Client::status`](crate::Client::status).
+///
+/// A snapshot: by the time it is read, the lease may have changed hands.
+/// Use it to show and to decide whether to wait, never as proof of holding
+/// (that is what a [`Lease`](crate::Lease) and its fencing token are for).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseStatus {
+    /// The lease's name.
     pub name: String,
     /// `None` when the lease is free.
     pub holder: Option<HolderInfo>,
@@ -115,18 +248,24 @@ pub struct LeaseStatus {
     pub quarantine: Option<Duration>,
 }
 
-/// PEM files for `rediss://` connections.
+/// PEM files for `rediss://` connections; set through
+/// [`ClientBuilder::tls_ca`](crate::ClientBuilder::tls_ca) and
+/// [`ClientBuilder::tls_client_cert`](crate::ClientBuilder::tls_client_cert).
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// Trust this CA instead of the system's roots.
     pub ca: Option<std::path::PathBuf>,
-    /// Client certificate and key, for mutual TLS.
+    /// Client certificate, for mutual TLS (with `key`).
     pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
     pub key: Option<std::path::PathBuf>,
 }
 
-/// Connection settings shared by every kind of backend.
+/// Connection settings shared by every kind of backend; set through
+/// [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Custom CA and client certificate for `rediss://` (system roots otherwise).
     pub tls: TlsFiles,
@@ -160,10 +299,14 @@ pub fn queue_margin(ttl: Duration) -> Duration {
 /// - a request that fails or times out has an *unknown* outcome; callers must
 ///   not assume it did or did not take effect (the lease layer's deadline
 ///   arithmetic accounts for that);
-/// - connections are re-established in the background after errors.
+/// - connections are re-established in the background after errors;
+/// - dropping the future of a request before it resolves is the same as a
+///   failure: its outcome is unknown.
 #[derive(Clone, Debug)]
 pub enum Backend {
+    /// One logical Redis: a server, a Sentinel-managed master, or a Cluster.
     Node(Node),
+    /// N ≥ 3 independent servers, a majority deciding.
     Quorum(Quorum),
 }
 
@@ -238,51 +381,17 @@ impl Backend {
         }
     }
 
-    /// One attempt to take `name`; does not join the queue.
-    pub async fn try_acquire(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-    ) -> Result<AcquireReply> {
-        self.attempt(name, holder, ttl, value, false).await
-    }
-
-    /// One attempt; when it fails and `queue` is set, `holder` keeps (or takes)
-    /// its place in the lease's first-come-first-served queue until its next
-    /// attempt is due, plus a margin. (A quorum has no queue.)
-    pub async fn attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Result<AcquireReply> {
-        self.attempt_as(Kind::Lease, name, holder, ttl, value, queue)
-            .await
-    }
-
-    /// One attempt at a lease or a semaphore slot.
-    pub async fn attempt_as(
-        &self,
-        kind: Kind,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-        queue: bool,
-    ) -> Result<AcquireReply> {
-        if let Kind::Slot { limit } = kind {
-            return self
-                .single("semaphore")?
-                .sem_attempt(name, holder, ttl, value, limit)
-                .await;
+    /// One attempt to take a lease or a semaphore slot. A waiting attempt
+    /// that fails keeps (or takes) the holder's place in the lease's
+    /// first-come-first-served queue until its next attempt is due, plus a
+    /// margin (a quorum and a semaphore have no queue).
+    pub async fn attempt(&self, a: &Attempt<'_>) -> Result<AcquireReply> {
+        if let Kind::Slot { limit } = a.kind {
+            return self.single("semaphore")?.sem_attempt(a, limit).await;
         }
         match self {
-            Backend::Node(n) => n.attempt(name, holder, ttl, value, queue).await,
-            Backend::Quorum(q) => q.attempt(name, holder, ttl, value).await,
+            Backend::Node(n) => n.attempt(a).await,
+            Backend::Quorum(q) => q.attempt(a).await,
         }
     }
 
@@ -295,7 +404,8 @@ impl Backend {
     }
 
     /// Extends `name` by `ttl` if `holder` still holds it. Never re-creates it
-    /// (a quorum re-creates it on nodes that lost it while a majority holds it).
+    /// on a single Redis; a quorum re-creates it, with `token` and `value`, on
+    /// nodes that lost it while a majority still holds it.
     pub async fn renew(
         &self,
         name: &str,
@@ -307,6 +417,23 @@ impl Backend {
         match self {
             Backend::Node(n) => n.renew(name, holder, ttl, None, Kind::Lease).await,
             Backend::Quorum(q) => q.renew(name, holder, ttl, token, value).await,
+        }
+    }
+
+    /// Claims a lease handed over on release: renews it to the full `ttl` if
+    /// `holder` still holds it *with `token`* (a grant found late may have
+    /// lapsed and passed on, even back to us with another token).
+    pub async fn claim(
+        &self,
+        name: &str,
+        holder: &HolderId,
+        ttl: Duration,
+        token: FencingToken,
+    ) -> Result<RenewReply> {
+        match self {
+            Backend::Node(n) => n.claim(name, holder, ttl, token).await,
+            // No grants on a quorum: a plain renewal.
+            Backend::Quorum(q) => q.renew(name, holder, ttl, token, "").await,
         }
     }
 
@@ -332,20 +459,18 @@ impl Backend {
         }
     }
 
-    /// Deletes `name` if `holder` holds it and wakes the next waiter. Returns
-    /// false when it was not ours (any more).
-    pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
-        self.release_as(Kind::Lease, name, holder).await
-    }
-
-    /// Gives back a lease or a semaphore slot.
-    pub async fn release_as(&self, kind: Kind, name: &str, holder: &HolderId) -> Result<bool> {
-        if let Kind::Slot { .. } = kind {
-            return self.single("semaphore")?.sem_release(name, holder).await;
+    /// Gives back a lease (handing it to the next waiter) or a semaphore
+    /// slot, if `held.holder` holds it. False when it was not ours (any more).
+    pub async fn release(&self, held: &Held<'_>) -> Result<bool> {
+        if let Kind::Slot { .. } = held.kind {
+            return self
+                .single("semaphore")?
+                .sem_release(held.name, held.holder)
+                .await;
         }
         match self {
-            Backend::Node(n) => n.release(name, holder, false).await,
-            Backend::Quorum(q) => q.release(name, holder).await,
+            Backend::Node(n) => n.release(held.name, held.holder, false).await,
+            Backend::Quorum(q) => q.release(held.name, held.holder).await,
         }
     }
 
@@ -385,7 +510,11 @@ impl Backend {
     /// Joins the event channel of `name` (one shared connection per node).
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
         let (parts, needed) = match self {
-            Backend::Node(n) => (vec![n.subscribe(name).await?], 1),
+            Backend::Node(n) => {
+                let parts = n.subscribe(name, true).await?;
+                let needed = parts.len();
+                (parts, needed)
+            }
             Backend::Quorum(q) => (q.subscribe(name).await?, q.majority()),
         };
         Ok(Subscription { parts, needed })
@@ -393,7 +522,7 @@ impl Backend {
 }
 
 /// A subscription to one lease's events, on every node it lives on.
-pub struct Subscription {
+pub(crate) struct Subscription {
     parts: Vec<notify::Subscription>,
     /// How many nodes must have confirmed for no release to be missed: one,
     /// or a quorum's majority (a release reaches the majority that held the
@@ -425,20 +554,33 @@ impl Wake {
 impl Subscription {
     /// True when enough nodes confirmed (re-subscribing where needed, on all
     /// nodes at once, each bounded in time).
-    pub(crate) async fn ensure_confirmed(&self) -> bool {
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when Redis refuses the channel (ACL).
+    pub(crate) async fn ensure_confirmed(&self) -> Result<bool> {
         let confirmed =
             futures_util::future::join_all(self.parts.iter().map(|p| p.ensure_confirmed())).await;
-        confirmed.into_iter().filter(|c| *c).count() >= self.needed
+        let mut n = 0;
+        for c in confirmed {
+            n += usize::from(c?);
+        }
+        Ok(n >= self.needed)
     }
 
     pub(crate) async fn released(&self) {
         select_all(self.parts.iter().map(|p| Box::pin(p.released()))).await;
     }
 
+    /// The wake-up of waiter `id`, once per connection (a node's lease
+    /// channel and its inbox share one).
     pub(crate) fn wake(&self, id: &str) -> Wake {
-        Wake {
-            parts: self.parts.iter().map(|p| p.wake(id)).collect(),
+        let mut parts = Vec::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            if !self.parts[..i].iter().any(|q| q.shares_notifier(p)) {
+                parts.push(p.wake(id));
+            }
         }
+        Wake { parts }
     }
 
     /// Resolves with the next event from any node.
@@ -450,7 +592,7 @@ impl Subscription {
 }
 
 /// Events of one lease from every node.
-pub struct Events {
+pub(crate) struct Events {
     rx: Vec<tokio::sync::broadcast::Receiver<Event>>,
 }
 

@@ -34,17 +34,24 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 /// What happened to a lease, as published by the scripts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// Acquired, with this token.
     Acquired(u64),
-    /// Released; the waiter first in line, if any, should come for it.
+    /// Released (the token released); the waiter first in line, if any,
+    /// should come for it.
     Released(u64, Option<String>),
     /// Released and handed to `head` with `token`, to be claimed within
     /// `claim`; `next` is the waiter after it.
     Granted {
+        /// The token of the grant.
         token: u64,
+        /// The waiter it is handed to.
         head: String,
+        /// How long it lasts unless claimed.
         claim: Duration,
+        /// The waiter after `head`, told when the grant lapses.
         next: Option<String>,
     },
+    /// The holder with this token changed its value.
     Proclaimed(u64),
     /// The token cache stored a fresh value.
     Stored,
@@ -89,21 +96,19 @@ pub(crate) struct Channel {
     name: String,
     /// Wakes one local waiter when a release names nobody.
     released: Notify,
-    /// Local waiters by id, woken when a release names them.
-    waiters: Mutex<HashMap<String, Arc<Mailbox>>>,
     events: broadcast::Sender<Event>,
 }
 
-impl Channel {
-    fn waiters(&self) -> MutexGuard<'_, HashMap<String, Arc<Mailbox>>> {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// Local waiters by id, woken when a message names them — on the lease's
+/// channel or on this client's inbox.
+type Mailboxes = HashMap<String, Arc<Mailbox>>;
 
+impl Channel {
     /// Delivers what an event means to the local waiters it names.
-    fn deliver(&self, event: &Event) {
+    fn deliver(&self, event: &Event, waiters: &Mailboxes) {
         match event {
             Event::Released(_, Some(head)) => {
-                if let Some(w) = self.waiters().get(head) {
+                if let Some(w) = waiters.get(head) {
                     w.notify.notify_one();
                 }
             }
@@ -114,7 +119,6 @@ impl Channel {
                 claim,
                 next,
             } => {
-                let waiters = self.waiters();
                 if let Some(w) = waiters.get(head) {
                     *lock_any(&w.grant) = Some(Grant {
                         token: *token,
@@ -158,8 +162,13 @@ fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Registry {
     channels: HashMap<String, (Arc<Channel>, usize)>,
+    /// Every local waiter, by id.
+    waiters: Mailboxes,
     /// Channels Redis has confirmed on the current connection.
     confirmed: std::collections::HashSet<String>,
+    /// Channels Redis refused (an ACL without them) when re-subscribing after
+    /// a reconnect, with its message: reported to their waiters, not waited on.
+    refused: HashMap<String, String>,
 }
 
 /// Where the subscription connection goes; asked again on every reconnect.
@@ -176,6 +185,9 @@ pub(crate) enum Source {
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle subscription connection is checked with a PING.
 const KEEPALIVE: Duration = Duration::from_secs(2);
+/// The longest pause between reconnect attempts: after a restart, holders
+/// renew (and so announce their TTLs to the new server) within about this.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// How long a (re)connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -233,6 +245,18 @@ impl Notifier {
         }
     }
 
+    /// Registers the wake-up of waiter `id`: woken when a message on any of
+    /// this notifier's channels names it.
+    pub(crate) fn wake(&self, id: &str) -> Wake {
+        let mailbox = Arc::new(Mailbox::default());
+        self.lock().waiters.insert(id.to_string(), mailbox.clone());
+        Wake {
+            notifier: self.clone(),
+            id: id.to_string(),
+            mailbox,
+        }
+    }
+
     /// Changes each time the subscription connection was re-established.
     pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reconnects.clone()
@@ -256,7 +280,6 @@ impl Notifier {
                     Arc::new(Channel {
                         name: name.to_string(),
                         released: Notify::new(),
-                        waiters: Mutex::new(HashMap::new()),
                         events,
                     }),
                     0,
@@ -290,14 +313,28 @@ impl Subscription {
         self.notifier.lock().confirmed.contains(&self.channel.name)
     }
 
-    /// Subscribes again if the connection was lost; cheap when already confirmed.
-    pub(crate) async fn ensure_confirmed(&self) -> bool {
-        matches!(self.request().await, Ack::Confirmed)
+    /// Subscribes again if the connection was lost; cheap when already
+    /// confirmed. False while the connection is down.
+    ///
+    /// # Errors
+    /// [`crate::Error::Refused`] when Redis refuses the channel (ACL).
+    pub(crate) async fn ensure_confirmed(&self) -> crate::Result<bool> {
+        match self.request().await {
+            Ack::Confirmed => Ok(true),
+            Ack::Down => Ok(false),
+            Ack::Refused(message) => Err(crate::Error::Refused {
+                op: "SUBSCRIBE",
+                message,
+            }),
+        }
     }
 
     async fn request(&self) -> Ack {
         if self.confirmed() {
             return Ack::Confirmed;
+        }
+        if let Some(message) = self.notifier.lock().refused.get(&self.channel.name) {
+            return Ack::Refused(message.clone());
         }
         let (tx, rx) = oneshot::channel();
         if self
@@ -322,18 +359,14 @@ impl Subscription {
         self.channel.released.notified().await
     }
 
-    /// The wake-up of waiter `id`: woken when a release names it or hands
-    /// it the lease.
+    /// The wake-up of waiter `id` (see [`Notifier::wake`]).
     pub(crate) fn wake(&self, id: &str) -> Wake {
-        let mailbox = Arc::new(Mailbox::default());
-        self.channel
-            .waiters()
-            .insert(id.to_string(), mailbox.clone());
-        Wake {
-            channel: self.channel.clone(),
-            id: id.to_string(),
-            mailbox,
-        }
+        self.notifier.wake(id)
+    }
+
+    /// True when both come through the same connection (one wake-up serves both).
+    pub(crate) fn shares_notifier(&self, other: &Subscription) -> bool {
+        Arc::ptr_eq(&self.notifier.registry, &other.notifier.registry)
     }
 
     /// Every event on this channel, for observers.
@@ -344,7 +377,7 @@ impl Subscription {
 
 /// One waiter's wake-up; deregisters on drop.
 pub(crate) struct Wake {
-    channel: Arc<Channel>,
+    notifier: Notifier,
     id: String,
     mailbox: Arc<Mailbox>,
 }
@@ -369,7 +402,7 @@ impl Wake {
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        self.channel.waiters().remove(&self.id);
+        self.notifier.lock().waiters.remove(&self.id);
     }
 }
 
@@ -422,16 +455,17 @@ fn wake_all(registry: &Mutex<Registry>) {
     let reg = lock(registry);
     for (ch, _) in reg.channels.values() {
         ch.released.notify_waiters();
-        for w in ch.waiters().values() {
-            w.notify.notify_one();
-        }
         let _ = ch.events.send(Event::Reconnected);
+    }
+    for w in reg.waiters.values() {
+        w.notify.notify_one();
     }
 }
 
 /// A server error (the connection is fine) rather than a broken connection.
 fn refused(e: &redis::RedisError) -> Option<String> {
-    (!e.is_io_error() && !e.is_connection_dropped() && !e.is_timeout()).then(|| e.to_string())
+    let unreachable = crate::error::fault(e) == crate::error::Fault::Unreachable;
+    (!unreachable).then(|| e.to_string())
 }
 
 /// Waits `d` while answering subscription requests with `Down`. False when
@@ -506,7 +540,7 @@ async fn run(
             if !pause(backoff, &mut cmds).await {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
             continue;
         };
         let (mut sink, mut stream) = pubsub.split();
@@ -520,10 +554,14 @@ async fn run(
         for name in &names {
             match bounded(sink.subscribe(name)).await {
                 Ok(()) => {
-                    lock(&registry).confirmed.insert(name.clone());
+                    let mut reg = lock(&registry);
+                    reg.refused.remove(name);
+                    reg.confirmed.insert(name.clone());
                 }
-                // Refused for this channel (ACL): its waiters fall back to timers.
-                Err(e) if refused(&e).is_some() => {}
+                // Refused for this channel (ACL): its waiters are told.
+                Err(e) if refused(&e).is_some() => {
+                    lock(&registry).refused.insert(name.clone(), e.to_string());
+                }
                 Err(_) => {
                     ok = false;
                     break;
@@ -543,15 +581,15 @@ async fn run(
                         let name = msg.get_channel_name().to_string();
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         let Some(event) = Event::parse(&payload) else { continue };
-                        let channel = lock(&registry).channels.get(&name).map(|e| e.0.clone());
-                        if let Some(ch) = channel {
-                            ch.deliver(&event);
+                        let reg = lock(&registry);
+                        if let Some((ch, _)) = reg.channels.get(&name) {
+                            ch.deliver(&event, &reg.waiters);
                             let _ = ch.events.send(event);
                         }
                     }
                     _ = keepalive.tick() => {
                         // A partition does not close the connection: ask.
-                        if bounded(sink.ping::<String>()).await.is_err() {
+                        if bounded(sink.ping::<redis::Value>()).await.is_err() {
                             break;
                         }
                     }
@@ -560,7 +598,9 @@ async fn run(
                         Some(Cmd::Subscribe(name, ack)) => {
                             match bounded(sink.subscribe(&name)).await {
                                 Ok(()) => {
-                                    lock(&registry).confirmed.insert(name);
+                                    let mut reg = lock(&registry);
+                                    reg.refused.remove(&name);
+                                    reg.confirmed.insert(name);
                                     let _ = ack.send(Ack::Confirmed);
                                 }
                                 Err(e) => match refused(&e) {
@@ -590,7 +630,7 @@ async fn run(
             if !pause(backoff, &mut cmds).await {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
         } else {
             backoff = Duration::from_millis(50);
         }

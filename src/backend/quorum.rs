@@ -27,10 +27,11 @@ use super::node::Node;
 use super::notify;
 use super::{AcquireReply, ConnectOptions, HolderInfo, LeaseStatus, RenewReply, redact_url};
 use crate::deadline;
+use crate::deadline::jitter;
 use crate::error::{Error, Result};
-use crate::lease::keeper::jitter;
 use crate::token::{FencingToken, HolderId};
 
+/// N ≥ 3 independent Redis servers; every decision needs a majority.
 #[derive(Clone, Debug)]
 pub struct Quorum {
     nodes: Vec<Node>,
@@ -44,7 +45,50 @@ fn node_timeout(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
+/// Refuses a server given twice (also as another database of it): a quorum
+/// over one server is no quorum, and its members would grant each other's
+/// keys away (one key per name on that server) so that none ever acquires.
+fn check_independent(urls: &[String]) -> Result<()> {
+    let mut seen: Vec<(String, &String)> = Vec::with_capacity(urls.len());
+    for u in urls {
+        // Unparsable URLs are reported by the connect that follows.
+        let Ok(info) = redis::IntoConnectionInfo::into_connection_info(u.as_str()) else {
+            continue;
+        };
+        let addr = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+                let host = match host.as_str() {
+                    "localhost" | "::1" | "0.0.0.0" => "127.0.0.1".to_string(),
+                    _ => host,
+                };
+                format!("{host}:{port}")
+            }
+            redis::ConnectionAddr::Unix(path) => format!("unix:{}", path.display()),
+            other => format!("{other:?}"),
+        };
+        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+            return Err(Error::BadUrl {
+                url: format!("{} {}", redact_url(first), redact_url(u)),
+                reason: format!(
+                    "both name the server {addr}: a quorum needs 3 or more independent Redis servers, each given once"
+                ),
+            });
+        }
+        seen.push((addr, u));
+    }
+    Ok(())
+}
+
 impl Quorum {
+    /// Connects to every server; a majority must answer now, the rest may
+    /// come back later.
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] with `min_replicas` (it does not apply),
+    /// [`Error::BadUrl`] for a URL that is not a plain `redis://` server or a
+    /// server given twice, [`Error::Auth`], [`Error::NoQuorum`].
     pub async fn connect(urls: &[String], prefix: &str, opts: &ConnectOptions) -> Result<Quorum> {
         if opts.min_replicas > 0 {
             return Err(Error::BadConfig {
@@ -61,6 +105,7 @@ impl Quorum {
                 });
             }
         }
+        check_independent(urls)?;
         let shown = urls
             .iter()
             .map(|u| redact_url(u))
@@ -89,9 +134,31 @@ impl Quorum {
                 },
             });
         }
+        // Two addresses of one server (a hostname and its IP, another
+        // loopback address) would let a single server be counted twice.
+        let ids = join_all(q.nodes.iter().map(|n| n.run_id())).await;
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Ok(id) = id else { continue };
+            if id.is_empty() {
+                continue;
+            }
+            if let Some((_, j)) = seen.iter().find(|(s, _)| s == id) {
+                return Err(Error::BadUrl {
+                    url: q.urls.clone(),
+                    reason: format!(
+                        "servers {} and {} are the same Redis (same run_id): a quorum needs independent servers",
+                        j + 1,
+                        i + 1
+                    ),
+                });
+            }
+            seen.push((id, i));
+        }
         Ok(q)
     }
 
+    /// The URLs, passwords hidden, separated by spaces.
     pub fn url(&self) -> String {
         self.urls.clone()
     }
@@ -100,10 +167,12 @@ impl Quorum {
         &self.cleanups
     }
 
+    /// How many servers make a majority: N/2 + 1.
     pub fn majority(&self) -> usize {
         self.nodes.len() / 2 + 1
     }
 
+    /// The servers.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
@@ -128,18 +197,13 @@ impl Quorum {
         .await
     }
 
-    pub async fn attempt(
-        &self,
-        name: &str,
-        holder: &HolderId,
-        ttl: Duration,
-        value: &str,
-    ) -> Result<AcquireReply> {
+    /// One attempt on every node at once (no queue: `a.queue` is ignored).
+    pub async fn attempt(&self, a: &super::Attempt<'_>) -> Result<AcquireReply> {
+        let (name, holder, ttl) = (a.name, a.holder, a.ttl);
+        let on_node = super::Attempt { queue: false, ..*a };
         let sent = Instant::now();
         let validity = ttl.saturating_sub(deadline::drift(ttl));
-        let replies = self
-            .all(ttl, |n| n.attempt(name, holder, ttl, value, false))
-            .await;
+        let replies = self.all(ttl, |n| n.attempt(&on_node)).await;
         let mut granted = Vec::new();
         let mut held: Vec<HolderInfo> = Vec::new();
         let mut quarantine = Duration::ZERO;
@@ -230,6 +294,9 @@ impl Quorum {
         Ok(AcquireReply::Held { info, first: false })
     }
 
+    /// Renews on every server; a majority must confirm. A server that lost
+    /// the key gets it back with `token` and `value` (repair), never taking
+    /// a key someone else holds.
     pub async fn renew(
         &self,
         name: &str,
@@ -321,6 +388,7 @@ impl Quorum {
             .collect()
     }
 
+    /// Releases on every server; true when any of them still had it.
     pub async fn release(&self, name: &str, holder: &HolderId) -> Result<bool> {
         let replies = self
             .all(Duration::from_secs(10), |n| n.release(name, holder, true))
@@ -328,6 +396,7 @@ impl Quorum {
         Ok(replies.iter().any(|r| matches!(r, Ok(true))))
     }
 
+    /// Replaces the value on every server; true when a majority did.
     pub async fn proclaim(&self, name: &str, holder: &HolderId, value: &str) -> Result<bool> {
         let replies = self
             .all(Duration::from_secs(10), |n| n.proclaim(name, holder, value))
@@ -388,9 +457,13 @@ impl Quorum {
     /// Subscribes on every node at once; a node that does not answer in time
     /// stays unconfirmed and does not hold up the others.
     pub(crate) async fn subscribe(&self, name: &str) -> Result<Vec<notify::Subscription>> {
-        join_all(self.nodes.iter().map(|n| n.subscribe(name)))
-            .await
-            .into_iter()
-            .collect()
+        // A quorum has no queue, so no grants reach inboxes: only the name's
+        // events matter.
+        let parts = join_all(self.nodes.iter().map(|n| n.subscribe(name, false))).await;
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
     }
 }

@@ -112,7 +112,7 @@ scripts! {
     CACHE_GET = "cache_get";
     CACHE_STORE = "cache_store";
     SEM_ACQUIRE = "sem_acquire" + prelude;
-    SEM_RENEW = "sem_renew";
+    SEM_RENEW = "sem_renew" + prelude;
     SEM_RELEASE = "sem_release";
     SEM_STATUS = "sem_status";
 }

@@ -13,48 +13,137 @@ use crate::error::{Error, Result};
 
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Target {
+    /// One server (`redis://`, `rediss://`, `unix://`): the URL as given.
     Single(String),
+    /// A master found through Sentinel.
     Sentinel {
+        /// The sentinels' URLs (asked without a password).
         sentinels: Vec<String>,
+        /// The master's name.
         master: String,
+        /// The master's user, if any.
         user: Option<String>,
+        /// The master's password, if any (never shown).
         password: Option<String>,
+        /// The database number.
         db: i64,
     },
+    /// A Cluster, reached through these seed nodes' URLs.
     Cluster(Vec<String>),
 }
 
-/// Hides the password of a Redis URL, for logs and errors.
+/// Hides the password of a Redis URL, for logs and errors — also of one that
+/// does not parse.
+///
+/// Everything before the *last* `@` is the user information (a password may
+/// hold `@`, `/` or `:` when it was not percent-encoded; the URL parser then
+/// fails, and the error must not show it either). Only a plain user name
+/// before the first `:` stays visible.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, url),
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) if user.bytes().all(is_plain_user_byte) => format!("{user}:***"),
+        _ => "***".to_string(),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://***@{host}{tail}")
-            }
-        }
-        None => url.to_string(),
+    match scheme {
+        Some(scheme) => format!("{scheme}://{shown}@{host}"),
+        None => format!("{shown}@{host}"),
     }
+}
+
+fn is_scheme(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+}
+
+fn is_plain_user_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.~+=".contains(&b)
+}
+
+/// The secrets a URL may carry (its password, as written and percent-decoded),
+/// so that text from elsewhere (a parser's error) can be cleaned of them.
+fn secrets(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let pw = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    let mut out = vec![userinfo.to_string(), pw.to_string()];
+    out.push(String::from_utf8_lossy(&percent_decode(pw)).into_owned());
+    out.retain(|s| !s.is_empty());
+    // Longest first, so that a part never leaves the rest of a longer one.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+/// `text` (an error from a parser or client given `url`) with the URL shown
+/// redacted and every form of its password replaced by `***`.
+pub(crate) fn scrub(text: &str, url: &str) -> String {
+    let mut text = text.replace(url, &redact_url(url));
+    for s in secrets(url) {
+        text = text.replace(&s, "***");
+    }
+    text
+}
+
+/// Decodes `%XX` escapes; anything else (a lone `%`) stays as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn bad(url: &str, reason: impl Into<String>) -> Error {
     Error::BadUrl {
         url: redact_url(url),
-        reason: reason.into(),
+        reason: scrub(&reason.into(), url),
     }
 }
 
-/// Splits `[user:pass@]h1:p1,h2:p2` into credentials and hosts.
+/// What to say when the user information holds a character that ends it in
+/// a URL (`/`, `?`, `#`): the parser would cut the password there.
+const ENCODE_HINT: &str = "the user name or password holds a character that must be percent-encoded in a URL (/ as %2F, ? as %3F, # as %23, % as %25, a space as %20), or leave the password out and set LEASEHOLD_REDIS_PASSWORD";
+
+/// Refuses user information that a URL cannot carry unencoded.
+fn check_userinfo(url: &str) -> Result<()> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    if let Some((userinfo, _)) = rest.rsplit_once('@')
+        && userinfo
+            .bytes()
+            .any(|b| b"/?#".contains(&b) || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(bad(url, ENCODE_HINT));
+    }
+    Ok(())
+}
+
+/// Splits `[user:pass@]h1:p1,h2:p2` into credentials (percent-decoded, as
+/// in `redis://` URLs) and hosts.
 fn creds_and_hosts(
     url: &str,
     authority: &str,
@@ -63,13 +152,17 @@ fn creds_and_hosts(
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
+    let decode = |s: &str| -> Result<String> {
+        String::from_utf8(percent_decode(s))
+            .map_err(|_| bad(url, "the user name or password is not UTF-8 once decoded"))
+    };
     let (user, password) = match userinfo {
         Some(u) => match u.split_once(':') {
             Some((user, pw)) => (
-                (!user.is_empty()).then(|| user.to_string()),
-                Some(pw.to_string()),
+                (!user.is_empty()).then(|| decode(user)).transpose()?,
+                Some(decode(pw)?),
             ),
-            None => (None, Some(u.to_string())),
+            None => (None, Some(decode(u)?)),
         },
         None => (None, None),
     };
@@ -96,22 +189,49 @@ fn creds_and_hosts(
     Ok((user, password, hosts))
 }
 
+/// `authority/path` of a Sentinel or Cluster URL: the authority runs to the
+/// first `/` after the user information.
+fn split_authority(rest: &str) -> (&str, &str) {
+    let start = rest.rfind('@').map_or(0, |i| i + 1);
+    match rest[start..].find('/') {
+        Some(i) => (&rest[..start + i], &rest[start + i + 1..]),
+        None => (rest, ""),
+    }
+}
+
 fn node_url(scheme: &str, user: &Option<String>, password: &Option<String>, host: &str) -> String {
     match (user, password) {
-        (Some(u), Some(p)) => format!("{scheme}://{u}:{p}@{host}"),
-        (None, Some(p)) => format!("{scheme}://:{p}@{host}"),
+        (Some(u), Some(p)) => format!("{scheme}://{}:{}@{host}", encode(u), encode(p)),
+        (None, Some(p)) => format!("{scheme}://:{}@{host}", encode(p)),
         _ => format!("{scheme}://{host}"),
     }
 }
 
+/// Percent-encodes everything but unreserved characters, for user information.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Parses one URL.
+///
+/// # Errors
+/// [`Error::BadUrl`], which never shows the password (nor a part of it).
 pub fn parse(url: &str) -> Result<Target> {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once("://").filter(|(s, _)| is_scheme(s)) else {
         return Err(bad(
             url,
-            "missing scheme (expected redis://, rediss://, redis+sentinel:// or redis+cluster://)",
+            "missing scheme (redis://, rediss://, redis+sentinel:// or redis+cluster://)",
         ));
     };
+    check_userinfo(url)?;
     match scheme {
         "redis" | "rediss" | "unix" | "redis+unix" => Ok(Target::Single(url.to_string())),
         "rediss+sentinel" => Err(bad(
@@ -119,7 +239,7 @@ pub fn parse(url: &str) -> Result<Target> {
             "TLS through Sentinel is not supported yet: use redis+sentinel:// on a trusted network, or rediss:// to the master",
         )),
         "redis+sentinel" => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (authority, path) = split_authority(rest);
             let (user, password, sentinels) = creds_and_hosts(url, authority)?;
             let mut parts = path.split('/').filter(|p| !p.is_empty());
             let master = parts
@@ -142,7 +262,7 @@ pub fn parse(url: &str) -> Result<Target> {
             })
         }
         "redis+cluster" | "rediss+cluster" => {
-            let authority = rest.split('/').next().unwrap_or(rest);
+            let (authority, _) = split_authority(rest);
             let (user, password, hosts) = creds_and_hosts(url, authority)?;
             let node_scheme = if scheme.starts_with("rediss") {
                 "rediss"
@@ -159,7 +279,7 @@ pub fn parse(url: &str) -> Result<Target> {
         other => Err(bad(
             url,
             format!(
-                "unknown scheme {other:?} (expected redis://, rediss://, redis+sentinel:// or redis+cluster://)"
+                "unknown scheme {other:?} (use redis://, rediss://, redis+sentinel:// or redis+cluster://)"
             ),
         )),
     }
@@ -182,6 +302,42 @@ mod tests {
             redact_url("redis+sentinel://:pw@a:1,b:2/m"),
             "redis+sentinel://:***@a:1,b:2/m"
         );
+        // Passwords that were not percent-encoded: nothing of them shows.
+        for (url, secret) in [
+            ("redis://:s3cr/et@host", "s3cr"),
+            ("redis+cluster://:s3cr/et@host", "s3cr"),
+            ("redis+sentinel://:s3cr/et@h:1/m", "s3cr"),
+            ("redis://:p@ss:w/rd%x@host", "ss:w"),
+            ("user:pw12@h:1", "pw12"),
+            ("x:pw12://u@h", "pw12"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+            let e = parse(url).map(|_| ()).expect_err(url).to_string();
+            assert!(!e.contains(secret), "{url} -> {e}");
+        }
+        assert_eq!(redact_url("redis://:a/b@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(scrub("x :p%2Fw y p/w", "redis://:p%2Fw@h"), "x *** y ***");
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_reencoded() {
+        assert_eq!(
+            parse("redis+sentinel://u%40x:p%2Fw@a:1/m").ok(),
+            Some(Target::Sentinel {
+                sentinels: vec!["redis://a:1".into()],
+                master: "m".into(),
+                user: Some("u@x".into()),
+                password: Some("p/w".into()),
+                db: 0,
+            })
+        );
+        assert_eq!(
+            parse("redis+cluster://:p%2Fw@a:1").ok(),
+            Some(Target::Cluster(vec!["redis://:p%2Fw@a:1".into()]))
+        );
+        let e = parse("redis://:p/w@a:1").expect_err("unencoded /");
+        assert!(e.to_string().contains("%2F"), "{e}");
     }
 
     #[test]

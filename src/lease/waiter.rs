@@ -24,10 +24,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::keeper::jitter;
-use crate::backend::{AcquireReply, Backend, Grant, Kind, RenewReply};
+use crate::backend::{AcquireReply, Attempt, Backend, Grant, Kind, RenewReply};
 use crate::config::LeaseConfig;
 use crate::deadline;
+use crate::deadline::jitter;
 use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
 
@@ -80,11 +80,16 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     // Fast path: a free lease costs one round trip, no subscription. If this
     // fails, the release we might miss while subscribing is caught by the
     // attempt that follows the subscription.
+    let attempt = Attempt {
+        kind,
+        name,
+        holder,
+        ttl: config.ttl(),
+        value,
+        queue: true,
+    };
     let sent = Instant::now();
-    match backend
-        .attempt_as(kind, name, holder, config.ttl(), value, true)
-        .await
-    {
+    match backend.attempt(&attempt).await {
         Ok(AcquireReply::Acquired { token }) => {
             queued.armed = false;
             return Ok(Won {
@@ -101,15 +106,15 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     let mut seen: Option<(String, u64)> = None;
     let mut told_quarantine = false;
     let mut backoff = Duration::from_millis(50);
-    // The send instant of the latest attempt that left us queued: a grant
-    // comes after Redis processed it.
-    let mut last_queued: Option<Instant> = None;
+    // The send instant of the latest attempt answered "held by someone
+    // else", with the token it saw. A grant with a larger token was made
+    // after Redis processed that attempt (tokens only grow), so after it was
+    // sent; any other grant (an old one, found late) must be claimed first.
+    let mut last_held: Option<(Instant, u64)>;
     loop {
-        let confirmed = sub.ensure_confirmed().await;
+        let confirmed = sub.ensure_confirmed().await?;
         let sent = Instant::now();
-        let reply = backend
-            .attempt_as(kind, name, holder, config.ttl(), value, true)
-            .await;
+        let reply = backend.attempt(&attempt).await;
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {
                 queued.armed = false;
@@ -120,7 +125,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                 });
             }
             Ok(AcquireReply::Queued { wait, head }) => {
-                last_queued = Some(sent);
+                last_held = None;
                 tracing::debug!(
                     "waiting for '{name}': free, but {} is first in line",
                     head.readable()
@@ -128,7 +133,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                 wait + jitter(EXPIRY_JITTER)
             }
             Ok(AcquireReply::Held { info, first }) => {
-                last_queued = Some(sent);
+                last_held = Some((sent, info.token.0));
                 let key = (info.holder.as_str().to_string(), info.token.0);
                 if seen.as_ref() != Some(&key) {
                     tracing::info!(
@@ -149,11 +154,12 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                 }
             }
             Ok(AcquireReply::Full { wait, .. } | AcquireReply::NoMajority { wait }) => {
+                last_held = None;
                 backoff = Duration::from_millis(50);
                 wait + jitter(EXPIRY_JITTER)
             }
             Ok(AcquireReply::Quarantined { wait }) => {
-                last_queued = Some(sent);
+                last_held = None;
                 if !told_quarantine {
                     tracing::warn!(
                         "'{name}' is free, but this Redis may lack writes it confirmed before (it restarted, failed over to a replica, or is new to leasehold): nobody starts for {:.1}s, until every earlier holder's deadline has passed. Avoid it with persistence (appendonly yes, appendfsync always) and --min-replicas, or a Redis that has been up longer than the TTL",
@@ -180,12 +186,15 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         } else {
             wait.min(UNCONFIRMED_CAP)
         };
-        let mut until = Instant::now() + wait;
+        // Counted from the send instant: the script measured the time left
+        // about half a round trip later, so the first in line arrives right
+        // at the expiry rather than a round trip after it.
+        let mut until = sent + wait;
         loop {
             tokio::select! {
                 _ = wake.called() => {
-                    if let (Some(grant), Some(s)) = (wake.take_grant(), last_queued) {
-                        match take_grant(backend, want, grant, s).await {
+                    if let Some(grant) = wake.take_grant() {
+                        match take_grant(backend, want, grant, last_held).await {
                             Some(won) => {
                                 queued.armed = false;
                                 return Ok(won);
@@ -206,32 +215,38 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     }
 }
 
-/// A release handed us the lease. Use it as it is when enough of its claim
-/// window is left (counted from `last_queued`, which Redis processed before
-/// the release, so the deadline never overestimates); otherwise claim it
-/// first with a renewal. `None`: it is not ours (any more) — attempt again.
+/// A release handed us the lease. Use it as it is when it is certainly newer
+/// than our latest attempt that saw someone else hold it (its token is
+/// larger) and enough of its claim window is left, counted from that
+/// attempt's send instant (Redis processed it before the release, so the
+/// deadline never overestimates). Otherwise claim it first: a renewal that
+/// Redis refuses unless the lease is still ours *with this token* — a grant
+/// found late may have lapsed and passed on meanwhile. `None`: it is not ours
+/// (any more); attempt again.
 async fn take_grant(
     backend: &Backend,
     want: &Want<'_>,
     grant: Grant,
-    last_queued: Instant,
+    last_held: Option<(Instant, u64)>,
 ) -> Option<Won> {
     let token = FencingToken(grant.token);
-    let deadline = deadline::safety_deadline(last_queued, grant.claim);
-    let need = want.min_validity.max(grant.claim / 2);
-    if !backend.confirms_writes() && deadline > Instant::now() + need {
-        return Some(Won {
-            token,
-            sent: last_queued,
-            ttl: grant.claim,
-        });
+    if let Some((sent, seen)) = last_held
+        && seen < grant.token
+        && !backend.confirms_writes()
+    {
+        let deadline = deadline::safety_deadline(sent, grant.claim);
+        let need = want.min_validity.max(grant.claim / 2);
+        if deadline > Instant::now() + need {
+            return Some(Won {
+                token,
+                sent,
+                ttl: grant.claim,
+            });
+        }
     }
     let ttl = want.config.ttl();
     let sent = Instant::now();
-    match backend
-        .renew(want.name, want.holder, ttl, token, want.value)
-        .await
-    {
+    match backend.claim(want.name, want.holder, ttl, token).await {
         Ok(RenewReply::Renewed) => Some(Won { token, sent, ttl }),
         Ok(RenewReply::Refused { reason }) => {
             tracing::debug!(

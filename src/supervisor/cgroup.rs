@@ -119,7 +119,7 @@ impl Parent {
             else {
                 continue;
             };
-            if crate::chaos::pid_alive(owner as u32) {
+            if super::pid_alive(owner as u32) {
                 continue;
             }
             let dir = e.path();

@@ -11,6 +11,8 @@
 //! - Then the containment's own step (`contain.rs`): into a PID namespace
 //!   (the child becomes the relay, see `pidns.rs`), into the job's cgroup, or
 //!   nothing more (group; this process is a child subreaper).
+//! - When the supervisor is in a terminal's foreground, the job's group takes
+//!   the terminal (`terminal.rs`).
 //! - The signal mask is reset, and the child is killed if the handle is dropped.
 
 use std::ffi::OsString;
@@ -22,14 +24,18 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup, R
 
 use super::contain::{self, Containment, Kind, Target};
 use super::pidns;
+use super::terminal::{self, Foreground};
 
-/// Spawns `program args` with `env` added, in a new process group, contained.
+/// Spawns `program args` with `env` added and `remove` taken out, in a new
+/// process group, contained.
 /// Returns the child and how to reach everything it will start.
 pub(crate) fn spawn(
     program: &OsString,
     args: &[OsString],
     env: &[(String, String)],
+    remove: &[String],
     containment: &Containment,
+    terminal: Option<Foreground>,
 ) -> io::Result<(Box<dyn ChildWrapper>, Target)> {
     let parent = std::process::id() as libc::pid_t;
     let cgroup = match &containment.kind {
@@ -47,14 +53,18 @@ pub(crate) fn spawn(
         _ => None,
     };
     let cgroup_procs = cgroup.as_ref().map(|c| c.procs_fd());
+    let restore_ttou = terminal::ttou_to_restore();
     let mut cmd = CommandWrap::with_new(program, |cmd| {
         cmd.args(args);
+        for k in remove {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         // SAFETY: only async-signal-safe calls (prctl, getppid, raise, write,
-        // and pidns.rs's raw system calls) run between fork and exec; the
-        // plan was prepared before the fork.
+        // and pidns.rs's and terminal.rs's raw system calls) run between fork
+        // and exec; the plan was prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(
@@ -70,6 +80,9 @@ pub(crate) fn spawn(
                 if libc::getppid() != parent {
                     libc::raise(libc::SIGKILL);
                 }
+                if restore_ttou {
+                    terminal::restore_in_child();
+                }
                 if let Some(fd) = cgroup_procs {
                     // "0" moves the writer itself.
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -78,7 +91,12 @@ pub(crate) fn spawn(
                 }
                 if let Some(plan) = &pidns_plan {
                     pidns::unshare(plan)?;
-                    pidns::fork_init_and_job()?;
+                    // The job takes the terminal there, in its own group.
+                    pidns::fork_init_and_job(terminal.as_ref())?;
+                } else if let Some(fg) = &terminal {
+                    // std made this process a group leader (process_group)
+                    // before running this closure.
+                    terminal::take_in_child(fg);
                 }
                 Ok(())
             });

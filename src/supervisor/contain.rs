@@ -17,7 +17,14 @@ use super::{cgroup, pidns};
 use crate::error::Error;
 
 /// Which containment to use; [`Contain::resolve`] checks it against this host.
+///
+/// | mode | stop and lease loss reach | when the supervisor is killed |
+/// |---|---|---|
+/// | `PidNs` | every process | every process (the kernel kills the namespace) |
+/// | `Cgroup` | every process | the job's first process; the rest at the next start |
+/// | `Group` | the group, and descendants re-parented to us | the job's first process only |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Contain {
     /// The best this host allows: `PidNs`, else `Cgroup`, else `Group`.
     Auto,
@@ -29,7 +36,9 @@ pub enum Contain {
     Group,
 }
 
-/// A containment checked to work here. Cheap to clone.
+/// A containment checked to work here: made by [`Contain::resolve`] (or
+/// [`Containment::group`]) and given to
+/// [`Supervisor::containment`](super::Supervisor::containment). Cheap to clone.
 #[derive(Clone)]
 pub struct Containment {
     pub(crate) kind: Kind,

@@ -110,7 +110,9 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
 ///
 /// # Safety
 /// Between fork and exec: async-signal-safe calls only.
-pub(crate) unsafe fn fork_init_and_job() -> io::Result<()> {
+pub(crate) unsafe fn fork_init_and_job(
+    terminal: Option<&super::terminal::Foreground>,
+) -> io::Result<()> {
     // SAFETY: raw system calls on local buffers; see each step.
     unsafe {
         // Everything blocked from here on: the relay and init take signals
@@ -169,9 +171,13 @@ pub(crate) unsafe fn fork_init_and_job() -> io::Result<()> {
         }
 
         // The job: its own process group inside the namespace (so a signal to
-        // the relay's group does not reach it twice), signals unblocked.
+        // the relay's group does not reach it twice), which takes the
+        // terminal when the supervisor had it; then signals unblocked.
         libc::close(status[1]);
         libc::setpgid(0, 0);
+        if let Some(fg) = terminal {
+            super::terminal::take_in_child(fg);
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

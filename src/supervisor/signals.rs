@@ -3,7 +3,14 @@
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// Listens for SIGTERM, SIGINT and SIGHUP from the moment it is made.
+/// Listens for SIGTERM, SIGINT and SIGHUP from the moment it is made: pass
+/// [`Signals::recv`] to
+/// [`Supervisor::run_while_held`](super::Supervisor::run_while_held) as its
+/// `shutdown`, so that a signal stops the job gracefully.
+///
+/// Installing replaces the default action of these signals (ending the
+/// process) for the rest of its life, as tokio's handlers do.
+#[derive(Debug)]
 pub struct Signals {
     term: Signal,
     int: Signal,
@@ -11,7 +18,7 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers.
+    /// Installs the handlers (needs a tokio runtime).
     ///
     /// # Errors
     /// When the runtime cannot register a handler (no signal driver).

@@ -6,6 +6,12 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+
+/// The fault-injection toolkit of `leasehold chaos` (proxy, fenced resource,
+/// analysis): a module of the binary, shared with the tests, not part of the
+/// library's API.
+#[path = "../../src/bin/leasehold/faults.rs"]
+pub mod faults;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,16 +112,11 @@ impl RedisServer {
             if self.tls && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                if s.write_all(b"PING\r\n").is_ok() {
-                    // +PONG, or -NOAUTH when a password is required: either way it is up.
-                    let mut buf = [0u8; 1];
-                    if s.read_exact(&mut buf).is_ok() && (buf[0] == b'+' || buf[0] == b'-') {
-                        return;
-                    }
-                }
+            // +PONG, or -NOAUTH when a password is required: either way it
+            // is up (a server still loading answers -LOADING).
+            let pong = raw_cmd(self.port, &["PING"]);
+            if pong.starts_with('+') || (pong.starts_with('-') && !pong.contains("LOADING")) {
+                return;
             }
             if t0.elapsed() > Duration::from_secs(10) {
                 panic!(
@@ -229,28 +230,17 @@ impl RedisServer {
             .sum()
     }
 
-    /// Runs a command through redis-cli-free raw RESP, returning the raw reply.
+    /// Runs one command (redis-rs) and returns the reply as RESP text
+    /// (`+OK`, `:1`, `$-1`, `$3\r\nabc`, `-ERR …`), the form tests match on.
     pub fn cmd(&self, args: &[&str]) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        s.write_all(req.as_bytes()).expect("write");
-        s.set_read_timeout(Some(Duration::from_millis(300))).ok();
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-            if out.ends_with(b"\r\n") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        let reply = raw_cmd(self.port, args);
+        assert!(
+            !reply.is_empty(),
+            "redis-server on port {} did not answer {args:?}: {}",
+            self.port,
+            self.log()
+        );
+        reply
     }
 }
 
@@ -354,7 +344,7 @@ pub fn now_ns() -> u128 {
 
 /// True while `pid` exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
-    leasehold::chaos::pid_alive(pid as u32)
+    faults::pid_alive(pid as u32)
 }
 
 /// The parent pid of `pid`.
@@ -383,7 +373,20 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 }
 
 #[allow(unused_imports)]
-pub use leasehold::chaos::Proxy;
+pub use faults::Proxy;
+
+impl Proxy {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Forwards requests but holds replies back: Redis executes what it is
+    /// sent, the client hears nothing (a reply lost or late).
+    pub fn stall_replies(&self) {
+        self.replies_blocked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// A Redis Cluster of `n` masters on loopback, made with `redis-cli --cluster create`.
 pub struct Cluster {
@@ -630,33 +633,59 @@ impl Drop for SentinelGroup {
     }
 }
 
-/// One command over raw RESP to a server on `port`.
+/// Runs one command on the server at `port` with redis-rs, and returns the
+/// reply as RESP text (see [`RedisServer::cmd`]); "" when the server cannot
+/// be reached or does not answer within 5 s.
 pub fn raw_cmd(port: u16, args: &[&str]) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Some((first, rest)) = args.split_first() else {
         return String::new();
     };
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-    }
-    if s.write_all(req.as_bytes()).is_err() {
+    let Ok(mut c) = connect(port) else {
         return String::new();
+    };
+    let mut cmd = redis::cmd(first);
+    for a in rest {
+        cmd.arg(*a);
     }
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
+    match cmd.query::<redis::Value>(&mut c) {
+        Ok(v) => resp(&v),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => String::new(),
+        Err(e) => format!("-{e}\r\n"),
+    }
+}
+
+fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(c)
+}
+
+/// A reply in RESP text form.
+fn resp(v: &redis::Value) -> String {
+    use redis::Value as V;
+    match v {
+        V::Nil => "$-1\r\n".into(),
+        V::Int(i) => format!(":{i}\r\n"),
+        V::BulkString(b) => format!("${}\r\n{}\r\n", b.len(), String::from_utf8_lossy(b)),
+        V::SimpleString(s) => format!("+{s}\r\n"),
+        V::Okay => "+OK\r\n".into(),
+        V::Array(items) | V::Set(items) => {
+            let mut out = format!("*{}\r\n", items.len());
+            for i in items {
+                out.push_str(&resp(i));
+            }
+            out
         }
-        out.extend_from_slice(&buf[..n]);
+        V::ServerError(e) => format!("-{}\r\n", redis::RedisError::from(e.clone())),
+        other => format!("{other:?}\r\n"),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Everything the server on `port` executes for `d` (MONITOR), for debugging.
 pub fn raw_monitor(port: u16, d: Duration) -> String {
+    // The raw stream: MONITOR's replies never end, and a read timeout must
+    // not break the connection (redis-rs treats it as broken).
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();

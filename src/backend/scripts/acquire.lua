@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  name record <prefix>{<name>}:lease   (see prelude.lua)
 -- KEYS[2]  queue       <prefix>{<name>}:queue   zset: waiter id -> arrival (Redis us)
--- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> <value>"
+-- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> <inbox> <value>"
 -- KEYS[4]  marker      <prefix>epoch            "<run_id> <base ms> <longest ttl ms>"
 -- KEYS[5]  slots       <prefix>{<name>}:slots   (read only when the name is a semaphore)
 -- ARGV[1]  holder id
@@ -13,7 +13,11 @@
 -- ARGV[5]  "wait": keep a place in the queue when not acquired; "try": do not
 -- ARGV[6]  registration margin in milliseconds (how long past its next retry a
 --          waiter's place is kept)
--- ARGV[7]  "w" when the caller confirms its writes with WAIT (--min-replicas)
+-- ARGV[7]  how many replicas the caller's WAIT asks for (--min-replicas; "" or 0:
+--          none): the record is marked trusted after a failover only if that
+--          covers every connected replica (prelude.lua, confirmed_by_all)
+-- ARGV[8]  the caller's inbox channel <prefix>inbox:<id>: a release hands the
+--          lease over there (absent or "": on the name's channel)
 --
 -- Returns one of
 --   {1, token}                          acquired; token is a decimal string (also when
@@ -30,6 +34,8 @@
 
 local me, ttl, value = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local waiting, margin = ARGV[5] == 'wait', tonumber(ARGV[6])
+local inbox = ARGV[8]
+if not inbox or inbox == '' then inbox = '-' end
 local run, now, now_us, uptime = server()
 
 local function foreign(i, want)
@@ -53,7 +59,7 @@ local function queue_up(wait_ms)
   if not waiting then return true end
   local until_ms = now + wait_ms + margin
   if failed(redis.pcall('ZADD', KEYS[2], 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. value)) then return false end
+  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value)) then return false end
   if until_ms > qu then
     redis.call('HSET', KEYS[1], 'qu', until_ms)
     redis.call('PEXPIREAT', KEYS[2], until_ms)
@@ -67,7 +73,8 @@ if holder ~= '' and exp > now then
     -- An earlier attempt of ours took it (or a release granted it to us) and
     -- the reply was lost or not yet seen: extend it from now, so that the
     -- caller's deadline counted from this attempt's send instant holds.
-    redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'value', value)
+    redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'value', value,
+      'w', confirmed_by_all(ARGV[7]))
     redis.call('ZREM', KEYS[2], me)
     redis.call('HDEL', KEYS[3], me)
     return {1, r[4] or '0'}
@@ -109,7 +116,7 @@ end
 -- record itself was lost (restart, failover to a lagging replica).
 local tok = string.format('%.0f', math.max(last + 1, now_us))
 redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', me, 'value', value, 'exp', now + ttl,
-  'ttl', ttl, 'token', tok, 'run', run, 'w', ARGV[7] == 'w' and '1' or '0')
+  'ttl', ttl, 'token', tok, 'run', run, 'w', confirmed_by_all(ARGV[7]))
 if ttl > num(r[6]) then
   redis.call('HSET', KEYS[1], 'maxttl', ttl)
   note_ttl(KEYS[4], run, ttl)

@@ -22,16 +22,24 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
   if redis.call('TYPE', KEYS[3])['ok'] == 'hash' then redis.call('HDEL', KEYS[3], ARGV[1]) end
   local free = (r[1] or '') == '' or num(r[2]) <= now
   if was_head and free then
-    local head = live_head(KEYS[2], KEYS[3], now)
-    if head then redis.call('PUBLISH', ARGV[2], 'released ' .. (r[3] or '0') .. ' ' .. head) end
+    local head, info = live_head(KEYS[2], KEYS[3], now)
+    if head then
+      local _, _, inbox = entry(info)
+      tell(inbox, ARGV[2], 'released ' .. (r[3] or '0') .. ' ' .. head)
+    end
   end
 end
 if r[1] == ARGV[1] then
   -- Handed to us after we stopped waiting: let the next one have it now
   -- rather than when the claim window lapses.
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')
-  local head = live_head(KEYS[2], KEYS[3], now)
-  redis.call('PUBLISH', ARGV[2], 'released ' .. (r[3] or '0') .. ' ' .. (head or ''))
+  local head, info = live_head(KEYS[2], KEYS[3], now)
+  if head then
+    local _, _, inbox = entry(info)
+    tell(inbox, ARGV[2], 'released ' .. (r[3] or '0') .. ' ' .. head)
+  else
+    redis.call('PUBLISH', ARGV[2], 'released ' .. (r[3] or '0'))
+  end
   n = 1
 end
 return n

@@ -32,20 +32,33 @@ local function server()
   return run, math.floor(us / 1000), us, uptime
 end
 
-local function num(x) return tonumber(x) or 0 end
+-- A number field of a record: leasehold writes integers of at most 2^53
+-- (exact in Lua); anything else (inf, nan, 1e400, garbage) was written by
+-- something else and counts as 0 (an expiry long past), so that a waiter
+-- neither spins on an "infinite" lease nor fails on arithmetic with it.
+local function num(x)
+  local n = tonumber(x)
+  if n and n == n and n > -9007199254740992 and n < 9007199254740992 then return n end
+  return 0
+end
 
--- The Redis time (ms) from which a name whose record says it was last
--- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
--- is missing) may be granted again with TTL `ttl` on this server.
---
--- The per-server marker `epoch` is "<run_id> <base_ms> <maxttl_ms>": since
--- `base`, this server is the one leasehold writes to. When the marker names
--- another server (or none), this one is new: restarted (from a snapshot, an
--- AOF, or empty), promoted from a replica, or used for the first time.
--- Holders confirmed by its predecessor may still run until one of their TTLs
--- after the predecessor's last write, which was no later than this server's
--- start; a promoted replica (or one flushed since its start) is trusted only
--- from now on. `write` false: compute only (status).
+-- The shortest quarantine after a server is found new: long enough for the
+-- holders of its predecessor to reconnect and be refused (which records
+-- their TTLs here, see note_refused), whatever the contender's own TTL.
+local ANNOUNCE_MS = 3000
+
+-- "1" when a write may be trusted by whichever replica is promoted later:
+-- the caller WAITs for `arg` replicas (a number; "w" counts as 1) and every
+-- replica connected now is among them. WAIT 1 with two replicas may be
+-- answered by the one that is not promoted.
+local function confirmed_by_all(arg)
+  local n = tonumber(arg) or (arg == 'w' and 1 or 0)
+  if n <= 0 then return '0' end
+  local cs = tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)')) or 0
+  if cs <= n then return '1' end
+  return '0'
+end
+
 -- Was this server promoted from a replica since it started?
 local function promoted()
   local off = string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(%-?%d+)')
@@ -59,6 +72,18 @@ local function trusted(rec_run, rec_w, run)
   return rec_run == run or (rec_w == '1' and promoted())
 end
 
+-- The Redis time (ms) from which a name whose record says it was last
+-- granted by server `rec_run` (with longest TTL `rec_max`, nil when the record
+-- is missing) may be granted again with TTL `ttl` on this server.
+--
+-- The per-server marker `epoch` is "<run_id> <base_ms> <maxttl_ms>": since
+-- `base`, this server is the one leasehold writes to. When the marker names
+-- another server (or none), this one is new: restarted (from a snapshot, an
+-- AOF, or empty), promoted from a replica, or used for the first time.
+-- Holders confirmed by its predecessor may still run until one of their TTLs
+-- after the predecessor's last write, which was no later than this server's
+-- start; a promoted replica (or one flushed since its start) is trusted only
+-- from now on. `write` false: compute only (status).
 local function ready_at(epoch, run, now, uptime, rec_run, rec_max, ttl, write, rec_w)
   if rec_run and trusted(rec_run, rec_w, run) then return 0 end
   local m = redis.pcall('GET', epoch)
@@ -80,8 +105,11 @@ local function ready_at(epoch, run, now, uptime, rec_run, rec_max, ttl, write, r
     end
   end
   -- A known name waits out its own longest TTL; a name this server has no
-  -- record of waits out the longest any name used.
-  local longest = math.max(ttl, rec_max or mmax)
+  -- record of waits out the longest any name used; and never less than
+  -- ANNOUNCE_MS, the time holders take to reconnect and announce their own
+  -- TTLs (renewal retries at most 500 ms apart, reconnects at most 1 s
+  -- apart: see note_refused).
+  local longest = math.max(ttl, rec_max or mmax, ANNOUNCE_MS)
   if write and longest > mmax then
     redis.call('SET', epoch, run .. ' ' .. string.format('%.0f', mbase) .. ' ' .. longest)
   end
@@ -112,17 +140,31 @@ local function note_refused(rec, epoch, ttl, rec_run)
   end
 end
 
+-- Is `s` a holder id, "<host>/<pid>/<32 hex digits>"? Only those are ever
+-- removed from a queue or a semaphore: a member of another shape was not
+-- written by leasehold (a key prefix shared with another application) and is
+-- left alone (and never counted, granted or waited for).
+local HOLDER_ID = '^[^/]*/%d+/' .. string.rep('%x', 32) .. '$'
+local function is_holder_id(s)
+  return type(s) == 'string' and string.match(s, HOLDER_ID) ~= nil
+end
+
 -- The first waiter in line whose place has not lapsed, with its
--- "lapse ttl value" entry; waiters that stopped coming (crashed) leave the
--- line on the way. nil when nobody waits.
+-- "<lapse ms> <ttl ms> <inbox> <value>" entry; waiters that stopped coming
+-- (crashed) leave the line on the way. nil when nobody waits.
 local function live_head(queue, qinfo, now)
+  local i = 0
   while true do
-    local h = redis.call('ZRANGE', queue, 0, 0)[1]
+    local h = redis.call('ZRANGE', queue, i, i)[1]
     if not h then return nil end
-    local info = redis.call('HGET', qinfo, h)
-    if info and num(string.match(info, '^(%d+)')) > now then return h, info end
-    redis.call('ZREM', queue, h)
-    redis.call('HDEL', qinfo, h)
+    if not is_holder_id(h) then
+      i = i + 1
+    else
+      local info = redis.call('HGET', qinfo, h)
+      if info and num(string.match(info, '^(%d+)')) > now then return h, info end
+      redis.call('ZREM', queue, h)
+      redis.call('HDEL', qinfo, h)
+    end
   end
 end
 
@@ -130,4 +172,18 @@ end
 -- has to confirm it (clamp(ttl/10, 100 ms, 1 s), as the queue margin).
 local function claim_ms(ttl)
   return math.min(math.max(math.floor(ttl / 10), 100), 1000)
+end
+
+-- A queue entry's parts: lapse (ms), ttl (ms), the waiter's inbox channel
+-- ('-': none, use the name's channel) and its value.
+local function entry(info)
+  local lapse, ttl, inbox, value = string.match(info or '', '^(%d+) (%d+) (%S+) ?(.*)$')
+  return num(lapse), num(ttl), inbox or '-', value or ''
+end
+
+-- Publishes a message for waiter `inbox` (its own channel, so that no other
+-- process hears it), or on the name's channel when it has none.
+local function tell(inbox, channel, msg)
+  if inbox ~= '-' and inbox ~= '' then channel = inbox end
+  redis.call('PUBLISH', channel, msg)
 end

@@ -4,6 +4,7 @@
 -- KEYS[1]  name record <prefix>{<name>}:lease
 -- KEYS[2]  queue       <prefix>{<name>}:queue
 -- KEYS[3]  queue info  <prefix>{<name>}:qinfo
+-- KEYS[4]  marker      <prefix>epoch (its longest TTL is raised by a grant)
 -- ARGV[1]  holder id
 -- ARGV[2]  event channel <prefix>{<name>}:events
 -- ARGV[3]  "always" to publish "released" even when nobody observes (quorum
@@ -14,8 +15,10 @@
 -- (prelude.lua, claim_ms): it must renew (claim) within that window, so a
 -- waiter that died meanwhile strands the lease for no longer than that.
 -- Publishes "granted <token> <head> <claim ms> <next>" (next: the waiter after
--- it, who takes over a lapsed grant). Without waiters: "released <token>",
--- only when someone observes or ARGV[3] asks for it.
+-- it, who takes over a lapsed grant) to the head's inbox, to next's inbox if
+-- it is another one, and on the name's channel only when someone observes.
+-- Without waiters: "released <token>", only when someone observes or ARGV[3]
+-- asks for it.
 -- Returns 1 released (or handed on), 0 not ours (gone, someone else's, foreign).
 
 local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w')
@@ -26,25 +29,35 @@ if r[3] then
   local run, now, now_us = server()
   local head, info = live_head(KEYS[2], KEYS[3], now)
   if head and trusted(r[5], r[7], run) then
-    local lapse, ttl, value = string.match(info, '^(%d+) (%d+) ?(.*)$')
-    ttl = num(ttl)
+    local _, ttl, inbox, value = entry(info)
     local claim = claim_ms(ttl)
     tok = string.format('%.0f', math.max(num(r[2]) + 1, now_us))
-    redis.call('HSET', KEYS[1], 'holder', head, 'value', value or '', 'exp', now + claim,
-      'ttl', ttl, 'token', tok, 'run', run)
-    if ttl > num(r[6]) then redis.call('HSET', KEYS[1], 'maxttl', ttl) end
+    -- w: the head's writes are not known to be confirmed by replicas.
+    redis.call('HSET', KEYS[1], 'holder', head, 'value', value, 'exp', now + claim,
+      'ttl', ttl, 'token', tok, 'run', run, 'w', '0')
+    if ttl > num(r[6]) then
+      redis.call('HSET', KEYS[1], 'maxttl', ttl)
+      if KEYS[4] then note_ttl(KEYS[4], run, ttl) end
+    end
     redis.call('ZREM', KEYS[2], head)
     redis.call('HDEL', KEYS[3], head)
-    local next = live_head(KEYS[2], KEYS[3], now)
+    local next, next_info = live_head(KEYS[2], KEYS[3], now)
     if not next then redis.call('HDEL', KEYS[1], 'qu') end
-    redis.call('PUBLISH', ARGV[2], 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or ''))
+    local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
+    tell(inbox, ARGV[2], msg)
+    if next then
+      local _, _, next_inbox = entry(next_info)
+      if next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
+    end
+    if inbox ~= '-' and num(r[4]) > now then redis.call('PUBLISH', ARGV[2], msg) end
     return 1
   end
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')
   if head then
     -- This server may lack recent writes (the record is older than it): the
     -- head must go through the quarantine check itself.
-    redis.call('PUBLISH', ARGV[2], 'released ' .. tok .. ' ' .. head)
+    local _, _, inbox = entry(info)
+    tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
     return 1
   end
   redis.call('HDEL', KEYS[1], 'qu')

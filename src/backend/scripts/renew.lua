@@ -8,7 +8,10 @@
 -- ARGV[1]  holder id
 -- ARGV[2]  TTL in milliseconds
 -- ARGV[3]  (quorum only) our fencing token: re-create the lease if it is free
+--          ("" or absent: no repair)
 -- ARGV[4]  (quorum only) our value
+-- ARGV[5]  (claiming a grant) the grant's token: renewed only if the lease is
+--          still ours with exactly this token
 --
 -- Returns {1} renewed (or repaired), or {0, why}: why is the current holder id,
 -- "" when the lease is free or expired (by Redis's clock: an expired lease is
@@ -21,15 +24,20 @@
 
 local r = redis.pcall('HMGET', KEYS[1], 'holder', 'exp', 'token', 'run')
 if failed(r) then return {0, 'foreign type ' .. redis.call('TYPE', KEYS[1])['ok']} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local run, now = server()
 local ttl = tonumber(ARGV[2])
 local held = (r[1] or '') ~= '' and num(r[2]) > now
+local expect = ARGV[5]
+if held and r[1] == ARGV[1] and expect and expect ~= '' and r[3] ~= expect then
+  return {0, 'the grant lapsed and the lease was handed on'}
+end
 if held and r[1] == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl)
+  -- Stamped with this server's run_id: the record was last written here,
+  -- so a later failover back to a server with an older copy is noticed.
+  redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'run', run)
   return {1}
 end
-if not held and ARGV[3] then
+if not held and ARGV[3] and ARGV[3] ~= '' then
   local tok = ARGV[3]
   if num(tok) < num(r[3]) then tok = r[3] end
   redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', ARGV[1], 'value', ARGV[4] or '',

@@ -9,7 +9,7 @@
 -- ARGV[3]  value (free text)
 -- ARGV[4]  limit (N)
 -- ARGV[5]  event channel <prefix>{<name>}:events
--- ARGV[6]  "w" when the caller confirms its writes with WAIT (--min-replicas)
+-- ARGV[6]  how many replicas the caller's WAIT asks for (as in acquire.lua)
 --
 -- Returns {1, token} acquired (also when the slot already was ours: an earlier
 -- attempt whose reply was lost; extended from now then); {0, wait_ms, used}
@@ -34,8 +34,10 @@ if failed(expired) then
   return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[1] .. ' ' .. redis.call('TYPE', KEYS[1])['ok'])
 end
 for _, h in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], h)
-  redis.call('HDEL', KEYS[2], h)
+  if is_holder_id(h) then
+    redis.call('ZREM', KEYS[1], h)
+    redis.call('HDEL', KEYS[2], h)
+  end
 end
 
 local function keep(until_ms)
@@ -51,10 +53,17 @@ if redis.call('ZSCORE', KEYS[1], me) then
   return {1, string.match(info, '^(%d+)') or '0'}
 end
 
-local used = redis.call('ZCARD', KEYS[1])
+-- The live slots (members of another shape are not ours: not counted).
+local used, first = 0, nil
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  if is_holder_id(live[i]) then
+    used = used + 1
+    first = first or tonumber(live[i + 1])
+  end
+end
 if used >= limit then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-  return {0, math.max(tonumber(first) - now, 0), used}
+  return {0, math.max(first - now, 0), used}
 end
 
 local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[8])
@@ -64,7 +73,10 @@ end
 if now < ready then return {2, ready - now} end
 
 local tok = string.format('%.0f', math.max(num(r[4]) + 1, now_us))
-redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', ARGV[6] == 'w' and '1' or '0')
+-- Trusted after a failover only while every live slot was confirmed so.
+local w = confirmed_by_all(ARGV[6])
+if used > 0 and r[8] ~= '1' then w = '0' end
+redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', w)
 if ttl > num(r[6]) then
   redis.call('HSET', KEYS[3], 'maxttl', ttl)
   note_ttl(KEYS[4], run, ttl)

@@ -5,7 +5,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 
 use crate::cli::CacheGetArgs;
-use crate::{exit, report};
+use crate::exit::{self, Failure, Outcome};
 
 /// Kills the fetch command's whole process group when dropped: on a timeout
 /// the fetch future is dropped, and `sh -c 'curl …'` must not leave `curl`
@@ -48,24 +48,19 @@ async fn run_fetch(
     Ok(out.stdout)
 }
 
-pub async fn get(a: CacheGetArgs) -> u8 {
+pub async fn get(a: CacheGetArgs) -> Outcome {
     if a.default_lifetime.is_zero() || a.default_lifetime > leasehold::cache::MAX_LIFETIME {
-        eprintln!(
-            "leasehold: bad --default-lifetime {}: must be more than 0 and at most 365 days",
+        return Err(Failure::usage(format!(
+            "bad --default-lifetime {}: must be more than 0 and at most 365 days",
             humantime::format_duration(a.default_lifetime)
-        );
-        return exit::USAGE;
+        )));
     }
     let Some((program, args)) = a.command.split_first() else {
-        eprintln!("leasehold: no fetch command given after --");
-        return exit::USAGE;
+        return Err(Failure::usage("no fetch command given after --"));
     };
     let client = match a.conn.connect().await {
         Ok(c) => c,
-        Err(e) => {
-            report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     let mut b = client
         .token_cache()
@@ -80,10 +75,7 @@ pub async fn get(a: CacheGetArgs) -> u8 {
     }
     let cache = match b.build() {
         Ok(c) => c,
-        Err(e) => {
-            report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     let default = a.default_lifetime;
     let fetch = || async move {
@@ -93,15 +85,8 @@ pub async fn get(a: CacheGetArgs) -> u8 {
     match cache.get_or_refresh(&a.name, fetch).await {
         Ok(v) => {
             println!("{v}");
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(e) => {
-            report(&e);
-            match e {
-                leasehold::Error::BudgetExhausted { .. } => exit::WAIT_ELAPSED,
-                leasehold::Error::FetchFailed { .. } => exit::SOFTWARE,
-                other => exit::of_error(&other),
-            }
-        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -5,23 +5,25 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leasehold::chaos::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, pid_alive, svg};
+use crate::faults::{Analysis, Fault, FencedResource, Proxy, analyse, mono_ns, pid_alive, svg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cli::{ChaosArgs, ChaosWorkerArgs, DEFAULT_URL};
-use crate::exit;
+use crate::cli::{ChaosArgs, ChaosWorkerArgs};
+use crate::exit::{self, Failure, Outcome};
 
 /// The worker: writes `W <token> <supervisor> <pid>` every 2 ms until killed.
-pub fn worker(a: ChaosWorkerArgs) -> u8 {
+pub fn worker(a: ChaosWorkerArgs) -> Outcome {
     use std::io::{BufRead, BufReader, Write};
     let token = std::env::var("LEASEHOLD_TOKEN").unwrap_or_default();
     let Ok(conn) = std::net::TcpStream::connect(&a.resource) else {
-        eprintln!("leasehold chaos-worker: cannot reach {}", a.resource);
-        return exit::UNAVAILABLE;
+        return Err(Failure::Msg(
+            exit::UNAVAILABLE,
+            format!("chaos-worker: cannot reach {}", a.resource),
+        ));
     };
     let Ok(mut out) = conn.try_clone() else {
-        return exit::SOFTWARE;
+        return Err(Failure::software("chaos-worker: cannot use its connection"));
     };
     let mut replies = BufReader::new(conn);
     // Host pids, also when the job runs in a PID namespace of its own: the
@@ -38,11 +40,11 @@ pub fn worker(a: ChaosWorkerArgs) -> u8 {
     let mut reply = String::new();
     loop {
         if out.write_all(line.as_bytes()).is_err() {
-            return exit::OK;
+            return Ok(exit::OK);
         }
         reply.clear();
         if replies.read_line(&mut reply).unwrap_or(0) == 0 {
-            return exit::OK;
+            return Ok(exit::OK);
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -143,21 +145,38 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-pub async fn chaos(a: ChaosArgs) -> u8 {
-    let urls = if a.redis.is_empty() {
-        vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
-    } else {
-        a.redis.clone()
+pub async fn chaos(a: ChaosArgs) -> Outcome {
+    let urls = match crate::cli::urls_or_env(&a.redis) {
+        Ok(u) => u,
+        Err(e) => return Err(e.into()),
     };
     for f in &a.faults {
         if !["kill", "term", "partition", "pause", "none"].contains(&f.as_str()) {
-            eprintln!("leasehold: unknown fault {f:?} (use kill, term, partition, pause, none)");
-            return exit::USAGE;
+            return Err(Failure::usage(format!(
+                "unknown fault {f:?} (use kill, term, partition, pause, none)"
+            )));
         }
     }
     if a.contenders < 2 {
-        eprintln!("leasehold: --contenders must be at least 2");
-        return exit::USAGE;
+        return Err(Failure::usage("--contenders must be at least 2"));
+    }
+    // The contenders run `run --ttl TTL --grace TTL/5`: a TTL they would
+    // refuse is refused here, before anything starts.
+    let fits = leasehold::LeaseConfig::new(a.ttl).and_then(|c| {
+        leasehold::supervisor::Supervisor::new("worker", Vec::new())
+            .grace(a.ttl / 5)
+            .check_fits(&c)
+    });
+    if let Err(e) = fits {
+        // Always a usage error here, whatever its kind.
+        return Err(Failure::usage(e.to_string()));
+    }
+    // The timeline is written at the end: find out now that it cannot be.
+    if let Err(e) = std::fs::File::create(&a.svg) {
+        return Err(Failure::usage(format!(
+            "cannot write the timeline to {}: {e} (choose another --svg)",
+            a.svg.display()
+        )));
     }
     // Check the Redis before starting anything.
     let client = match leasehold::Client::builder_many(urls.clone())
@@ -166,17 +185,15 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         .await
     {
         Ok(c) => c,
-        Err(e) => {
-            crate::report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     drop(client);
     let resource = match FencedResource::start() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("leasehold: cannot start the fenced resource: {e}");
-            return exit::SOFTWARE;
+            return Err(Failure::software(format!(
+                "cannot start the fenced resource: {e}"
+            )));
         }
     };
     let name = format!("chaos-{}", std::process::id());
@@ -185,8 +202,7 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         match spawn(&a, &urls, &name, &resource.addr()) {
             Ok(c) => contenders.push(c),
             Err(e) => {
-                eprintln!("leasehold: cannot start a contender: {e}");
-                return exit::SOFTWARE;
+                return Err(Failure::software(format!("cannot start a contender: {e}")));
             }
         }
     }
@@ -334,9 +350,7 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
     }
     let analysis = analyse(&writes, &excused);
     let picture = svg(&analysis, &faults, &excused, start_ns, end_ns);
-    if let Err(e) = std::fs::write(&a.svg, picture) {
-        eprintln!("leasehold: cannot write {}: {e}", a.svg.display());
-    }
+    let written = std::fs::write(&a.svg, picture);
     report(
         &a,
         &analysis,
@@ -346,7 +360,13 @@ pub async fn chaos(a: ChaosArgs) -> u8 {
         &orphans,
         &skipped,
     );
-    exit::OK
+    match written {
+        Ok(()) => Ok(exit::OK),
+        Err(e) => Err(Failure::software(format!(
+            "cannot write {}: {e}",
+            a.svg.display()
+        ))),
+    }
 }
 
 fn report(
@@ -410,18 +430,20 @@ fn report(
         }
     );
     println!("  orphaned workers       {}", orphans.len());
-    println!(
-        "  failover after a fault p50 {:.0} ms, max {:.0} ms ({} measured)",
-        pct(failover, 0.5),
-        pct(failover, 1.0),
-        failover.len()
-    );
-    println!(
-        "  handover after SIGTERM p50 {:.1} ms, max {:.1} ms ({} measured)",
-        pct(handover, 0.5),
-        pct(handover, 1.0),
-        handover.len()
-    );
+    let spread = |v: &mut [f64], digits: usize| {
+        if v.is_empty() {
+            "none measured".to_string()
+        } else {
+            format!(
+                "p50 {:.digits$} ms, max {:.digits$} ms ({} measured)",
+                pct(v, 0.5),
+                pct(v, 1.0),
+                v.len()
+            )
+        }
+    };
+    println!("  failover after a fault {}", spread(failover, 0));
+    println!("  handover after SIGTERM {}", spread(handover, 1));
     for s in skipped {
         println!("  skipped                {s}");
     }

@@ -36,7 +36,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run COMMAND only while holding the lease NAME; hand over on exit or loss.
-    #[command(after_help = crate::exit::HELP)]
+    #[command(after_help = format!("{RUN_EXAMPLES}{}", crate::exit::HELP))]
     Run(RunArgs),
     /// Show who holds the lease NAME.
     Status(StatusArgs),
@@ -56,7 +56,37 @@ pub enum Command {
     /// A shared token cache with a single refresher.
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Print a shell completion script (e.g. `leasehold completions bash >
+    /// /etc/bash_completion.d/leasehold`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) on stdout: `leasehold man > leasehold.1`,
+    /// `leasehold man run > leasehold-run.1`.
+    Man {
+        /// The subcommand to document (default: leasehold itself).
+        subcommand: Option<String>,
+    },
 }
+
+/// `run --help`: examples (the exit codes follow).
+const RUN_EXAMPLES: &str = concat!(
+    "EXAMPLES:\n",
+    "  A cron job on one host of many (give up if another runs it; hold the\n",
+    "  lease a minute after, for hosts whose clocks differ):\n",
+    "    leasehold run --name nightly-report --wait 30s --hold-after-exit 1m -- /opt/report/run.sh\n",
+    "\n",
+    "  An always-on service on one host at a time, failing over within 5 s:\n",
+    "    leasehold run --name scheduler --ttl 5s --forever --value \"$(hostname):9000\" -- ./scheduler\n",
+    "\n",
+    "  Up to 3 consumers at once:\n",
+    "    leasehold run --name consumers --slots 3 --forever -- ./consume\n",
+    "\n",
+    "  The job gets LEASEHOLD_NAME, LEASEHOLD_TOKEN (the fencing token) and LEASEHOLD_HOLDER.\n",
+    "\n",
+);
 
 #[derive(Args, Debug)]
 pub struct ChaosArgs {
@@ -259,17 +289,13 @@ pub struct Conn {
 
 impl Conn {
     /// The Redis URL(s) to use.
-    pub fn urls(&self) -> Vec<String> {
-        if self.redis.is_empty() {
-            vec![std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.into())]
-        } else {
-            self.redis.clone()
-        }
+    pub fn urls(&self) -> leasehold::Result<Vec<String>> {
+        urls_or_env(&self.redis)
     }
 
     /// Connects as these flags say.
     pub async fn connect(&self) -> leasehold::Result<leasehold::Client> {
-        let mut b = leasehold::Client::builder_many(self.urls())
+        let mut b = leasehold::Client::builder_many(self.urls()?)
             .prefix(self.prefix.clone())
             .min_replicas(self.min_replicas);
         if let Some(ca) = &self.tls_ca {
@@ -279,6 +305,23 @@ impl Conn {
             b = b.tls_client_cert(cert, key);
         }
         b.connect().await
+    }
+}
+
+/// `--redis` URLs, else `$LEASEHOLD_REDIS_URL`, else the default. A URL in
+/// the environment that is not UTF-8 is refused, not replaced by the default.
+pub fn urls_or_env(given: &[String]) -> leasehold::Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    match std::env::var("LEASEHOLD_REDIS_URL") {
+        Ok(u) => Ok(vec![u]),
+        Err(std::env::VarError::NotPresent) => Ok(vec![DEFAULT_URL.into()]),
+        Err(std::env::VarError::NotUnicode(_)) => Err(leasehold::Error::BadConfig {
+            what: "LEASEHOLD_REDIS_URL",
+            value: "(not shown)".into(),
+            rule: "is not valid UTF-8: a Redis URL is text (percent-encode other bytes)".into(),
+        }),
     }
 }
 
@@ -329,6 +372,12 @@ pub struct RunArgs {
     /// this host allows, in that order).
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub contain: ContainArg,
+
+    /// Leave LEASEHOLD_REDIS_URL, LEASEHOLD_REDIS_PASSWORD and
+    /// LEASEHOLD_TLS_{CA,CERT,KEY} in the job's environment. By default they
+    /// are removed: a job holding the Redis credentials can rewrite any lease.
+    #[arg(long)]
+    pub pass_redis_env: bool,
 
     /// Hold one of N slots instead of the single lease: at most N instances
     /// run at once (like `consul lock -n`).

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::faults::pid_alive;
 use futures_util::StreamExt;
 use leasehold::Client;
-use leasehold::chaos::pid_alive;
 
 use crate::cli::DemoArgs;
-use crate::exit;
+use crate::exit::{self, Failure, Outcome};
 
 struct Redis {
     child: Child,
@@ -69,13 +69,10 @@ fn spawn_instance(n: usize, url: &str, ttl: Duration, dir: &Path) -> std::io::Re
     Ok(Instance { n, child })
 }
 
-pub async fn demo(a: DemoArgs) -> u8 {
+pub async fn demo(a: DemoArgs) -> Outcome {
     match run_demo(a).await {
-        Ok(()) => exit::OK,
-        Err(msg) => {
-            eprintln!("leasehold demo: {msg}");
-            exit::UNAVAILABLE
-        }
+        Ok(()) => Ok(exit::OK),
+        Err(msg) => Err(Failure::Msg(exit::UNAVAILABLE, format!("demo: {msg}"))),
     }
 }
 

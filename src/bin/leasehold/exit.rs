@@ -23,9 +23,12 @@ pub const NOT_FOUND: u8 = 127;
 pub const HELP: &str = "\
 Exit status of `run`:
   the child's     the child exited (128+N when killed by signal N)
-  64              usage error (bad flag, duration, name, URL, or --grace too long for --ttl)
+  128+N           signal N while connecting or waiting for the lease
+  64              usage error (bad flag, duration, name, URL, prefix, TLS file, a quorum
+                  server given twice, a database Redis refuses, --grace too long for --ttl,
+                  --ttl too short for any grace)
   69              Redis unreachable, refusing authentication, or refusing a command (ACL)
-  70              unexpected error (e.g. a foreign key at the lease's name)
+  70              unexpected error (e.g. a foreign key or foreign values at the lease's name)
   75              --wait elapsed without getting the lease
   79              the lease was lost while the child ran; the child was stopped
   126 / 127       the command is not executable / not found
@@ -41,8 +44,50 @@ pub fn of_error(e: &leasehold::Error) -> u8 {
         E::Unreachable { .. } | E::Auth { .. } | E::Refused { .. } | E::Timeout { .. } => {
             UNAVAILABLE
         }
-        E::AcquireTimeout { .. } => WAIT_ELAPSED,
+        // A spent fetch budget is "try later" (75) wherever it is seen; a
+        // failed fetch is the fetch command's failure (70).
+        E::AcquireTimeout { .. } | E::BudgetExhausted { .. } => WAIT_ELAPSED,
+        E::FetchFailed { .. } => SOFTWARE,
         _ if e.is_unavailable() => UNAVAILABLE,
         _ => SOFTWARE,
     }
 }
+
+/// Why a subcommand failed. It is reported once, by `main`, as one line
+/// (escaped, with the error's chain), and mapped to its exit code there.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error of the library: its kind decides the code ([`of_error`]).
+    Lib(leasehold::Error),
+    /// Anything else: the code and the line to print.
+    Msg(u8, String),
+}
+
+impl Failure {
+    /// A usage error (64) saying `what`.
+    pub fn usage(what: impl Into<String>) -> Failure {
+        Failure::Msg(USAGE, what.into())
+    }
+
+    /// An unexpected failure (70) saying `what`.
+    pub fn software(what: impl Into<String>) -> Failure {
+        Failure::Msg(SOFTWARE, what.into())
+    }
+
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Lib(e) => of_error(e),
+            Failure::Msg(code, _) => *code,
+        }
+    }
+}
+
+impl From<leasehold::Error> for Failure {
+    fn from(e: leasehold::Error) -> Failure {
+        Failure::Lib(e)
+    }
+}
+
+/// What a subcommand returns: the exit code it ended with (a child's status,
+/// a denied quota…), or why it failed.
+pub type Outcome = Result<u8, Failure>;

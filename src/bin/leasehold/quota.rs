@@ -3,15 +3,12 @@
 use std::time::SystemTime;
 
 use crate::cli::QuotaTakeArgs;
-use crate::{exit, report};
+use crate::exit::{self, Outcome};
 
-pub async fn take(a: QuotaTakeArgs) -> u8 {
+pub async fn take(a: QuotaTakeArgs) -> Outcome {
     let client = match a.conn.connect().await {
         Ok(c) => c,
-        Err(e) => {
-            report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     let mut q = client
         .quota(a.limit, std::time::Duration::from_secs(1))
@@ -25,10 +22,7 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
     }
     let quota = match q.build() {
         Ok(q) => q,
-        Err(e) => {
-            report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     // Always under a request id, so that an unknown outcome can be settled
     // by a retry that counts once.
@@ -38,10 +32,7 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
         .unwrap_or_else(leasehold::quota::random_id);
     let taken = match quota.take_with_id(&a.key, a.count, &request).await {
         Ok(t) => t,
-        Err(e) => {
-            report(&e);
-            return exit::of_error(&e);
-        }
+        Err(e) => return Err(e.into()),
     };
     let reset = jiff::Timestamp::try_from(taken.reset_at)
         .map(|t| t.to_zoned_datetime(quota.time_zone().clone()).to_string())
@@ -81,8 +72,8 @@ pub async fn take(a: QuotaTakeArgs) -> u8 {
         );
     }
     if taken.allowed {
-        exit::OK
+        Ok(exit::OK)
     } else {
-        exit::DENIED
+        Ok(exit::DENIED)
     }
 }

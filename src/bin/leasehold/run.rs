@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use leasehold::supervisor::{Contain, Outcome, Signals, Supervisor, exit_code};
-use leasehold::{Error, Lease, LeaseConfig, ReleaseOutcome};
+use leasehold::{Error, Guard, Lease, LeaseConfig, LeaseState, LostReason, Permit, ReleaseOutcome};
 
 use crate::cli::RunArgs;
-use crate::{exit, report};
+use crate::exit::{self, Failure};
 
 /// First backoff after a failed child under `--forever`; doubles up to the max.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -14,27 +14,31 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long leaving the queue may delay an exit.
 const LEAVE_LIMIT: Duration = Duration::from_secs(1);
 
-pub async fn run(a: RunArgs) -> u8 {
+pub async fn run(a: RunArgs) -> exit::Outcome {
     // Validate everything before touching Redis: one line, exit 64.
     let config = match LeaseConfig::new(a.ttl) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return Err(e.into()),
     };
     if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
-        return fail(&e);
+        return Err(e.into());
     }
     let Some((program, args)) = a.command.split_first() else {
-        eprintln!("leasehold: no command given after --");
-        return exit::USAGE;
+        return Err(Failure::usage("no command given after --"));
     };
     let grace = a.grace.unwrap_or(a.ttl / 5);
-    let supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    let mut supervisor = Supervisor::new(program.clone(), args.to_vec()).grace(grace);
+    if !a.pass_redis_env {
+        for var in crate::CONNECTION_ENV {
+            supervisor = supervisor.env_remove(var);
+        }
+    }
     if let Err(e) = supervisor.check_fits(&config) {
-        return fail(&e);
+        return Err(e.into());
     }
     let containment = match Contain::from(a.contain).resolve() {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return Err(e.into()),
     };
     let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
@@ -42,58 +46,82 @@ pub async fn run(a: RunArgs) -> u8 {
             .with_http_listener(addr)
             .install();
         if let Err(e) = exporter {
-            eprintln!("leasehold: cannot serve metrics on {addr}: {e}");
-            return exit::USAGE;
+            return Err(Failure::usage(format!(
+                "cannot serve metrics on {addr}: {e}"
+            )));
         }
     }
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("leasehold: cannot install signal handlers: {e}");
-            return exit::SOFTWARE;
+            return Err(Failure::software(format!(
+                "cannot install signal handlers: {e}"
+            )));
         }
     };
 
-    let client = match a.conn.connect().await {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    // Connecting may take the connect timeout (a silent address): a signal
+    // meanwhile ends it at once, as it would have before the handlers were in.
+    let client = tokio::select! {
+        c = a.conn.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return Err(e.into()),
+        },
+        sig = signals.recv() => {
+            tracing::info!("signal {sig} while connecting to Redis; exiting");
+            return Ok((128 + sig) as u8);
+        }
     };
 
     let mut wait_limit = a.wait.0;
     let mut backoff = Duration::ZERO;
     loop {
-        let campaign = match a.slots {
-            Some(n) => client.semaphore(a.name.clone(), n),
-            None => client.lease(a.name.clone()),
-        }
-        .ttl(a.ttl)
-        .value(a.value.clone())
         // The child needs the lease for its stop budget at least: a lease
         // handed over with less of its claim window left is claimed first.
-        .min_validity(supervisor.stop_budget() + Duration::from_millis(100));
+        let min_validity = supervisor.stop_budget() + Duration::from_millis(100);
         let acquiring = async {
-            match wait_limit {
-                Some(limit) => campaign.acquire_timeout(limit).await,
-                None => campaign.acquire().await,
+            match a.slots {
+                Some(n) => {
+                    let b = client
+                        .semaphore(a.name.clone(), n)
+                        .ttl(a.ttl)
+                        .value(a.value.clone())
+                        .min_validity(min_validity);
+                    match wait_limit {
+                        Some(limit) => b.acquire_timeout(limit).await,
+                        None => b.acquire().await,
+                    }
+                    .map(Holding::Permit)
+                }
+                None => {
+                    let b = client
+                        .lease(a.name.clone())
+                        .ttl(a.ttl)
+                        .value(a.value.clone())
+                        .min_validity(min_validity);
+                    match wait_limit {
+                        Some(limit) => b.acquire_timeout(limit).await,
+                        None => b.acquire().await,
+                    }
+                    .map(Holding::Lease)
+                }
             }
         };
         let lease = tokio::select! {
             r = acquiring => match r {
                 Ok(l) => l,
                 Err(e @ Error::AcquireTimeout { .. }) => {
-                    tracing::info!("{e}");
-                    eprintln!("leasehold: {e}");
                     client.close(LEAVE_LIMIT).await;
-                    return exit::WAIT_ELAPSED;
+                    return Err(e.into());
                 }
-                Err(e) => return fail(&e),
+                Err(e) => return Err(e.into()),
             },
             sig = signals.recv() => {
                 tracing::info!("signal {sig} while waiting for '{}'; exiting", a.name);
                 // Leave the queue first, so that the next in line need not
                 // wait for our place to lapse.
                 client.close(LEAVE_LIMIT).await;
-                return (128 + sig) as u8;
+                return Ok((128 + sig) as u8);
             }
         };
         // --wait bounds the first campaign only; under --forever later ones wait as long as needed.
@@ -107,7 +135,7 @@ pub async fn run(a: RunArgs) -> u8 {
             program.to_string_lossy()
         );
         let started = Instant::now();
-        let outcome = supervisor.run_while_held(&lease, &mut signals).await;
+        let outcome = supervisor.run_while_held(&lease, signals.recv()).await;
         let failed = match outcome {
             Err(e) => {
                 let code = match e.kind() {
@@ -115,24 +143,27 @@ pub async fn run(a: RunArgs) -> u8 {
                     std::io::ErrorKind::PermissionDenied => exit::NOT_EXECUTABLE,
                     _ => exit::SOFTWARE,
                 };
-                eprintln!("leasehold: cannot run {}: {e}", program.to_string_lossy());
                 give_back(lease, &mut signals).await;
-                return code;
+                return Err(Failure::Msg(
+                    code,
+                    format!("cannot run {}: {e}", program.to_string_lossy()),
+                ));
             }
             Ok(Outcome::Interrupted { signal, status }) => {
                 tracing::info!("child ended after signal {signal}: {status}");
                 give_back(lease, &mut signals).await;
-                return exit_code(status).clamp(0, 255) as u8;
+                return Ok(exit_code(status).clamp(0, 255) as u8);
             }
             Ok(Outcome::Lost { reason, status }) => {
-                eprintln!(
-                    "leasehold: lost the lease '{}' ({reason}); the child was stopped ({status})",
+                let line = format!(
+                    "lost the lease '{}' ({reason}); the child was stopped ({status})",
                     a.name
                 );
                 give_back(lease, &mut signals).await;
                 if !a.forever {
-                    return exit::LOST;
+                    return Err(Failure::Msg(exit::LOST, line));
                 }
+                eprintln!("leasehold: {}", crate::printable(&line));
                 true
             }
             Ok(Outcome::Exited(status)) => {
@@ -141,11 +172,11 @@ pub async fn run(a: RunArgs) -> u8 {
                     && let Some(sig) = hold(&lease, a.hold_after_exit, &mut signals).await
                 {
                     give_back(lease, &mut signals).await;
-                    return (128 + sig) as u8;
+                    return Ok((128 + sig) as u8);
                 }
                 give_back(lease, &mut signals).await;
                 if !a.forever {
-                    return exit_code(status).clamp(0, 255) as u8;
+                    return Ok(exit_code(status).clamp(0, 255) as u8);
                 }
                 !status.success()
             }
@@ -160,14 +191,14 @@ pub async fn run(a: RunArgs) -> u8 {
             tracing::info!("child failed; campaigning again in {backoff:?}");
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                sig = signals.recv() => return (128 + sig) as u8,
+                sig = signals.recv() => return Ok((128 + sig) as u8),
             }
         }
     }
 }
 
 /// Keeps the lease for `d` after the child exited. Returns a signal if one came.
-async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> {
+async fn hold(lease: &Holding, d: Duration, signals: &mut Signals) -> Option<i32> {
     tracing::info!(
         "holding '{}' for {d:?} after the child exited",
         lease.name()
@@ -182,7 +213,7 @@ async fn hold(lease: &Lease, d: Duration, signals: &mut Signals) -> Option<i32> 
 /// Releases the lease — bounded by its TTL, and cut short by a signal: `run`
 /// never hangs deaf to signals here, and a lease not given back expires by
 /// itself within one TTL (the child is already gone).
-async fn give_back(lease: Lease, signals: &mut Signals) {
+async fn give_back(lease: Holding, signals: &mut Signals) {
     let name = lease.name().to_string();
     let limit = lease.config().ttl();
     tokio::select! {
@@ -196,7 +227,61 @@ async fn give_back(lease: Lease, signals: &mut Signals) {
     }
 }
 
-fn fail(e: &Error) -> u8 {
-    report(e);
-    exit::of_error(e)
+/// What `run` holds: the lease, or one permit of a semaphore (`--slots`).
+enum Holding {
+    Lease(Lease),
+    Permit(Permit),
+}
+
+impl Holding {
+    fn config(&self) -> &LeaseConfig {
+        match self {
+            Holding::Lease(l) => l.config(),
+            Holding::Permit(p) => p.config(),
+        }
+    }
+
+    fn lost(&self) -> impl std::future::Future<Output = LostReason> + Send + 'static {
+        match self {
+            Holding::Lease(l) => futures_util::future::Either::Left(l.lost()),
+            Holding::Permit(p) => futures_util::future::Either::Right(p.lost()),
+        }
+    }
+
+    async fn release(self) -> leasehold::Result<ReleaseOutcome> {
+        match self {
+            Holding::Lease(l) => l.release().await,
+            Holding::Permit(p) => p.release().await,
+        }
+    }
+}
+
+impl Guard for Holding {
+    fn name(&self) -> &str {
+        match self {
+            Holding::Lease(l) => l.name(),
+            Holding::Permit(p) => p.name(),
+        }
+    }
+
+    fn token(&self) -> leasehold::FencingToken {
+        match self {
+            Holding::Lease(l) => l.token(),
+            Holding::Permit(p) => p.token(),
+        }
+    }
+
+    fn holder(&self) -> &leasehold::HolderId {
+        match self {
+            Holding::Lease(l) => l.holder(),
+            Holding::Permit(p) => p.holder(),
+        }
+    }
+
+    fn state(&self) -> tokio::sync::watch::Receiver<LeaseState> {
+        match self {
+            Holding::Lease(l) => l.state(),
+            Holding::Permit(p) => p.state(),
+        }
+    }
 }

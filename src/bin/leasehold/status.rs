@@ -4,17 +4,12 @@ use futures_util::StreamExt;
 use leasehold::{Client, HolderInfo};
 
 use crate::cli::StatusArgs;
-use crate::{exit, report};
+use crate::exit::{self, Failure, Outcome};
+use crate::printable;
 
-async fn connect(a: &StatusArgs) -> Result<Client, u8> {
-    if let Err(e) = leasehold::backend::keys::validate_name(&a.name) {
-        report(&e);
-        return Err(exit::USAGE);
-    }
-    a.conn.connect().await.map_err(|e| {
-        report(&e);
-        exit::of_error(&e)
-    })
+async fn connect(a: &StatusArgs) -> Result<Client, Failure> {
+    leasehold::backend::keys::validate_name(&a.name)?;
+    Ok(a.conn.connect().await?)
 }
 
 fn json(name: &str, h: Option<&HolderInfo>, last_token: Option<u64>) -> String {
@@ -37,31 +32,31 @@ fn json(name: &str, h: Option<&HolderInfo>, last_token: Option<u64>) -> String {
     v.to_string()
 }
 
+/// One line for people. Holder ids and values come from Redis, where anyone
+/// with write access may have put escape sequences: they are escaped.
 fn text(name: &str, h: Option<&HolderInfo>) -> String {
     match h {
         Some(h) => {
             let value = if h.value.is_empty() {
                 String::new()
             } else {
+                // Debug quotes and escapes it, control characters included.
                 format!(", value {:?}", h.value)
             };
             format!(
                 "'{name}' is held by {} (token {}){value}, expires in {:.1}s unless renewed; holder id {}",
-                h.holder.readable(),
+                printable(&h.holder.readable()),
                 h.token,
                 h.ttl_left.as_secs_f64(),
-                h.holder
+                printable(h.holder.as_str())
             )
         }
         None => format!("'{name}' is free"),
     }
 }
 
-pub async fn status(a: StatusArgs) -> u8 {
-    let client = match connect(&a).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub async fn status(a: StatusArgs) -> Outcome {
+    let client = connect(&a).await?;
     match client.status(&a.name).await {
         Ok(s) => {
             // A semaphore of that name, if any (not on a quorum).
@@ -104,34 +99,29 @@ pub async fn status(a: StatusArgs) -> u8 {
                     for h in &slots {
                         println!(
                             "  {} (token {}), expires in {:.1}s unless renewed",
-                            h.holder.readable(),
+                            printable(&h.holder.readable()),
                             h.token,
                             h.ttl_left.as_secs_f64()
                         );
                     }
                 }
             }
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(e) => {
-            report(&e);
-            exit::of_error(&e)
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
-pub async fn watch(a: StatusArgs) -> u8 {
-    let client = match connect(&a).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub async fn watch(a: StatusArgs) -> Outcome {
+    let client = connect(&a).await?;
     let stream = client.election(a.name.clone()).observe();
     tokio::pin!(stream);
     let mut interrupt = match leasehold::supervisor::Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("leasehold: cannot install signal handlers: {e}");
-            return exit::SOFTWARE;
+            return Err(Failure::software(format!(
+                "cannot install signal handlers: {e}"
+            )));
         }
     };
     loop {
@@ -148,13 +138,13 @@ pub async fn watch(a: StatusArgs) -> u8 {
                     let mut out = std::io::stdout().lock();
                     // A closed pipe (e.g. `| head`) ends the watch quietly.
                     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                        return exit::OK;
+                        return Ok(exit::OK);
                     }
                 }
-                Some(Err(e)) => tracing::warn!("watch: {e}"),
-                None => return exit::OK,
+                Some(Err(e)) => tracing::warn!("watch: {}", printable(&e.to_string())),
+                None => return Ok(exit::OK),
             },
-            _ = interrupt.recv() => return exit::OK,
+            _ = interrupt.recv() => return Ok(exit::OK),
         }
     }
 }

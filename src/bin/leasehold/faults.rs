@@ -20,25 +20,16 @@ pub fn mono_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// True while `pid` exists and is not a zombie (a zombie is dead already,
-/// just not reaped by its new parent).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+pub use leasehold::supervisor::pid_alive;
 
 /// A TCP proxy on loopback that can stop forwarding without closing
 /// connections (a partition of one host) and resume (heal).
 pub struct Proxy {
     pub port: u16,
     blocked: Arc<AtomicBool>,
-    /// Only the server → client direction is held back.
-    replies_blocked: Arc<AtomicBool>,
+    /// Only the server → client direction is held back (the tests use it to
+    /// lose replies of requests Redis executed).
+    pub(crate) replies_blocked: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -83,19 +74,9 @@ impl Proxy {
         })
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
     /// Stops forwarding in both directions; connections stay open.
     pub fn blackhole(&self) {
         self.blocked.store(true, Ordering::SeqCst);
-    }
-
-    /// Forwards requests but holds replies back: Redis executes what it is
-    /// sent, the client hears nothing (a reply lost or late).
-    pub fn stall_replies(&self) {
-        self.replies_blocked.store(true, Ordering::SeqCst);
     }
 
     /// Forwards again (what was sent meanwhile is delivered late, as TCP would).

@@ -29,38 +29,10 @@ use crate::deadline;
 use crate::error::Result;
 use crate::token::{FencingToken, HolderId};
 
+use super::{LeaseState, LostReason};
+
 /// Renewals due within this window of each other go out in one batch.
 pub const COALESCE: Duration = Duration::from_millis(20);
-
-/// Where a lease stands, as seen by its holder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LeaseState {
-    /// Ours until `deadline` (local monotonic clock) unless renewed before.
-    Held {
-        token: FencingToken,
-        deadline: Instant,
-    },
-    /// No longer ours; see the reason.
-    Lost(LostReason),
-    /// Given back by us.
-    Released,
-}
-
-/// Why a lease was lost.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LostReason {
-    /// Redis answered a renewal: the lease is not ours any more.
-    #[error("renewal refused: {0}")]
-    Refused(String),
-    /// No renewal was confirmed before the safety deadline; Redis may hand the
-    /// lease to someone else soon after.
-    #[error("no renewal confirmed before the safety deadline (last error: {0})")]
-    Unconfirmed(String),
-    /// The lease was released (explicitly or by dropping the guard).
-    #[error("released")]
-    Released,
-}
 
 /// What the guard and the service share about one lease, so that releasing it
 /// takes no round trip through the service unless a renewal is in flight.
@@ -141,8 +113,8 @@ struct Kept {
     e: Entry,
     due: Instant,
     deadline: Instant,
-    /// The key under which it sits in the schedule.
-    slot: Instant,
+    /// The instant under which it sits in the schedule.
+    at: Instant,
     in_flight: bool,
     last_error: String,
     /// The guard was dropped: release once no renewal is in flight.
@@ -166,14 +138,14 @@ enum Cmd {
 
 /// A handle to one client's renewal service.
 #[derive(Clone, Debug)]
-pub(crate) struct Keepers {
+pub(crate) struct Renewals {
     tx: mpsc::UnboundedSender<Cmd>,
     next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Keepers {
+impl Renewals {
     /// Starts the service for `backend` (needs a runtime).
-    pub(crate) fn start(backend: Backend) -> Keepers {
+    pub(crate) fn start(backend: Backend) -> Renewals {
         let (tx, rx) = mpsc::unbounded_channel();
         for mut reconnects in backend.reconnects() {
             let tx = tx.downgrade();
@@ -187,7 +159,7 @@ impl Keepers {
             });
         }
         tokio::spawn(run(backend, rx));
-        Keepers {
+        Renewals {
             tx,
             next_id: Default::default(),
         }
@@ -263,18 +235,18 @@ impl Service {
         let Some(k) = self.kept.get_mut(&id) else {
             return;
         };
-        self.schedule.remove(&(k.slot, id));
-        k.slot = if k.in_flight {
+        self.schedule.remove(&(k.at, id));
+        k.at = if k.in_flight {
             k.deadline
         } else {
             k.due.min(k.deadline)
         };
-        self.schedule.insert((k.slot, id));
+        self.schedule.insert((k.at, id));
     }
 
     fn remove(&mut self, id: u64) -> Option<Kept> {
         let k = self.kept.remove(&id)?;
-        self.schedule.remove(&(k.slot, id));
+        self.schedule.remove(&(k.at, id));
         Some(k)
     }
 
@@ -298,7 +270,11 @@ impl Service {
             self.backend.cleanups().spawn(async move {
                 let _ = tokio::time::timeout_at(
                     deadline.into(),
-                    backend.release_as(e.kind, &e.name, &e.holder),
+                    backend.release(&crate::backend::Held {
+                        kind: e.kind,
+                        name: &e.name,
+                        holder: &e.holder,
+                    }),
                 )
                 .await;
                 e.shared.state.send_replace(LeaseState::Released);
@@ -320,7 +296,7 @@ impl Service {
                         e,
                         due,
                         deadline,
-                        slot: due,
+                        at: due,
                         in_flight: false,
                         last_error: "none".into(),
                         abandon: false,
@@ -389,8 +365,8 @@ impl Service {
                 // Keep it until that renewal lands, so that a guard waiting
                 // in release() is told (the shared flag is still IN_FLIGHT).
                 k.lost = true;
-                let slot = k.slot;
-                self.schedule.remove(&(slot, id));
+                let at = k.at;
+                self.schedule.remove(&(at, id));
             } else {
                 self.finish(id);
             }
@@ -530,12 +506,4 @@ impl Service {
             }
         }
     }
-}
-
-/// A small random delay so that waiters woken by the same expiry spread out.
-pub(crate) fn jitter(max: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    let r = u16::from_le_bytes(b) as u32;
-    max.mul_f64(r as f64 / u16::MAX as f64)
 }
