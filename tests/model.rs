@@ -96,7 +96,10 @@ fn refute(sys: Sys, property: &'static str) -> String {
         .discovery(property)
         .unwrap_or_else(|| panic!("model {}: no counterexample to '{property}'", m.label));
     let trace = m.trace(&path.into_vec());
-    eprintln!("model {}: counterexample to '{property}':\n{trace}", m.label);
+    eprintln!(
+        "model {}: counterexample to '{property}':\n{trace}",
+        m.label
+    );
     trace
 }
 
@@ -493,10 +496,7 @@ fn reannounce_misses_an_acquisition_in_flight() {
 /// operations, faults and clock moves (replies, published messages, keys).
 #[test]
 fn conformance_with_real_scripts() {
-    if !conformance::supported() {
-        eprintln!("SKIPPED: the conformance test needs Redis 7.0+ (PEXPIRETIME)");
-        return;
-    }
+    conformance::require_redis_7();
     let seeds: Vec<u64> = match env_u64("LEASEHOLD_MODEL_SEED") {
         Some(s) => vec![s],
         None if long() => (1..=40).collect(),
@@ -512,8 +512,6 @@ fn conformance_with_real_scripts() {
     eprintln!("conformance coverage: {total:#?}");
 }
 
-
-
 #[test]
 #[ignore]
 fn probe() {
@@ -525,7 +523,9 @@ fn probe() {
         Sys::base("probe", ttl)
     };
     s.clients = vec![
-        ClientCfg::new(ttl).rate(Rate::Slow).acquisitions(g("A0", 2) as u8),
+        ClientCfg::new(ttl)
+            .rate(Rate::Slow)
+            .acquisitions(g("A0", 2) as u8),
         ClientCfg::supervisor(ttl).acquisitions(g("A1", 2) as u8),
     ];
     s.faults = Faults {
@@ -598,7 +598,9 @@ fn walk() {
                 break;
             }
             let a = acts[rng.below(acts.len() as u64) as usize];
-            let Some(n) = sys.next_state(&s, a) else { break };
+            let Some(n) = sys.next_state(&s, a) else {
+                break;
+            };
             path.push((s, Some(a)));
             s = n;
         }

@@ -104,7 +104,7 @@ pub fn exact_text(name: &str) -> String {
 /// `INFO server|replication|commandstats`, `PTTL` and `PEXPIRE` from the
 /// virtual clock in the hash `__model:clock`; everything else goes to Redis.
 const SHIM: &str = r#"local __real = redis
-local __c = __real.call('HMGET', '__model:clock', 'us', 'run', 'uptime', 'promoted', 'flushed')
+local __c = __real.call('HMGET', '__model:clock', 'us', 'run', 'uptime', 'promoted', 'flushed', 'replicas')
 local __us, __run, __up = tonumber(__c[1]), __c[2], __c[3]
 local __ms = math.floor(__us / 1000)
 local function __fake(f)
@@ -117,7 +117,7 @@ local function __fake(f)
       if s == 'server' then
         return 'run_id:' .. __run .. '\r\nuptime_in_seconds:' .. __up .. '\r\nserver_time_usec:' .. string.format('%.0f', __us) .. '\r\n'
       elseif s == 'replication' then
-        return 'role:master\r\nsecond_repl_offset:' .. (__c[4] == '1' and '4321' or '-1') .. '\r\n'
+        return 'role:master\r\nconnected_slaves:' .. __c[6] .. '\r\nsecond_repl_offset:' .. (__c[4] == '1' and '4321' or '-1') .. '\r\n'
       elseif s == 'commandstats' then
         return __c[5] == '1' and 'cmdstat_flushall:calls=1,usec=9,usec_per_call=9.00\r\n' or 'cmdstat_ping:calls=1,usec=1,usec_per_call=1.00\r\n'
       end
@@ -179,13 +179,18 @@ pub enum Op {
         ttl: Ms,
         value: Val,
         wait: bool,
-        confirm: bool,
+        /// ARGV[7]: the replicas the caller's WAIT asks for.
+        confirm: u32,
+        /// ARGV[8]: the caller's inbox ("" when none).
+        inbox: Option<Inbox>,
     },
     Renew {
         n: usize,
         who: Hid,
         ttl: Ms,
         repair: Option<(u64, Val)>,
+        /// ARGV[5]: a grant's claim, with the grant's token.
+        expect: Option<u64>,
     },
     Release {
         n: usize,
@@ -219,7 +224,7 @@ pub enum Op {
         ttl: Ms,
         value: Val,
         limit: u32,
-        confirm: bool,
+        confirm: u32,
     },
     SemRenew {
         n: usize,
@@ -235,6 +240,8 @@ pub enum Op {
     },
     /// The clock moves on (µs).
     Advance(u64),
+    /// Replicas connect or leave (`connected_slaves`).
+    Replicas(u32),
     Restart,
     Snapshot,
     RestartFromSnapshot,
@@ -266,6 +273,14 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
     let ttl = rng.pick(TTLS);
     let value = Val(rng.below(VALUES.len() as u64) as u8);
     let n = lease_n;
+    // Each holder id belongs to one of two clients (inboxes 0 and 1), or to
+    // one without an inbox (a quorum member, an older client).
+    let inbox_of = |h: Hid| (h.0 < 2).then_some(Inbox(h.0 % 2));
+    let confirm = if rng.chance(75) {
+        0
+    } else {
+        rng.pick(&[1, 1, 2])
+    };
     match rng.below(200) {
         0..=49 => Op::Acquire {
             n,
@@ -273,20 +288,25 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
             ttl,
             value,
             wait: rng.chance(80),
-            confirm: rng.chance(20),
+            confirm,
+            inbox: inbox_of(any),
         },
-        50..=71 => Op::Renew {
-            n,
-            who: holder,
-            ttl,
-            repair: rng.chance(15).then(|| {
-                let t = model.names[n].rec.token.unwrap_or(0);
-                (
-                    rng.pick(&[0, t.saturating_sub(1), t + 1, EPOCH_MS * 1000]),
-                    value,
-                )
-            }),
-        },
+        50..=71 => {
+            let t = model.names[n].rec.token.unwrap_or(0);
+            let claim = rng.chance(25);
+            Op::Renew {
+                n,
+                who: holder,
+                ttl,
+                repair: (!claim && rng.chance(15)).then(|| {
+                    (
+                        rng.pick(&[0, t.saturating_sub(1), t + 1, EPOCH_MS * 1000]),
+                        value,
+                    )
+                }),
+                expect: claim.then(|| rng.pick(&[t, t, t.saturating_sub(1), t + 1])),
+            }
+        }
         72..=89 => Op::Release {
             n,
             who: holder,
@@ -319,7 +339,7 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
             ttl,
             value,
             limit: rng.pick(&[1, 2, 2, 3]),
-            confirm: rng.chance(20),
+            confirm,
         },
         122..=129 => Op::SemRenew {
             n: sem_n,
@@ -331,7 +351,8 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
             who: slot_holder,
         },
         136..=137 => Op::SemStatus { n: sem_n },
-        138..=189 => {
+        138..=139 => Op::Replicas(rng.pick(&[0, 1, 2])),
+        140..=189 => {
             // Mostly around the interesting instants: the claim window and
             // margins (100 ms), TTLs, whole seconds (uptime), and exact
             // boundaries (0 and 1 ms).
@@ -360,6 +381,7 @@ struct ModelServer {
     start_ms: Ms,
     promoted: bool,
     flushed: bool,
+    replicas: u32,
 }
 
 impl ModelServer {
@@ -370,6 +392,7 @@ impl ModelServer {
             uptime_s: redis_uptime(self.start_ms, self.now_us / 1000),
             promoted: self.promoted,
             flushed: self.flushed,
+            replicas: self.replicas,
             mutants: ScriptMutants::default(),
         }
     }
@@ -409,6 +432,7 @@ impl Harness {
                 start_ms: EPOCH_MS - 3_600_000,
                 promoted: false,
                 flushed: false,
+                replicas: 0,
             },
             dbfile: "dump.rdb".into(),
             log: vec![],
@@ -423,8 +447,9 @@ impl Harness {
     }
 
     fn subscribe(&mut self) {
-        for n in 0..NAMES {
-            let r = self.sub.cmd(&["SUBSCRIBE", &key(n, "events")]);
+        let inboxes = (0..2).map(|i| Inbox(i).channel());
+        for ch in (0..NAMES).map(|n| key(n, "events")).chain(inboxes) {
+            let r = self.sub.cmd(&["SUBSCRIBE", &ch]);
             assert_eq!(r.items()[0].text(), "subscribe");
         }
     }
@@ -435,15 +460,16 @@ impl Harness {
         self.subscribe();
     }
 
-    /// Messages published since the last call, in order (a PING on the
-    /// subscriber connection is answered after everything published before).
+    /// Messages published since the last call, in order, as "<channel>
+    /// <payload>" (a PING on the subscriber connection is answered after
+    /// everything published before).
     fn published(&mut self) -> Vec<String> {
         self.sub.send(&[b"PING"]);
         let mut out = vec![];
         loop {
             let m = self.sub.read().items();
             match m[0].text().as_str() {
-                "message" => out.push(m[2].text()),
+                "message" => out.push(format!("{} {}", m[1].text(), m[2].text())),
                 "pong" => return out,
                 other => panic!("unexpected pub/sub reply {other}"),
             }
@@ -469,6 +495,8 @@ impl Harness {
             if e.promoted { "1" } else { "0" },
             "flushed",
             if e.flushed { "1" } else { "0" },
+            "replicas",
+            &e.replicas.to_string(),
         ]);
         assert!(matches!(r, Resp::Int(_)), "HSET clock: {r:?}");
         let now = e.now();
@@ -503,7 +531,7 @@ impl Harness {
         r.reply()
     }
 
-    fn apply(&mut self, op: &Op) -> (Reply, Vec<Event>) {
+    fn apply(&mut self, op: &Op) -> (Reply, Vec<Pub>) {
         let env = self.m.env();
         let st = &mut self.m.store;
         let none = (Reply::Int(0), vec![]);
@@ -515,10 +543,11 @@ impl Harness {
                 value,
                 wait,
                 confirm,
+                inbox,
             } => {
                 let margin = leasehold::backend::queue_margin(std::time::Duration::from_millis(ttl))
                     .as_millis() as Ms;
-                let (r, ev) = st.acquire(&env, n, who, ttl, value, wait, margin, confirm);
+                let (r, ev) = st.acquire(&env, n, who, ttl, value, wait, margin, confirm, inbox);
                 (r.reply(), ev)
             }
             Op::Renew {
@@ -526,11 +555,8 @@ impl Harness {
                 who,
                 ttl,
                 repair,
-            } => (
-                st.renew(&env, n, who, ttl, repair)
-                    .reply(),
-                vec![],
-            ),
+                expect,
+            } => (st.renew(&env, n, who, ttl, repair, expect).reply(), vec![]),
             Op::Release { n, who, always } => {
                 let (ok, ev) = st.release(&env, n, who, always);
                 (Reply::Int(ok as i64), ev)
@@ -562,11 +588,7 @@ impl Harness {
                 let (r, ev) = st.sem_acquire(&env, n, who, ttl, value, limit, confirm);
                 (r.reply(), ev)
             }
-            Op::SemRenew { n, who, ttl } => (
-                st.sem_renew(&env, n, who, ttl)
-                    .reply(),
-                vec![],
-            ),
+            Op::SemRenew { n, who, ttl } => (st.sem_renew(&env, n, who, ttl).reply(), vec![]),
             Op::SemRelease { n, who } => {
                 let (ok, ev) = st.sem_release(&env, n, who);
                 (Reply::Int(ok as i64), ev)
@@ -574,6 +596,10 @@ impl Harness {
             Op::SemStatus { n } => (st.sem_status(&env, n), vec![]),
             Op::Advance(us) => {
                 self.m.now_us += us;
+                none
+            }
+            Op::Replicas(r) => {
+                self.m.replicas = r;
                 none
             }
             Op::Restart => {
@@ -627,6 +653,7 @@ impl Harness {
                 value,
                 wait,
                 confirm,
+                inbox,
             } => {
                 let margin =
                     leasehold::backend::queue_margin(std::time::Duration::from_millis(ttl))
@@ -647,7 +674,8 @@ impl Harness {
                         key(n, "events"),
                         (if wait { "wait" } else { "try" }).into(),
                         s(&margin),
-                        (if confirm { "w" } else { "" }).into(),
+                        confirm_arg(confirm),
+                        inbox.map(Inbox::channel).unwrap_or_default(),
                     ],
                 )
             }
@@ -656,17 +684,27 @@ impl Harness {
                 who,
                 ttl,
                 repair,
+                expect,
             } => {
                 let mut args = vec![who.text(), s(&ttl)];
                 if let Some((t, v)) = repair {
                     args.push(s(&t));
                     args.push(v.text().into());
                 }
+                if let Some(t) = expect {
+                    // As node.rs `claim` sends it: no repair, the token.
+                    args.extend([String::new(), String::new(), s(&t)]);
+                }
                 self.eval("renew", &[key(n, "lease"), MARKER.into()], &args)
             }
             Op::Release { n, who, always } => self.eval(
                 "release",
-                &[key(n, "lease"), key(n, "queue"), key(n, "qinfo")],
+                &[
+                    key(n, "lease"),
+                    key(n, "queue"),
+                    key(n, "qinfo"),
+                    MARKER.into(),
+                ],
                 &[
                     who.text(),
                     key(n, "events"),
@@ -709,12 +747,17 @@ impl Harness {
                     value.text().into(),
                     s(&limit),
                     key(n, "events"),
-                    (if confirm { "w" } else { "" }).into(),
+                    confirm_arg(confirm),
                 ],
             ),
             Op::SemRenew { n, who, ttl } => self.eval(
                 "sem_renew",
-                &[key(n, "slots"), key(n, "slotinfo")],
+                &[
+                    key(n, "slots"),
+                    key(n, "slotinfo"),
+                    key(n, "lease"),
+                    MARKER.into(),
+                ],
                 &[who.text(), s(&ttl)],
             ),
             Op::SemRelease { n, who } => self.eval(
@@ -725,7 +768,12 @@ impl Harness {
             Op::SemStatus { n } => {
                 self.eval("sem_status", &[key(n, "slots"), key(n, "slotinfo")], &[])
             }
-            Op::Advance(_) | Op::DelMarker | Op::FlushAll | Op::ScriptFlush | Op::Snapshot => {
+            Op::Advance(_)
+            | Op::Replicas(_)
+            | Op::DelMarker
+            | Op::FlushAll
+            | Op::ScriptFlush
+            | Op::Snapshot => {
                 match op {
                     Op::DelMarker => {
                         self.conn.cmd(&["DEL", MARKER]);
@@ -855,12 +903,7 @@ pub fn model_keys(st: &Store) -> String {
         let qi: Vec<(String, String)> = name
             .qinfo
             .iter()
-            .map(|(h, i)| {
-                (
-                    h.text(),
-                    format!("{} {} {}", i.lapse, i.ttl, i.value.text()),
-                )
-            })
+            .map(|(h, i)| (h.text(), i.text()))
             .collect();
         let _ = writeln!(
             out,
@@ -917,7 +960,16 @@ pub fn run(seed: u64, steps: usize) -> HashMap<&'static str, usize> {
         h.log.push(describe(&op, h.m.now_us));
         let (real, real_events) = h.run_real(&op);
         let (model, model_events) = h.apply(&op);
-        let model_events: Vec<String> = model_events.iter().map(Event::text).collect();
+        let model_events: Vec<String> = model_events
+            .iter()
+            .map(|p| {
+                let ch = match p.to {
+                    Chan::Name => key(op_name(&op), "events"),
+                    Chan::Inbox(i) => i.channel(),
+                };
+                format!("{ch} {}", p.event.text())
+            })
+            .collect();
         let real_cmp = match (&real, &model) {
             // Redis may add detail after the message of an error reply.
             (Reply::Err(r), Reply::Err(m)) if r.starts_with(m.as_str()) => model.clone(),
@@ -951,7 +1003,7 @@ pub fn run(seed: u64, steps: usize) -> HashMap<&'static str, usize> {
         h.log.push(format!("    -> {model}  {model_events:?}"));
         *seen.entry(op_kind(&op, &model)).or_default() += 1;
         for e in &model_events {
-            let label = match e.split(' ').next() {
+            let label = match e.split(' ').nth(1) {
                 Some("granted") => "published: granted",
                 Some("released") => "published: released",
                 Some("acquired") => "published: acquired",
@@ -979,6 +1031,13 @@ fn op_kind(op: &Op, reply: &Reply) -> &'static str {
         (Op::Acquire { .. }, 2) => "acquire: quarantine",
         (Op::Acquire { .. }, 3) => "acquire: queued",
         (Op::Acquire { .. }, _) => "acquire: error",
+        (Op::Renew { .. }, _) if *reply == Renewed::Lapsed.reply() => "renew: claim, grant lapsed",
+        (
+            Op::Renew {
+                expect: Some(_), ..
+            },
+            1,
+        ) => "renew: claim, renewed",
         (Op::Renew { .. }, 1) => "renew: renewed",
         (Op::Renew { .. }, _) => "renew: refused",
         (Op::Release { .. }, 1) => "release: released",
@@ -998,6 +1057,7 @@ fn op_kind(op: &Op, reply: &Reply) -> &'static str {
         (Op::SemRelease { .. }, _) => "sem_release",
         (Op::SemStatus { .. }, _) => "sem_status",
         (Op::Advance(_), _) => "advance clock",
+        (Op::Replicas(_), _) => "replicas change",
         (Op::Restart, _) => "restart empty",
         (Op::Snapshot, _) => "snapshot",
         (Op::RestartFromSnapshot, _) => "restart from snapshot",
@@ -1008,8 +1068,33 @@ fn op_kind(op: &Op, reply: &Reply) -> &'static str {
     }
 }
 
+/// ARGV[7] of acquire.lua, ARGV[6] of sem_acquire.lua as `node.rs` sends
+/// it (`confirm_flag`: the number of replicas, 0 without `--min-replicas`).
+fn confirm_arg(n: u32) -> String {
+    n.to_string()
+}
+
+/// The name an operation works on (whose events channel it publishes to).
+fn op_name(op: &Op) -> usize {
+    match *op {
+        Op::Acquire { n, .. }
+        | Op::Renew { n, .. }
+        | Op::Release { n, .. }
+        | Op::Leave { n, .. }
+        | Op::Confirm { n, .. }
+        | Op::Status { n }
+        | Op::Observe { n, .. }
+        | Op::Proclaim { n, .. }
+        | Op::SemAcquire { n, .. }
+        | Op::SemRenew { n, .. }
+        | Op::SemRelease { n, .. }
+        | Op::SemStatus { n } => n,
+        _ => 0,
+    }
+}
+
 /// Redis 7.0+ (`PEXPIRETIME`) is needed to read keys' expiry exactly.
-pub fn supported() -> bool {
+pub fn require_redis_7() {
     let r = RedisServer::start();
     let mut c = Conn::open(r.port);
     let info = c.cmd(&["INFO", "server"]).text();
@@ -1019,5 +1104,8 @@ pub fn supported() -> bool {
         .and_then(|v| v.split('.').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    major >= 7
+    assert!(
+        major >= 7,
+        "the conformance test needs redis-server 7.0 or later (PEXPIRETIME); this one is {major}"
+    );
 }

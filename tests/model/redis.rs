@@ -21,14 +21,61 @@ use std::fmt;
 pub type Ms = u64;
 pub type Us = u64;
 
-/// A holder (or waiter) id. Rendered `h000`..`h255`: string order is number
-/// order, which is what Redis uses to order zset members of equal score.
+/// A holder (or waiter) id. Rendered in the shape of a real holder id,
+/// `<host>/<pid>/<32 hex digits>` (the scripts touch no other queue or slot
+/// members), with the number in the hex digits: string order is number order,
+/// which is what Redis uses to order zset members of equal score. `short()`
+/// is the name traces use (`h003`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hid(pub u8);
 
 impl Hid {
     pub fn text(self) -> String {
+        format!("model/1/{:032x}", self.0)
+    }
+    pub fn short(self) -> String {
         format!("h{:03}", self.0)
+    }
+}
+
+/// A client's inbox channel (`<prefix>inbox:<id>`, one per connection), where
+/// a release hands the lease to a waiter of that client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inbox(pub u8);
+
+impl Inbox {
+    pub fn channel(self) -> String {
+        format!("leasehold:inbox:{}", self.0)
+    }
+}
+
+/// Where a message is published: the name's events channel, or an inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Chan {
+    Name,
+    Inbox(Inbox),
+}
+
+/// One published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pub {
+    pub to: Chan,
+    pub event: Event,
+}
+
+/// prelude.lua `tell`: to the waiter's inbox, or on the name's channel when
+/// it has none.
+fn tell(inbox: Option<Inbox>, event: Event) -> Pub {
+    Pub {
+        to: inbox.map_or(Chan::Name, Chan::Inbox),
+        event,
+    }
+}
+
+fn on_name(event: Event) -> Pub {
+    Pub {
+        to: Chan::Name,
+        event,
     }
 }
 
@@ -108,12 +155,25 @@ impl Record {
     }
 }
 
-/// `"<lapse ms> <ttl ms> <value>"` in `qinfo`.
+/// `"<lapse ms> <ttl ms> <inbox> <value>"` in `qinfo` (inbox `-`: none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QInfo {
     pub lapse: Ms,
     pub ttl: Ms,
+    pub inbox: Option<Inbox>,
     pub value: Val,
+}
+
+impl QInfo {
+    pub fn text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.lapse,
+            self.ttl,
+            self.inbox.map_or("-".to_string(), Inbox::channel),
+            self.value.text()
+        )
+    }
 }
 
 /// The server marker `"<run_id> <base ms> <longest ttl ms>"`.
@@ -151,8 +211,9 @@ pub struct Store {
 
 /// What a script sees of the server: `INFO server` (`run_id`,
 /// `uptime_in_seconds`, `server_time_usec`; `TIME` reads the same clock),
-/// `INFO replication` (`second_repl_offset` ≠ -1: promoted since its start)
-/// and `INFO commandstats` (`FLUSHALL`/`FLUSHDB` called since its start).
+/// `INFO replication` (`second_repl_offset` ≠ -1: promoted since its start;
+/// `connected_slaves`) and `INFO commandstats` (`FLUSHALL`/`FLUSHDB` called
+/// since its start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Env {
     pub now_us: Us,
@@ -160,6 +221,8 @@ pub struct Env {
     pub uptime_s: u64,
     pub promoted: bool,
     pub flushed: bool,
+    /// `connected_slaves`.
+    pub replicas: u32,
     /// Deliberate changes of the scripts (none for the real protocol).
     pub mutants: ScriptMutants,
 }
@@ -186,11 +249,10 @@ pub enum Event {
         claim: Ms,
         next: Option<Hid>,
     },
+    /// `released <token>`, or `released <token> <head>`.
     Released {
         token: u64,
         head: Option<Hid>,
-        /// `released <token>` (false) or `released <token> <head or "">` (true).
-        named: bool,
     },
     Acquired(u64),
     Proclaimed(u64),
@@ -199,7 +261,16 @@ pub enum Event {
 impl Event {
     /// The payload exactly as the script publishes it.
     pub fn text(&self) -> String {
-        match self {
+        self.render(Hid::text)
+    }
+
+    /// The payload with short holder names (traces).
+    pub fn short(&self) -> String {
+        self.render(Hid::short)
+    }
+
+    fn render(&self, id: fn(Hid) -> String) -> String {
+        match *self {
             Event::Granted {
                 token,
                 head,
@@ -207,13 +278,14 @@ impl Event {
                 next,
             } => format!(
                 "granted {token} {} {claim} {}",
-                head.text(),
-                next.map(Hid::text).unwrap_or_default()
+                id(head),
+                next.map(id).unwrap_or_default()
             ),
-            Event::Released { token, head, named } => match (named, head) {
-                (false, _) => format!("released {token}"),
-                (true, h) => format!("released {token} {}", h.map(Hid::text).unwrap_or_default()),
-            },
+            Event::Released { token, head: None } => format!("released {token}"),
+            Event::Released {
+                token,
+                head: Some(h),
+            } => format!("released {token} {}", id(h)),
             Event::Acquired(t) => format!("acquired {t}"),
             Event::Proclaimed(t) => format!("proclaimed {t}"),
         }
@@ -311,13 +383,20 @@ pub enum Renewed {
     Yes,
     /// Refused; the current holder, or `None` for `""` (free or expired).
     No(Option<Hid>),
+    /// A claim refused: ours, but with another token (the grant lapsed and
+    /// was handed on, then back to us).
+    Lapsed,
 }
+
+/// renew.lua's reason for a claim whose token no longer matches.
+pub const LAPSED: &str = "the grant lapsed and the lease was handed on";
 
 impl Renewed {
     pub fn reply(&self) -> Reply {
         match self {
             Renewed::Yes => Reply::Arr(vec![int(1)]),
             Renewed::No(h) => Reply::Arr(vec![int(0), bulk(h.map(Hid::text).unwrap_or_default())]),
+            Renewed::Lapsed => Reply::Arr(vec![int(0), bulk(LAPSED)]),
         }
     }
 }
@@ -474,6 +553,18 @@ fn trusted(rec_run: Option<Run>, rec_w: Option<bool>, env: &Env) -> bool {
         || (rec_w == Some(true) && env.promoted)
 }
 
+/// prelude.lua `ANNOUNCE_MS`: the shortest quarantine after a server is
+/// found new.
+pub const ANNOUNCE_MS: Ms = 3000;
+
+/// prelude.lua `confirmed_by_all`: the caller WAITs for `want` replicas and
+/// every replica connected now is among them (`"1"`).
+fn confirmed_by_all(env: &Env, want: u32) -> bool {
+    // local n = tonumber(arg) or (arg == 'w' and 1 or 0); if n <= 0 then return '0' end
+    // if cs <= n then return '1' end
+    want > 0 && env.replicas <= want
+}
+
 /// `string.format('%.0f', math.max(last + 1, now_us))`: the next token.
 fn next_token(env: &Env, last: u64) -> u64 {
     if env.mutants.no_token_floor {
@@ -542,8 +633,8 @@ impl Store {
                 });
             }
         }
-        // local longest = math.max(ttl, rec_max or mmax)
-        let longest = ttl.max(rec_max.unwrap_or(mmax));
+        // local longest = math.max(ttl, rec_max or mmax, ANNOUNCE_MS)
+        let longest = ttl.max(rec_max.unwrap_or(mmax)).max(ANNOUNCE_MS);
         if write && longest > mmax {
             self.marker = Some(Marker {
                 run,
@@ -582,7 +673,8 @@ impl Store {
         }
     }
 
-    /// `acquire.lua`. `wait`: ARGV[5] == "wait"; `confirm`: ARGV[7] == "w".
+    /// `acquire.lua`. `wait`: ARGV[5] == "wait"; `confirm`: ARGV[7] (the
+    /// replicas the caller's WAIT asks for); `inbox`: ARGV[8].
     #[allow(clippy::too_many_arguments)]
     pub fn acquire(
         &mut self,
@@ -593,8 +685,9 @@ impl Store {
         value: Val,
         wait: bool,
         margin: Ms,
-        confirm: bool,
-    ) -> (Acquired, Vec<Event>) {
+        confirm: u32,
+        inbox: Option<Inbox>,
+    ) -> (Acquired, Vec<Pub>) {
         let (now, now_us) = (env.now(), env.now_us);
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[1], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'qu', 'obs', 'value', 'w')
@@ -619,13 +712,14 @@ impl Store {
             if name.rank(me).is_none() {
                 zset_insert(&mut name.queue, me, now_us);
             }
-            // HSET KEYS[3] me until_ms .. ' ' .. ttl .. ' ' .. value
+            // HSET KEYS[3] me until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value
             hash_set(
                 &mut name.qinfo,
                 me,
                 QInfo {
                     lapse: until,
                     ttl,
+                    inbox,
                     value,
                 },
             );
@@ -641,11 +735,14 @@ impl Store {
             && exp > now
         {
             if h == me {
-                // HSET exp now + ttl, ttl, value; ZREM queue me; HDEL qinfo me; return {1, r[4] or '0'}
+                // HSET exp now + ttl, ttl, value, w confirmed_by_all(ARGV[7]);
+                // ZREM queue me; HDEL qinfo me; return {1, r[4] or '0'}
+                let w = confirmed_by_all(env, confirm);
                 let name = &mut self.names[n];
                 name.rec.exp = Some(now + ttl);
                 name.rec.ttl = Some(ttl);
                 name.rec.value = Some(value);
+                name.rec.w = Some(w);
                 zset_remove(&mut name.queue, &mut name.queue_at, me);
                 hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
                 return (Acquired::Yes { token: last }, vec![]);
@@ -712,7 +809,7 @@ impl Store {
             rec.ttl = Some(ttl);
             rec.token = Some(tok);
             rec.run = Some(env.run);
-            rec.w = Some(confirm);
+            rec.w = Some(confirmed_by_all(env, confirm));
         }
         // if ttl > num(r[6]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
         if ttl > r.maxttl.unwrap_or(0) {
@@ -721,7 +818,7 @@ impl Store {
         }
         // if obs > now then PUBLISH acquired tok end
         let events = if obs > now {
-            vec![Event::Acquired(tok)]
+            vec![on_name(Event::Acquired(tok))]
         } else {
             vec![]
         };
@@ -729,7 +826,7 @@ impl Store {
     }
 
     /// `release.lua`. `always`: ARGV[3] == "always". Returns 1/0.
-    pub fn release(&mut self, env: &Env, n: usize, me: Hid, always: bool) -> (bool, Vec<Event>) {
+    pub fn release(&mut self, env: &Env, n: usize, me: Hid, always: bool) -> (bool, Vec<Pub>) {
         let now = env.now();
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w')
@@ -747,47 +844,65 @@ impl Store {
             if let Some((h, info)) = head
                 && trusted(r.run, r.w, env)
             {
+                // local _, ttl, inbox, value = entry(info); local claim = claim_ms(ttl)
                 let claim = claim_ms(info.ttl);
                 tok = next_token(env, r.token.unwrap_or(0));
                 let name = &mut self.names[n];
-                // HSET holder head value exp now + claim ttl token run
+                // HSET holder head value exp now + claim ttl token run w '0'
                 name.rec.holder = Some(Who::Id(h));
                 name.rec.value = Some(info.value);
                 name.rec.exp = Some(now + claim);
                 name.rec.ttl = Some(info.ttl);
                 name.rec.token = Some(tok);
                 name.rec.run = Some(env.run);
-                // if ttl > num(r[6]) then HSET maxttl ttl end
+                name.rec.w = Some(false);
+                // if ttl > num(r[6]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
                 if info.ttl > r.maxttl.unwrap_or(0) {
                     name.rec.maxttl = Some(info.ttl);
+                    self.note_ttl(env, info.ttl);
                 }
+                let name = &mut self.names[n];
                 // ZREM queue head; HDEL qinfo head
                 zset_remove(&mut name.queue, &mut name.queue_at, h);
                 hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
-                // local next = live_head(...); if not next then HDEL qu end
-                let next = name.live_head(now).map(|(h, _)| h);
+                // local next, next_info = live_head(...); if not next then HDEL qu end
+                let next = name.live_head(now);
                 if next.is_none() {
                     name.rec.qu = None;
                 }
-                events.push(Event::Granted {
+                let msg = Event::Granted {
                     token: tok,
                     head: h,
                     claim,
-                    next,
-                });
+                    next: next.map(|(h, _)| h),
+                };
+                // tell(inbox, ARGV[2], msg)
+                events.push(tell(info.inbox, msg));
+                // if next and next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
+                if let Some((_, ni)) = next
+                    && ni.inbox != info.inbox
+                {
+                    events.push(tell(ni.inbox, msg));
+                }
+                // if inbox ~= '-' and num(r[4]) > now then PUBLISH ARGV[2] msg end
+                if info.inbox.is_some() && r.obs.unwrap_or(0) > now {
+                    events.push(on_name(msg));
+                }
                 return (true, events);
             }
             // HSET holder '' value ''
             let name = &mut self.names[n];
             name.rec.holder = Some(Who::Nobody);
             name.rec.value = Some(Val(0));
-            // if head then PUBLISH released tok head; return 1 end
-            if let Some((h, _)) = head {
-                events.push(Event::Released {
-                    token: tok,
-                    head: Some(h),
-                    named: true,
-                });
+            // if head then tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head); return 1 end
+            if let Some((h, info)) = head {
+                events.push(tell(
+                    info.inbox,
+                    Event::Released {
+                        token: tok,
+                        head: Some(h),
+                    },
+                ));
                 return (true, events);
             }
             // HDEL qu
@@ -797,20 +912,16 @@ impl Store {
             name.rec.holder = Some(Who::Nobody);
             name.rec.value = Some(Val(0));
         }
+        let released = on_name(Event::Released {
+            token: tok,
+            head: None,
+        });
         if always {
-            events.push(Event::Released {
-                token: tok,
-                head: None,
-                named: false,
-            });
+            events.push(released);
         } else if let Some(obs) = r.obs {
             // if num(r[4]) > tonumber(t[1]) * 1000 (TIME's whole seconds)
             if obs > env.now_us / 1_000_000 * 1000 {
-                events.push(Event::Released {
-                    token: tok,
-                    head: None,
-                    named: false,
-                });
+                events.push(released);
             } else {
                 self.names[n].rec.obs = None;
             }
@@ -818,7 +929,8 @@ impl Store {
         (true, events)
     }
 
-    /// `renew.lua`. `repair`: ARGV[3], ARGV[4] (quorum only).
+    /// `renew.lua`. `repair`: ARGV[3], ARGV[4] (quorum only); `expect`:
+    /// ARGV[5] (a grant's claim).
     pub fn renew(
         &mut self,
         env: &Env,
@@ -826,6 +938,7 @@ impl Store {
         me: Hid,
         ttl: Ms,
         repair: Option<(u64, Val)>,
+        expect: Option<u64>,
     ) -> Renewed {
         let mutants = env.mutants;
         let now = env.now();
@@ -838,7 +951,15 @@ impl Store {
             _ => None,
         };
         let held = holder.is_some() && r.exp.unwrap_or(0) > now;
-        // if held and r[1] == ARGV[1] then HSET exp now + ttl, ttl; return {1}
+        // if held and r[1] == ARGV[1] and expect and expect ~= '' and r[3] ~= expect then
+        if held
+            && holder == Some(me)
+            && let Some(t) = expect
+            && r.token != Some(t)
+        {
+            return Renewed::Lapsed;
+        }
+        // if held and r[1] == ARGV[1] then HSET exp now + ttl, ttl, run; return {1}
         // (The mutant also takes a free or expired lease: `if r[1] == ARGV[1]
         // or not held`, the SET-if-missing renewal of older lock libraries.)
         if (held && holder == Some(me)) || (mutants.renew_recreates && !held) {
@@ -846,9 +967,10 @@ impl Store {
             rec.holder = Some(Who::Id(me));
             rec.exp = Some(now + ttl);
             rec.ttl = Some(ttl);
+            rec.run = Some(env.run);
             return Renewed::Yes;
         }
-        // if not held and ARGV[3] then (quorum repair)
+        // if not held and ARGV[3] and ARGV[3] ~= '' then (quorum repair)
         if !held && let Some((tok, value)) = repair {
             // if num(tok) < num(r[3]) then tok = r[3] end
             let tok = tok.max(r.token.unwrap_or(0));
@@ -871,7 +993,7 @@ impl Store {
     }
 
     /// `leave.lua`. Returns n (1 if it was queued or held a grant).
-    pub fn leave(&mut self, env: &Env, n: usize, me: Hid) -> (i64, Vec<Event>) {
+    pub fn leave(&mut self, env: &Env, n: usize, me: Hid) -> (i64, Vec<Pub>) {
         let now = env.now();
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'exp', 'token')
@@ -888,26 +1010,37 @@ impl Store {
             hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
             // local free = (r[1] or '') == '' or num(r[2]) <= now
             let free = matches!(r.holder, None | Some(Who::Nobody)) || r.exp.unwrap_or(0) <= now;
+            // if was_head and free then ... tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
             if was_head
                 && free
-                && let Some((h, _)) = name.live_head(now)
+                && let Some((h, info)) = name.live_head(now)
             {
-                events.push(Event::Released {
-                    token: tok,
-                    head: Some(h),
-                    named: true,
-                });
+                events.push(tell(
+                    info.inbox,
+                    Event::Released {
+                        token: tok,
+                        head: Some(h),
+                    },
+                ));
             }
         }
         // if r[1] == ARGV[1] then (a grant that reached us too late)
         if r.holder == Some(Who::Id(me)) {
             name.rec.holder = Some(Who::Nobody);
             name.rec.value = Some(Val(0));
-            let head = name.live_head(now).map(|(h, _)| h);
-            events.push(Event::Released {
-                token: tok,
-                head,
-                named: true,
+            // if head then tell(inbox, ..., 'released tok head') else PUBLISH 'released tok'
+            events.push(match name.live_head(now) {
+                Some((h, info)) => tell(
+                    info.inbox,
+                    Event::Released {
+                        token: tok,
+                        head: Some(h),
+                    },
+                ),
+                None => on_name(Event::Released {
+                    token: tok,
+                    head: None,
+                }),
             });
             count = 1;
         }
@@ -975,7 +1108,7 @@ impl Store {
     }
 
     /// `proclaim.lua`.
-    pub fn proclaim(&mut self, env: &Env, n: usize, me: Hid, value: Val) -> (bool, Vec<Event>) {
+    pub fn proclaim(&mut self, env: &Env, n: usize, me: Hid, value: Val) -> (bool, Vec<Pub>) {
         let now = env.now();
         self.expire_keys(now);
         let rec = &mut self.names[n].rec;
@@ -984,7 +1117,10 @@ impl Store {
             return (false, vec![]);
         }
         rec.value = Some(value);
-        (true, vec![Event::Proclaimed(rec.token.unwrap_or(0))])
+        (
+            true,
+            vec![on_name(Event::Proclaimed(rec.token.unwrap_or(0)))],
+        )
     }
 
     /// `sem_acquire.lua`.
@@ -997,8 +1133,8 @@ impl Store {
         ttl: Ms,
         value: Val,
         limit: u32,
-        confirm: bool,
-    ) -> (SemAcquired, Vec<Event>) {
+        confirm: u32,
+    ) -> (SemAcquired, Vec<Pub>) {
         let now = env.now();
         self.expire_keys(now);
         // local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w')
@@ -1043,10 +1179,16 @@ impl Store {
             let tok = hash_get(&name.slotinfo, me).map(|(t, _)| t).unwrap_or(0);
             return (SemAcquired::Yes { token: tok }, vec![]);
         }
-        // local used = ZCARD; if used >= limit then {0, max(first - now, 0), used}
-        let used = name.slots.len() as u32;
+        // The live slots (score > now, holder-shaped): used, first.
+        // if used >= limit then {0, max(first - now, 0), used}
+        let used = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
         if used >= limit {
-            let first = name.slots.first().map(|(_, e)| *e).unwrap_or(0);
+            let first = name
+                .slots
+                .iter()
+                .find(|(_, e)| *e > now)
+                .map(|(_, e)| *e)
+                .unwrap_or(0);
             return (
                 SemAcquired::Full {
                     wait: first.saturating_sub(now),
@@ -1067,7 +1209,8 @@ impl Store {
         name.rec.kind = Some(Kind::Sem);
         name.rec.token = Some(tok);
         name.rec.run = Some(env.run);
-        name.rec.w = Some(confirm);
+        // local w = confirmed_by_all(ARGV[6]); if used > 0 and r[8] ~= '1' then w = '0' end
+        name.rec.w = Some(confirmed_by_all(env, confirm) && (used == 0 || r.w == Some(true)));
         if ttl > r.maxttl.unwrap_or(0) {
             name.rec.maxttl = Some(ttl);
             self.note_ttl(env, ttl);
@@ -1078,7 +1221,7 @@ impl Store {
         hash_set(&mut name.slotinfo, me, (tok, value));
         keep(name, now + ttl);
         let events = if r.obs.unwrap_or(0) > now {
-            vec![Event::Acquired(tok)]
+            vec![on_name(Event::Acquired(tok))]
         } else {
             vec![]
         };
@@ -1091,10 +1234,14 @@ impl Store {
         let now = env.now();
         self.expire_keys(now);
         let name = &mut self.names[n];
-        // local exp = ZSCORE slots me; if not exp or tonumber(exp) <= now_ms then return {0, ''}
+        // local exp = ZSCORE slots me; if not exp or tonumber(exp) <= now_ms then
         let exp = name.slots.iter().find(|(h, _)| *h == me).map(|(_, e)| *e);
         let live = exp.is_some_and(|e| e > now);
         if !live && !mutants.renew_recreates {
+            // local rec_run = redis.pcall('HGET', KEYS[3], 'run')
+            // note_refused(KEYS[3], KEYS[4], ttl, rec_run or nil); return {0, ''}
+            let rec_run = name.rec.run;
+            self.note_refused(env, n, ttl, rec_run);
             return Renewed::No(None);
         }
         // ZADD XX now_ms + ttl me (the mutant: a plain ZADD, which re-creates)
@@ -1110,7 +1257,7 @@ impl Store {
     }
 
     /// `sem_release.lua`.
-    pub fn sem_release(&mut self, env: &Env, n: usize, me: Hid) -> (bool, Vec<Event>) {
+    pub fn sem_release(&mut self, env: &Env, n: usize, me: Hid) -> (bool, Vec<Pub>) {
         self.expire_keys(env.now());
         let name = &mut self.names[n];
         // if ZREM slots me == 0 then return 0
@@ -1120,11 +1267,10 @@ impl Store {
         hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
         (
             true,
-            vec![Event::Released {
+            vec![on_name(Event::Released {
                 token: 0,
                 head: None,
-                named: false,
-            }],
+            })],
         )
     }
 

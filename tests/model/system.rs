@@ -201,6 +201,9 @@ pub struct Mutants {
     pub script: ScriptMutants,
     /// The safety deadline counts from the reply instead of the send instant.
     pub deadline_from_reply: bool,
+    /// `take_grant` uses a grant unclaimed whatever its token (the code
+    /// before 2fc5732: known issue 1).
+    pub grant_without_token_check: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -298,14 +301,26 @@ impl Sys {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Req {
     /// acquire.lua; `wait`: keep a place in the queue ("wait", else "try").
-    Acquire { wait: bool },
+    Acquire {
+        wait: bool,
+    },
     /// renew.lua; `repair`: the quorum's token, to re-create a lost lease.
-    Renew { repair: Option<u64> },
+    Renew {
+        repair: Option<u64>,
+    },
+    /// renew.lua with ARGV[5]: the claim of a grant with this token.
+    Claim {
+        token: u64,
+    },
     /// release.lua; `always`: publish `released` (quorum).
-    Release { always: bool },
+    Release {
+        always: bool,
+    },
     Leave,
     /// confirm.lua (quorum).
-    Confirm { token: u64 },
+    Confirm {
+        token: u64,
+    },
     SemAcquire,
     SemRenew,
     SemRelease,
@@ -375,7 +390,13 @@ pub enum Vote {
 pub enum Outcome {
     /// `Err(e) if e.is_unavailable()`: back off.
     Unavailable,
-    Held { wait: Ms, first: bool },
+    /// Held by someone else (`token`: the holder's; 0 on a quorum, which
+    /// has no grants).
+    Held {
+        wait: Ms,
+        first: bool,
+        token: u64,
+    },
     Queued(Ms),
     Quarantined(Ms),
     Full(Ms),
@@ -442,8 +463,12 @@ pub enum Phase {
         outcome: Outcome,
     },
     /// In the waiter's `select!`.
-    Sleep { until: Ms },
-    Backoff { until: Ms },
+    Sleep {
+        until: Ms,
+    },
+    Backoff {
+        until: Ms,
+    },
     /// `take_grant` claims a grant with a renewal.
     Claim {
         id: u8,
@@ -453,7 +478,9 @@ pub enum Phase {
     },
     Hold(Hold),
     /// Lost by a refusal: the work is being stopped.
-    Stopping { until: Ms },
+    Stopping {
+        until: Ms,
+    },
     /// Released: waits for a renewal in flight (until it lands or is
     /// abandoned), then release.lua on every server.
     Releasing {
@@ -483,7 +510,9 @@ pub struct Client {
     pub paused: Option<Ms>,
     pub crashed: bool,
     pub next_id: u8,
-    pub last_queued: Option<Ms>,
+    /// `last_held`: the send instant of the latest attempt answered "held by
+    /// someone else", with the token it saw.
+    pub last_held: Option<(Ms, u64)>,
     pub backoff: Ms,
     pub mail: Mail,
     pub writes: u8,
@@ -648,6 +677,8 @@ impl Sys {
             },
             promoted: sv.promoted,
             flushed: false,
+            // One replica (the one a failover promotes).
+            replicas: 1,
             mutants: self.mutants.script,
         }
     }
@@ -758,16 +789,24 @@ impl Sys {
         });
     }
 
-    /// `waiter.rs` `take_grant`.
-    fn take_grant(&self, s: &mut State, c: usize, token: u64, claim: Ms, last_queued: Ms) {
+    /// `waiter.rs` `take_grant`: used as it is only when its token proves it
+    /// newer than the latest attempt that saw another holder, and enough of
+    /// its claim window is left counted from that attempt's send instant;
+    /// otherwise claimed with a renewal that checks its token.
+    fn take_grant(&self, s: &mut State, c: usize, token: u64, claim: Ms) {
         let cfg = &self.clients[c];
-        let deadline = last_queued + cfg.real(validity(claim));
-        let need = cfg.min_validity.max(claim / 2);
-        if !self.min_replicas && deadline > s.now + cfg.real(need) {
-            self.hold(s, c, token, last_queued, claim);
-            return;
+        if let Some((sent, seen)) = s.clients[c].last_held
+            && (seen < token || self.mutants.grant_without_token_check)
+            && !self.min_replicas
+        {
+            let deadline = sent + cfg.real(validity(claim));
+            let need = cfg.min_validity.max(claim / 2);
+            if deadline > s.now + cfg.real(need) {
+                self.hold(s, c, token, sent, claim);
+                return;
+            }
         }
-        let id = self.request(s, c, self.all_nodes(), self.renew_req(token));
+        let id = self.request(s, c, self.all_nodes(), Req::Claim { token });
         let now = s.now;
         s.clients[c].phase = Phase::Claim {
             id,
@@ -787,8 +826,9 @@ impl Sys {
         };
     }
 
-    fn sleep(&self, s: &mut State, c: usize, local: Ms) {
-        let until = s.now + self.clients[c].real(local);
+    /// Sleeps until `local` ms after the attempt's send instant `sent`.
+    fn sleep(&self, s: &mut State, c: usize, sent: Ms, local: Ms) {
+        let until = (sent + self.clients[c].real(local)).max(s.now);
         s.clients[c].phase = Phase::Sleep { until };
     }
 
@@ -808,7 +848,7 @@ impl Sys {
     /// `acquire()`: a fresh holder id, then the fast path.
     fn start(&self, s: &mut State, c: usize) {
         let cl = &mut s.clients[c];
-        cl.last_queued = None;
+        cl.last_held = None;
         cl.backoff = 50;
         cl.mail = Mail::default();
         self.attempt(s, c, true);
@@ -841,25 +881,20 @@ impl Sys {
         let cl = &mut s.clients[c];
         match o {
             Outcome::Unavailable => self.backoff(s, c),
-            Outcome::Held { wait, first } => {
-                cl.last_queued = Some(sent);
+            Outcome::Held { wait, first, token } => {
+                cl.last_held = Some((sent, token));
                 cl.backoff = 50;
-                let w = if first {
-                    wait
-                } else {
-                    wait + 1 + cfg.jitter
-                };
-                self.sleep(s, c, w);
+                let w = if first { wait } else { wait + 1 + cfg.jitter };
+                self.sleep(s, c, sent, w);
             }
             Outcome::Queued(w) | Outcome::Quarantined(w) => {
-                if !matches!(self.mode, Mode::Sem { .. }) {
-                    cl.last_queued = Some(sent);
-                }
-                self.sleep(s, c, w + cfg.jitter);
+                cl.last_held = None;
+                self.sleep(s, c, sent, w + cfg.jitter);
             }
             Outcome::Full(w) | Outcome::NoMajority(w) => {
+                cl.last_held = None;
                 cl.backoff = 50;
-                self.sleep(s, c, w + cfg.jitter);
+                self.sleep(s, c, sent, w + cfg.jitter);
             }
             Outcome::Refused => self.end_tenure(s, c),
         }
@@ -894,7 +929,9 @@ impl Sys {
         let ttl = self.clients[c].ttl;
         match rep {
             Rep::Acquire(Acquired::Yes { token }, true)
-            | Rep::SemAcquire(SemAcquired::Yes { token }, true) => self.hold(s, c, token, sent, ttl),
+            | Rep::SemAcquire(SemAcquired::Yes { token }, true) => {
+                self.hold(s, c, token, sent, ttl)
+            }
             // node.rs: not on enough replicas — give it back, NotReplicated.
             Rep::Acquire(Acquired::Yes { .. }, false)
             | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => {
@@ -904,7 +941,12 @@ impl Sys {
             Rep::Acquire(Acquired::Queued { wait, .. }, _) => {
                 self.outcome(s, c, sent, fast, Outcome::Queued(wait))
             }
-            Rep::Acquire(Acquired::Held { left, first, .. }, _) => self.outcome(
+            Rep::Acquire(
+                Acquired::Held {
+                    left, first, token, ..
+                },
+                _,
+            ) => self.outcome(
                 s,
                 c,
                 sent,
@@ -912,6 +954,7 @@ impl Sys {
                 Outcome::Held {
                     wait: left,
                     first,
+                    token,
                 },
             ),
             Rep::Acquire(Acquired::Quarantine { wait }, _)
@@ -963,7 +1006,11 @@ impl Sys {
             if held.is_empty() {
                 Outcome::NoMajority(wait)
             } else {
-                Outcome::Held { wait, first: false }
+                Outcome::Held {
+                    wait,
+                    first: false,
+                    token: 0,
+                }
             }
         };
         let in_time = s.now - sent < cfg.real(validity(cfg.ttl));
@@ -1017,7 +1064,12 @@ impl Sys {
     fn renewed(&self, s: &mut State, c: usize, mut h: Hold, f: Flight) {
         let cfg = &self.clients[c];
         let n = self.nodes;
-        let yes = f.votes.iter().take(n).filter(|v| matches!(v, Vote::Yes(_))).count();
+        let yes = f
+            .votes
+            .iter()
+            .take(n)
+            .filter(|v| matches!(v, Vote::Yes(_)))
+            .count();
         let no = f.votes.iter().take(n).filter(|v| **v == Vote::No).count();
         if yes >= self.majority() {
             let from = if self.mutants.deadline_from_reply {
@@ -1226,15 +1278,21 @@ impl Sys {
                     Val(0),
                     *wait,
                     cfg.margin(),
-                    self.min_replicas,
+                    self.min_replicas as u32,
+                    // node.rs: the client's inbox when it queues ("wait").
+                    wait.then_some(Inbox(c as u8)),
                 );
                 (Rep::Acquire(r, ok), ev)
             }
             Req::Renew { repair } => (
                 Rep::Renew(
-                    st.renew(&env, 0, hid, cfg.ttl, repair.map(|t| (t, Val(0)))),
+                    st.renew(&env, 0, hid, cfg.ttl, repair.map(|t| (t, Val(0))), None),
                     ok,
                 ),
+                vec![],
+            ),
+            Req::Claim { token } => (
+                Rep::Renew(st.renew(&env, 0, hid, cfg.ttl, None, Some(*token)), ok),
                 vec![],
             ),
             Req::Release { always } => {
@@ -1250,8 +1308,15 @@ impl Sys {
                 let Mode::Sem { limit } = self.mode else {
                     unreachable!()
                 };
-                let (r, ev) =
-                    st.sem_acquire(&env, 0, hid, cfg.ttl, Val(0), limit, self.min_replicas);
+                let (r, ev) = st.sem_acquire(
+                    &env,
+                    0,
+                    hid,
+                    cfg.ttl,
+                    Val(0),
+                    limit,
+                    self.min_replicas as u32,
+                );
                 (Rep::SemAcquire(r, ok), ev)
             }
             Req::SemRenew => (Rep::Renew(st.sem_renew(&env, 0, hid, cfg.ttl), ok), vec![]),
@@ -1270,13 +1335,20 @@ impl Sys {
         }
         self.send(s, c, node, m.id, Body::Rep(rep), self.delay);
         let quiet = self.quiet_give_back && matches!(s.clients[c].phase, Phase::Undo { .. });
-        for e in events {
+        for p in events {
             for d in 0..s.clients.len() {
                 if quiet {
                     continue;
                 }
-                if s.clients[d].mail.open && !s.clients[d].crashed {
-                    self.send(s, d, node, 0, Body::Pub(e), (self.delay.0, self.pubsub_delay));
+                // The name's channel reaches every subscribed client; an
+                // inbox only its own client (while a waiter of it listens).
+                let to_d = match p.to {
+                    Chan::Name => true,
+                    Chan::Inbox(i) => i.0 as usize == d,
+                };
+                if to_d && s.clients[d].mail.open && !s.clients[d].crashed {
+                    let w = (self.delay.0, self.pubsub_delay);
+                    self.send(s, d, node, 0, Body::Pub(p.event), w);
                 }
             }
         }
@@ -1345,7 +1417,9 @@ impl Sys {
                     self.end_tenure(s, c);
                 } else if let Some(mut f) = h.flight.take() {
                     // The per-node timeout: tally what came.
-                    f.votes = f.votes.map(|v| if v == Vote::None { Vote::Failed } else { v });
+                    f.votes = f
+                        .votes
+                        .map(|v| if v == Vote::None { Vote::Failed } else { v });
                     self.renewed(s, c, h, f);
                 } else if now >= h.due {
                     let cfg = &self.clients[c];
@@ -1547,7 +1621,11 @@ impl Sys {
                 m.body,
                 Body::Req(
                     _,
-                    Req::Acquire { .. } | Req::Renew { .. } | Req::SemAcquire | Req::SemRenew
+                    Req::Acquire { .. }
+                        | Req::Renew { .. }
+                        | Req::Claim { .. }
+                        | Req::SemAcquire
+                        | Req::SemRenew
                 )
             )
     }
@@ -1600,7 +1678,7 @@ impl Model for Sys {
                     paused: None,
                     crashed: false,
                     next_id: 0,
-                    last_queued: None,
+                    last_held: None,
                     backoff: 50,
                     mail: Mail::default(),
                     writes: 0,
@@ -1672,8 +1750,7 @@ impl Model for Sys {
                     }
                 }
                 Phase::Hold(h) => {
-                    if h.deadline > now
-                        && (self.release_anytime || now == h.since || now == h.due)
+                    if h.deadline > now && (self.release_anytime || now == h.since || now == h.due)
                     {
                         out.push(Action::Finish(c8));
                     }
@@ -1754,13 +1831,10 @@ impl Model for Sys {
                 let c = c as usize;
                 let cl = &mut s.clients[c];
                 cl.mail.permit = false;
-                // `if let (Some(grant), Some(s)) = (wake.take_grant(), last_queued)`
-                let grant = cl.mail.grant.take();
-                match (grant, cl.last_queued) {
-                    (Some((token, claim)), Some(lq)) => {
-                        self.take_grant(&mut s, c, token, claim, lq)
-                    }
-                    _ => match cl.mail.on_deck.take() {
+                // `if let Some(grant) = wake.take_grant()`
+                match cl.mail.grant.take() {
+                    Some((token, claim)) => self.take_grant(&mut s, c, token, claim),
+                    None => match cl.mail.on_deck.take() {
                         Some(at) => {
                             let one = self.clients[c].real(1);
                             if let Phase::Sleep { until } = &mut cl.phase {
@@ -1833,9 +1907,10 @@ impl Model for Sys {
                     s.clients.iter().filter(|c| c.in_work(s.now)).count() <= cap
                 },
             ),
-            Property::always("the fenced resource never goes back", |_: &Sys, s: &State| {
-                !s.fence.violated
-            }),
+            Property::always(
+                "the fenced resource never goes back",
+                |_: &Sys, s: &State| !s.fence.violated,
+            ),
             Property::always(
                 "a free lease with a live waiter is taken",
                 |m: &Sys, s: &State| {
@@ -1883,8 +1958,8 @@ impl Sys {
             let st = &sv.store;
             let r = &st.names[0].rec;
             let holder = match r.holder {
-                Some(Who::Id(h)) if r.exp.unwrap_or(0) > s.now => h.text(),
-                Some(Who::Id(h)) => format!("({} expired)", h.text()),
+                Some(Who::Id(h)) if r.exp.unwrap_or(0) > s.now => h.short(),
+                Some(Who::Id(h)) => format!("({} expired)", h.short()),
                 _ => "-".into(),
             };
             let _ = write!(
@@ -1904,14 +1979,14 @@ impl Sys {
             }
             let q = &st.names[0].queue;
             if !q.is_empty() {
-                let ids: Vec<String> = q.iter().map(|(h, _)| h.text()).collect();
+                let ids: Vec<String> = q.iter().map(|(h, _)| h.short()).collect();
                 let _ = write!(out, " queue [{}]", ids.join(" "));
             }
             let slots = &st.names[0].slots;
             if !slots.is_empty() {
                 let ids: Vec<String> = slots
                     .iter()
-                    .map(|(h, e)| format!("{} until {}", h.text(), t(*e)))
+                    .map(|(h, e)| format!("{} until {}", h.short(), t(*e)))
                     .collect();
                 let _ = write!(out, " slots [{}]", ids.join(", "));
             }
@@ -1927,7 +2002,7 @@ impl Sys {
             out.push('\n');
         }
         for (c, cl) in s.clients.iter().enumerate() {
-            let who = cl.hid(c).text();
+            let who = cl.hid(c).short();
             let state = match &cl.phase {
                 Phase::Idle => "idle".into(),
                 Phase::Done => if cl.crashed { "crashed" } else { "done" }.into(),
@@ -1964,10 +2039,15 @@ impl Sys {
                 Phase::Releasing { .. } => "releasing".into(),
             };
             let mut extra = String::new();
-            if let Some(lq) = cl.last_queued
+            if let Some((lq, tk)) = cl.last_held
                 && cl.mail.open
             {
-                let _ = write!(extra, "; last queued attempt sent {}", t(lq));
+                let _ = write!(
+                    extra,
+                    "; last attempt that saw a holder sent {} (its token {})",
+                    t(lq),
+                    tok(tk)
+                );
             }
             if let Some((tk, claim)) = cl.mail.grant {
                 let _ = write!(extra, "; mailbox: grant token {} claim {claim}", tok(tk));
@@ -1988,7 +2068,7 @@ impl Sys {
 
     /// What action `a` in state `s` does, in words.
     pub fn describe(&self, s: &State, a: Action) -> String {
-        let c = |c: u8| format!("c{c} {}", s.clients[c as usize].hid(c as usize).text());
+        let c = |c: u8| format!("c{c} {}", s.clients[c as usize].hid(c as usize).short());
         match a {
             Action::Tick => "time passes".into(),
             Action::Deliver(i, sync) => {
@@ -2000,9 +2080,13 @@ impl Sys {
                 };
                 let late = if m.earliest < s.now { " (late)" } else { "" };
                 match &m.body {
-                    Body::Req(h, r) => format!("redis{} runs {r:?} for {}{w}{late}", m.node, h.text()),
-                    Body::Rep(r) => format!("{} gets redis{}'s reply {r:?}{late}", c(m.client), m.node),
-                    Body::Pub(e) => format!("{} receives '{}'{late}", c(m.client), e.text()),
+                    Body::Req(h, r) => {
+                        format!("redis{} runs {r:?} for {}{w}{late}", m.node, h.short())
+                    }
+                    Body::Rep(r) => {
+                        format!("{} gets redis{}'s reply {r:?}{late}", c(m.client), m.node)
+                    }
+                    Body::Pub(e) => format!("{} receives '{}'{late}", c(m.client), e.short()),
                     Body::Reconnected => format!(
                         "{} reconnects to redis{}: renews everything, wakes its waiters",
                         c(m.client),
@@ -2012,7 +2096,10 @@ impl Sys {
             }
             Action::Lose(i) => {
                 let m = &s.net[i as usize];
-                format!("FAULT: message lost: {:?} (c{} / redis{})", m.body, m.client, m.node)
+                format!(
+                    "FAULT: message lost: {:?} (c{} / redis{})",
+                    m.body, m.client, m.node
+                )
             }
             Action::Start(x) => format!("{} starts acquiring", c(x)),
             Action::Timer(x) => format!("{}: timer fires", c(x)),
