@@ -40,13 +40,17 @@ const SAFETY: &[&str] = &[
 /// Explores `sys` exhaustively, depth first (memory: a fingerprint per
 /// state); `shortest`: breadth first instead, so that a counterexample is a
 /// shortest one (memory: the whole frontier). Returns the checker.
-fn explore(sys: Sys, shortest: bool, stop_at: Option<&'static str>) -> Box<dyn Checker<Sys>> {
+/// Stops at the first counterexample to any of `stop_at`.
+fn explore(sys: Sys, shortest: bool, stop_at: &[&'static str]) -> Box<dyn Checker<Sys>> {
     let label = sys.label;
     let t = Instant::now();
-    let mut b = sys.checker().threads(2).target_state_count(STATE_CAP);
-    if let Some(p) = stop_at {
-        b = b.finish_when(stateright::HasDiscoveries::AnyOf([p].into_iter().collect()));
-    }
+    let b = sys
+        .checker()
+        .threads(2)
+        .target_state_count(STATE_CAP)
+        .finish_when(stateright::HasDiscoveries::AnyOf(
+            stop_at.iter().copied().collect(),
+        ));
     let c: Box<dyn Checker<Sys>> = if shortest {
         Box::new(b.spawn_bfs().join())
     } else {
@@ -65,21 +69,22 @@ fn explore(sys: Sys, shortest: bool, stop_at: Option<&'static str>) -> Box<dyn C
 /// No property fails; the `sometimes` ones were seen.
 fn verify(sys: Sys) {
     let m = sys.clone();
-    let c = explore(sys, false, None);
+    let c = explore(sys, false, SAFETY);
+    let found = SAFETY
+        .iter()
+        .find_map(|p| c.discovery(p).map(|path| (p, path)));
+    if let Some((p, path)) = found {
+        panic!(
+            "model {}: counterexample to '{p}':\n{}",
+            m.label,
+            m.trace(&path.into_vec())
+        );
+    }
     assert!(
         c.state_count() < STATE_CAP,
         "model {}: stopped at {STATE_CAP} states, not exhaustive: lower the bounds",
         m.label
     );
-    for p in SAFETY {
-        if let Some(path) = c.discovery(p) {
-            panic!(
-                "model {}: counterexample to '{p}':\n{}",
-                m.label,
-                m.trace(&path.into_vec())
-            );
-        }
-    }
     assert!(
         c.discovery("two tenures").is_some(),
         "model {}: never reached a second tenure (bounds too small?)",
@@ -88,10 +93,12 @@ fn verify(sys: Sys) {
 }
 
 /// `property` fails; prints the counterexample.
-fn refute(sys: Sys, property: &'static str) -> String {
+/// `shortest`: breadth first (a shortest counterexample; `DFS=1` overrides),
+/// else depth first (any counterexample, in less memory).
+fn refute(sys: Sys, property: &'static str, shortest: bool) -> String {
     let m = sys.clone();
-    let shortest = std::env::var("DFS").is_err();
-    let c = explore(sys, shortest, Some(property));
+    let shortest = shortest && std::env::var("DFS").is_err();
+    let c = explore(sys, shortest, &[property]);
     let path = c
         .discovery(property)
         .unwrap_or_else(|| panic!("model {}: no counterexample to '{property}'", m.label));
@@ -111,6 +118,11 @@ fn refute(sys: Sys, property: &'static str) -> String {
 /// window and queue margin 100 ms.
 const TTL: u64 = 1000;
 
+/// TTL of the checks where a server restarts, fails over or is new: the
+/// shortest quarantine (prelude.lua `ANNOUNCE_MS`, 3 s), so that what
+/// happens after the quarantine stays within a few renewals of the fault.
+const RTTL: u64 = redis::ANNOUNCE_MS;
+
 /// Two clients (one with a clock as slow as the drift allows, one with
 /// jitter), each acquiring twice: holding, renewing, releasing and handing
 /// over on release, re-queueing.
@@ -121,13 +133,14 @@ fn lease_two_clients() {
         ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
         ClientCfg::new(TTL).jitter(3).acquisitions(2),
     ];
+    s.late = if long() { 2 } else { 1 };
     s.horizon = if long() { 4 * TTL } else { 3 * TTL };
     verify(s);
 }
 
 /// Three clients: a queue of two behind a holder, grants with a waiter on
 /// deck; a supervisor (claims every grant) and library users (take grants
-/// as they come).
+/// as they come); a waiter may give up and leave the queue.
 #[test]
 fn lease_three_clients() {
     let mut s = Sys::base("lease: three clients", TTL);
@@ -148,9 +161,8 @@ fn lease_crash_or_loss() {
     let mut s = Sys::base("lease: a crash or a lost message", TTL);
     s.clients = vec![
         ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::new(TTL).acquisitions(2),
+        ClientCfg::new(TTL),
     ];
-    s.clients[1].acquisitions = 1;
     s.faults = Faults {
         budget: 1,
         crash: true,
@@ -164,8 +176,7 @@ fn lease_crash_or_loss() {
 
 /// A holder freezes (a stop-the-world pause, SIGSTOP) past its deadline and
 /// writes on with its old token when it resumes: the fenced resource must
-/// refuse it. Supervisors, which claim every grant (see the known issue
-/// `stale_grant_after_a_pause` for library users).
+/// refuse it; requests it had not yet put on the wire go out as it resumes.
 #[test]
 fn lease_pause_and_fencing() {
     let mut s = Sys::base("lease: a pause, fencing", TTL);
@@ -184,14 +195,38 @@ fn lease_pause_and_fencing() {
     verify(s);
 }
 
+/// A library user pauses while its grant is on the way: when it resumes it
+/// finds a grant older than its last attempt (which saw the lease held by
+/// the next holder). Known issue 1 (fixed on main in 2fc5732): it used that
+/// grant unclaimed beside the next holder; now it claims it with a renewal
+/// that checks the grant's token (see `mutant_grant_without_token_check`).
+#[test]
+fn lease_stale_grant_after_a_pause() {
+    let mut s = stale_grant("lease: a stale grant after a pause");
+    s.late = if long() { 2 } else { 1 };
+    verify(s);
+}
+
+fn stale_grant(label: &'static str) -> Sys {
+    let mut s = Sys::base(label, TTL);
+    s.clients = vec![ClientCfg::new(TTL).acquisitions(2), ClientCfg::new(TTL)];
+    s.faults = Faults {
+        budget: 1,
+        pause: 300,
+        ..Faults::default()
+    };
+    s.horizon = 3 * TTL / 2;
+    s
+}
+
 /// Redis restarts empty while a lease is held, being renewed, released or
 /// handed over; equal TTLs.
 #[test]
 fn lease_restart_empty() {
-    let mut s = Sys::base("lease: restart empty", TTL);
+    let mut s = Sys::base("lease: restart empty", RTTL);
     s.clients = vec![
-        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::supervisor(TTL).acquisitions(2),
+        ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
+        ClientCfg::supervisor(RTTL).acquisitions(2),
     ];
     s.faults = Faults {
         budget: 1,
@@ -199,8 +234,9 @@ fn lease_restart_empty() {
         ..Faults::default()
     };
     s.writes = 1;
-    s.liveness_bound = 3 * TTL;
-    s.horizon = if long() { 3 * TTL } else { 2 * TTL };
+    s.late = if long() { 2 } else { 0 };
+    s.liveness_bound = 3 * RTTL;
+    s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
     verify(s);
 }
 
@@ -208,10 +244,10 @@ fn lease_restart_empty() {
 /// snapshot, or an AOF that lost its last second).
 #[test]
 fn lease_restart_from_snapshot() {
-    let mut s = Sys::base("lease: restart from a snapshot", TTL);
+    let mut s = Sys::base("lease: restart from a snapshot", RTTL);
     s.clients = vec![
-        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::supervisor(TTL),
+        ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
+        ClientCfg::supervisor(RTTL),
     ];
     s.faults = Faults {
         budget: 1,
@@ -220,34 +256,44 @@ fn lease_restart_from_snapshot() {
         ..Faults::default()
     };
     s.late = 0;
-    s.liveness_bound = 3 * TTL;
-    s.horizon = if long() { 5 * TTL / 2 } else { 2 * TTL };
+    s.liveness_bound = 3 * RTTL;
+    s.horizon = if long() { 5 * RTTL / 2 } else { 2 * RTTL };
     verify(s);
 }
 
-/// A restart with mixed TTLs: the holder with the long TTL is covered only
-/// because its renewal after the reconnect, refused, records its TTL in the
-/// new server's quarantine (renew.lua `note_refused`).
+/// A restart with mixed TTLs (6 s and 3 s): the holder with the long TTL is
+/// covered only because its renewal after the reconnect, refused, records
+/// its TTL in the new server's quarantine (renew.lua `note_refused`).
 #[test]
 fn lease_restart_mixed_ttls() {
     let mut s = restart_mixed_ttls("lease: restart, mixed TTLs");
-    s.horizon = if long() { 3000 } else { 2000 };
+    s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
     verify(s);
 }
 
 fn restart_mixed_ttls(label: &'static str) -> Sys {
-    let mut s = Sys::base(label, TTL);
-    s.clients = vec![ClientCfg::supervisor(3000), ClientCfg::new(TTL)];
+    let mut s = Sys::base(label, RTTL);
+    s.clients = vec![ClientCfg::supervisor(2 * RTTL), ClientCfg::new(RTTL)];
     s.faults = Faults {
         budget: 1,
         restart_empty: true,
         ..Faults::default()
     };
-    // The reconnect comes after any reply the old server sent (see the
-    // known issue `reannounce_misses_an_acquisition_in_flight`).
+    // The reconnect comes after any reply the old server sent (see known
+    // issue 4, `reannounce_misses_an_acquisition_in_flight`).
     s.reconnect = (s.delay.1 + 1, 40);
-    s.liveness_bound = 4000;
+    s.liveness_bound = 3 * RTTL;
     s
+}
+
+/// The same for a semaphore: a refused slot renewal records its TTL too
+/// (known issue 3, fixed on main in d349736: sem_renew.lua `note_refused`).
+#[test]
+fn semaphore_restart_mixed_ttls() {
+    let mut s = restart_mixed_ttls("semaphore: restart, mixed TTLs");
+    s.mode = Mode::Sem { limit: 1 };
+    s.horizon = 2 * RTTL;
+    verify(s);
 }
 
 /// Failover to a replica, with `--min-replicas 1` (`WAIT` after every
@@ -262,11 +308,11 @@ fn lease_failover() {
             } else {
                 "lease: failover, no WAIT"
             },
-            TTL,
+            RTTL,
         );
         s.clients = vec![
-            ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-            ClientCfg::supervisor(TTL).acquisitions(2),
+            ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
+            ClientCfg::supervisor(RTTL).acquisitions(2),
         ];
         s.min_replicas = wait;
         s.faults = Faults {
@@ -275,8 +321,9 @@ fn lease_failover() {
             syncs: if wait { 1 } else { 2 },
             ..Faults::default()
         };
-        s.liveness_bound = 3 * TTL;
-        s.horizon = if long() { 3 * TTL } else { 2 * TTL };
+        s.late = if long() { 2 } else { 0 };
+        s.liveness_bound = 3 * RTTL;
+        s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
         verify(s);
     }
 }
@@ -295,11 +342,11 @@ fn semaphore() {
     s.horizon = if long() { 3 * TTL } else { 2 * TTL };
     verify(s);
 
-    let mut s = Sys::base("semaphore: 1 slot, crash or restart", TTL);
+    let mut s = Sys::base("semaphore: 1 slot, crash or restart", RTTL);
     s.mode = Mode::Sem { limit: 1 };
     s.clients = vec![
-        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::supervisor(TTL).acquisitions(2),
+        ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
+        ClientCfg::supervisor(RTTL).acquisitions(2),
     ];
     s.faults = Faults {
         budget: 1,
@@ -307,19 +354,21 @@ fn semaphore() {
         restart_empty: true,
         ..Faults::default()
     };
-    s.liveness_bound = 3 * TTL;
-    s.horizon = if long() { 3 * TTL } else { 2 * TTL };
+    s.late = if long() { 2 } else { 0 };
+    s.liveness_bound = 3 * RTTL;
+    s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
     verify(s);
 }
 
 /// Three servers (Redlock as quorum.rs does it): a server restarts empty,
-/// or a message is lost.
+/// or a message is lost. The give-back of an attempt without a majority
+/// publishes no `released` here (`quiet_give_back`; see known issue 5).
 #[test]
 fn quorum() {
-    let mut s = Sys::quorum("quorum: restart or loss", TTL);
+    let mut s = Sys::quorum("quorum: restart or loss", RTTL);
     s.clients = vec![
-        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::new(TTL).jitter(3).acquisitions(2),
+        ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
+        ClientCfg::new(RTTL).jitter(3).acquisitions(2),
     ];
     s.faults = Faults {
         budget: 1,
@@ -327,8 +376,10 @@ fn quorum() {
         lose: true,
         ..Faults::default()
     };
-    s.liveness_bound = 3 * TTL;
-    s.horizon = if long() { 3 * TTL } else { 2 * TTL };
+    s.quiet_give_back = true;
+    s.late = if long() { 2 } else { 0 };
+    s.liveness_bound = 3 * RTTL;
+    s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
     verify(s);
 }
 
@@ -341,10 +392,6 @@ fn quorum() {
 /// holder works on after Redis gave the lease to the next.
 #[test]
 fn mutant_deadline_from_the_reply() {
-    refute(mutant_deadline_from_reply(), SAFETY[0]);
-}
-
-fn mutant_deadline_from_reply() -> Sys {
     let mut s = Sys::base("mutant: deadline from the reply", TTL);
     s.clients = vec![
         ClientCfg::new(TTL).rate(Rate::Slow),
@@ -357,25 +404,36 @@ fn mutant_deadline_from_reply() -> Sys {
     };
     s.horizon = 3 * TTL / 2;
     s.mutants.deadline_from_reply = true;
-    s
+    refute(s, SAFETY[0], true);
 }
 
 /// A renewal that re-creates an expired entry (redis-semaphore#175): a slot
-/// holder freezes past its slot's expiry, its renewal then re-adds the slot
-/// while another holds the only one.
+/// holder freezes right after sending a renewal, which goes out when it
+/// resumes, after its slot expired and another took the only one; the
+/// renewal re-adds the slot, and the holder, acquiring again under the same
+/// id, finds it "already ours" and works beside the other.
+///
+/// Alone, this mutant breaks nothing in leasehold: a holder's deadline is
+/// never later than the expiry of the renewal it counts from, so a renewal
+/// that reaches Redis after the expiry is answered after the holder gave the
+/// lease up. It takes a second weakness to bite — here holder ids reused
+/// across acquisitions (`reuse_holder_id`, which alone is safe too: the
+/// checks pass with it). The refusal in renew.lua/sem_renew.lua is the
+/// second line of defence.
 #[test]
 fn mutant_renewal_recreates() {
     let mut s = Sys::base("mutant: renewal re-creates (semaphore)", TTL);
     s.mode = Mode::Sem { limit: 1 };
-    s.clients = vec![ClientCfg::new(TTL), ClientCfg::new(TTL)];
+    s.clients = vec![ClientCfg::new(TTL).acquisitions(2), ClientCfg::new(TTL)];
+    s.mutants.reuse_holder_id = true;
     s.faults = Faults {
         budget: 1,
-        pause: 1200,
+        pause: 800,
         ..Faults::default()
     };
     s.horizon = 5 * TTL / 2;
     s.mutants.script.renew_recreates = true;
-    refute(s, SAFETY[0]);
+    refute(s, SAFETY[0], true);
 }
 
 /// No quarantine after a wipe: Redis restarts empty while a lease is held,
@@ -390,7 +448,7 @@ fn mutant_no_quarantine() {
     };
     s.horizon = 3 * TTL / 2;
     s.mutants.script.no_quarantine = true;
-    refute(s, SAFETY[0]);
+    refute(s, SAFETY[0], true);
 }
 
 /// The marker and the record trusted without comparing run_id: Redis
@@ -407,19 +465,18 @@ fn mutant_ignore_run_id() {
     };
     s.horizon = 3 * TTL / 2;
     s.mutants.script.ignore_run_id = true;
-    refute(s, SAFETY[0]);
+    refute(s, SAFETY[0], true);
 }
 
 /// Tokens without the clock floor (`last + 1`): after a wipe the counter
-/// starts again, and the fenced resource accepts an older holder's write
-/// after a newer one's... or rather refuses the newer one: a violation
-/// either way.
+/// starts again, and the fenced resource sees a token it accepted before
+/// (or a smaller one) from a newer tenure.
 #[test]
 fn mutant_no_token_floor() {
-    let mut s = Sys::base("mutant: no clock floor", TTL);
+    let mut s = Sys::base("mutant: no clock floor", RTTL);
     s.clients = vec![
-        ClientCfg::new(TTL).acquisitions(2),
-        ClientCfg::new(TTL).acquisitions(2),
+        ClientCfg::new(RTTL).acquisitions(2),
+        ClientCfg::new(RTTL).acquisitions(2),
     ];
     s.faults = Faults {
         budget: 1,
@@ -427,69 +484,101 @@ fn mutant_no_token_floor() {
         ..Faults::default()
     };
     s.writes = 1;
-    s.horizon = 5 * TTL / 2;
+    s.late = 0;
+    s.horizon = 5 * RTTL / 2;
     s.mutants.script.no_token_floor = true;
-    refute(s, SAFETY[1]);
+    // Depth first: any counterexample will do (breadth first would keep
+    // millions of states in memory before it reaches one).
+    refute(s, SAFETY[1], false);
+}
+
+/// `take_grant` without the token check of 2fc5732 (known issue 1): the
+/// paused waiter uses a stale grant unclaimed beside the next holder.
+#[test]
+fn mutant_grant_without_token_check() {
+    let mut s = stale_grant("mutant: grant used without the token check");
+    s.mutants.grant_without_token_check = true;
+    refute(s, SAFETY[0], true);
 }
 
 // ---------------------------------------------------------------------------
-// Protocol issues found by the model (docs/design.md, "A checked model").
-// Each test fails while the issue exists; run them with
+// Protocol issues the model finds in the current code (docs/design.md, "A
+// checked model"). Each test fails while its issue exists; run them with
 // `cargo test --test model -- --ignored`.
 // ---------------------------------------------------------------------------
 
+/// Known issue 2: Redis's `uptime_in_seconds` is whole seconds of the clock
+/// now minus whole seconds at the start, so `now − uptime` (the quarantine's
+/// base in prelude.lua `ready_at`) can be up to 1 s before the restart. A
+/// holder that does not hear of the restart (here: it is paused) may then
+/// still be inside its work when the quarantine ends. ANNOUNCE_MS (3 s)
+/// hides it for TTLs below about 2 s; with a 3 s TTL it shows.
 #[test]
-#[ignore = "known issue 1: a waiter takes a grant older than its last attempt (waiter.rs take_grant)"]
-fn stale_grant_after_a_pause() {
-    verify(stale_grant());
-}
-
-fn stale_grant() -> Sys {
-    let mut s = Sys::base("issue: stale grant after a pause", TTL);
-    s.clients = vec![ClientCfg::new(TTL).acquisitions(2), ClientCfg::new(TTL)];
+#[ignore = "known issue 2: the quarantine can start up to 1 s before the restart (uptime_in_seconds is truncated)"]
+fn quarantine_from_truncated_uptime() {
+    let mut s = Sys::base("issue: quarantine base from Redis's uptime", RTTL);
+    s.uptime = Uptime::Redis;
+    s.clients = vec![ClientCfg::new(RTTL), ClientCfg::new(RTTL)];
+    // Renewals (every second) that are not at the start of a second, and a
+    // restart just before a second turns.
+    s.start_window = 50;
+    s.fault_instants = vec![2980];
     s.faults = Faults {
-        budget: 1,
-        pause: 300,
+        budget: 2,
+        restart_empty: true,
+        pause: RTTL,
         ..Faults::default()
     };
-    s.horizon = 3 * TTL / 2;
-    s
+    // The reconnect comes late, after the second turned.
+    s.late = 1;
+    s.horizon = 4 * RTTL / 3 + RTTL;
+    verify(s);
 }
 
+/// Known issue 4: a lease whose acquisition (or renewal) was in flight when
+/// the server restarted is not renewed at the reconnect (renewal.rs
+/// `RenewAll` skips leases with a renewal in flight, and a lease whose
+/// acquisition reply comes after the reconnect is not there yet), so its
+/// TTL reaches the new server only with its next regular renewal, TTL/3
+/// later. With a 10 s TTL that is after the 3 s quarantine of a contender
+/// with a 3 s TTL.
 #[test]
-#[ignore = "known issue 2: the quarantine starts up to 1 s before the restart (uptime_in_seconds is truncated)"]
-fn quarantine_from_truncated_uptime() {
-    verify(uptime_restart());
-}
-
-fn uptime_restart() -> Sys {
-    let mut s = Sys::base("issue: quarantine base from Redis's uptime", TTL);
-    s.uptime = Uptime::Redis;
+#[ignore = "known issue 4: a lease acquired or renewed across a restart is not re-announced at the reconnect (renewal.rs RenewAll)"]
+fn reannounce_misses_an_acquisition_in_flight() {
+    let mut s = Sys::base("issue: re-announce misses a request in flight", RTTL);
+    s.clients = vec![ClientCfg::new(10_000), ClientCfg::new(RTTL)];
     s.faults = Faults {
         budget: 1,
         restart_empty: true,
         ..Faults::default()
     };
-    s.horizon = 2 * TTL;
-    s
-}
-
-#[test]
-#[ignore = "known issue 3: a semaphore holder refused after a wipe is not recorded in the quarantine (sem_renew.lua)"]
-fn semaphore_restart_mixed_ttls() {
-    let mut s = restart_mixed_ttls("issue: semaphore, restart, mixed TTLs");
-    s.mode = Mode::Sem { limit: 1 };
-    s.horizon = 2000;
-    verify(s);
-}
-
-#[test]
-#[ignore = "known issue 4: a lease whose acquisition was in flight across a restart is not re-announced (keeper.rs RenewAll)"]
-fn reannounce_misses_an_acquisition_in_flight() {
-    let mut s = restart_mixed_ttls("issue: re-announce misses an acquisition in flight");
     s.reconnect = (1, 40);
-    s.horizon = 2000;
+    s.late = 0;
+    s.horizon = 2 * RTTL;
     verify(s);
+}
+
+/// Known issue 5: on a quorum, two waiters can split the free servers while
+/// a third is in quarantine; each gives back what it took, and each
+/// give-back's `released` wakes the other (and itself) to retry at once —
+/// a busy loop that only timing luck ends.
+#[test]
+#[ignore = "known issue 5: quorum waiters can livelock (each give-back's `released` wakes the others at once)"]
+fn quorum_give_back_livelock() {
+    let mut s = Sys::quorum("issue: quorum give-back livelock", RTTL);
+    s.clients = vec![
+        ClientCfg::new(RTTL).acquisitions(2),
+        ClientCfg::new(RTTL).acquisitions(2),
+    ];
+    s.faults = Faults {
+        budget: 1,
+        restart_empty: true,
+        ..Faults::default()
+    };
+    s.late = 0;
+    s.liveness_bound = 2 * RTTL;
+    s.horizon = 3 * RTTL;
+    refute(s, SAFETY[2], false);
 }
 
 /// The model's Redis steps and the real scripts agree on random sequences of
@@ -512,8 +601,12 @@ fn conformance_with_real_scripts() {
     eprintln!("conformance coverage: {total:#?}");
 }
 
+/// Not a check: a tool to size the bounds of a new check, or to find a long
+/// path (`DEEP=n` prints the last steps of the first path longer than n).
+/// Bounds come from the environment, e.g. `RE=1 W=1 H=3000 L=1 cargo test
+/// --test model probe -- --ignored --nocapture` (see the `g(..)` calls).
 #[test]
-#[ignore]
+#[ignore = "a sizing tool, not a check"]
 fn probe() {
     let g = |k: &str, d: u64| env_u64(k).unwrap_or(d);
     let ttl = g("TTL", TTL);
@@ -532,6 +625,7 @@ fn probe() {
         budget: g("B", 1) as u8,
         restart_empty: g("RE", 1) == 1,
         restart_older: g("RO", 0) == 1,
+        failover: g("FO", 0) == 1,
         crash: g("CR", 0) == 1,
         lose: g("LO", 0) == 1,
         pause: g("PA", 0),
@@ -539,6 +633,9 @@ fn probe() {
         faulty_nodes: g("FN", 0) as u8,
         ..Faults::default()
     };
+    s.min_replicas = g("MR", 0) == 1;
+    s.wait_timeouts = g("WT", 1) as u8;
+    s.liveness_bound = g("LB", s.liveness_bound);
     s.writes = g("W", 0) as u8;
     s.late = g("L", 1) as u8;
     s.quiet_give_back = g("NSW", 0) == 1;
@@ -546,18 +643,18 @@ fn probe() {
     let t = Instant::now();
     let deep = g("DEEP", 0) as usize;
     let m = s.clone();
-    let c = s
-        .checker()
-        .threads(1)
-        .visitor(move |p: stateright::Path<State, Action>| {
-            if deep > 0 && p.last_state().now > 0 {
-                let v = p.into_vec();
-                if v.len() > deep {
-                    eprintln!("{}", m.trace(&v[v.len() - 60..]));
-                    std::process::exit(3);
-                }
+    let mut b = s.checker().threads(2);
+    if deep > 0 {
+        // Rebuilds the path of every state: slow, only to find deep paths.
+        b = b.visitor(move |p: stateright::Path<State, Action>| {
+            let v = p.into_vec();
+            if v.len() > deep {
+                eprintln!("{}", m.trace(&v[v.len() - 60..]));
+                std::process::exit(3);
             }
-        })
+        });
+    }
+    let c = b
         .target_state_count(g("N", 5_000_000) as usize)
         .spawn_dfs()
         .join();
@@ -568,47 +665,4 @@ fn probe() {
         c.max_depth(),
         t.elapsed()
     );
-}
-
-#[test]
-#[ignore]
-fn walk() {
-    let mut sys = Sys::quorum("walk", TTL);
-    sys.clients = vec![
-        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::new(TTL).jitter(3).acquisitions(2),
-    ];
-    sys.faults = Faults {
-        budget: 1,
-        restart_empty: true,
-        faulty_nodes: 1,
-        ..Faults::default()
-    };
-    sys.quiet_give_back = true;
-    sys.late = 0;
-    sys.horizon = 2 * TTL;
-    let mut rng = conformance::Rng::new(env_u64("SEED").unwrap_or(1));
-    for _ in 0..50000 {
-        let mut s = sys.init_states().remove(0);
-        let mut path: Vec<(State, Option<Action>)> = vec![];
-        for _ in 0..1000 {
-            let mut acts = vec![];
-            sys.actions(&s, &mut acts);
-            if acts.is_empty() {
-                break;
-            }
-            let a = acts[rng.below(acts.len() as u64) as usize];
-            let Some(n) = sys.next_state(&s, a) else {
-                break;
-            };
-            path.push((s, Some(a)));
-            s = n;
-        }
-        if path.len() >= 1000 {
-            path.push((s, None));
-            let tail = &path[path.len() - 40..];
-            eprintln!("{}", sys.trace(tail));
-            panic!("no progress");
-        }
-    }
 }

@@ -204,6 +204,9 @@ pub struct Mutants {
     /// `take_grant` uses a grant unclaimed whatever its token (the code
     /// before 2fc5732: known issue 1).
     pub grant_without_token_check: bool,
+    /// One holder id for every acquisition of a client (a process-wide id,
+    /// as many lock libraries use).
+    pub reuse_holder_id: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +225,8 @@ pub struct Sys {
     pub faults: Faults,
     /// `--min-replicas 1`: `WAIT` after every acquire and renewal.
     pub min_replicas: bool,
+    /// How many `WAIT`s of one run may time out (a bound, as `late`).
+    pub wait_timeouts: u8,
     pub uptime: Uptime,
     pub mutants: Mutants,
     /// Explore up to this long after T0.
@@ -254,6 +259,9 @@ pub struct Sys {
     /// docs/design.md). Only to keep the quorum checks with faults
     /// tractable.
     pub quiet_give_back: bool,
+    /// When not empty: the only instants (ms after T0) at which a crash, a
+    /// pause or a restart strikes (time stops there; it is event driven).
+    pub fault_instants: Vec<Ms>,
 }
 
 impl Sys {
@@ -278,6 +286,7 @@ impl Sys {
             op_timeout: 5000,
             faults: Faults::default(),
             min_replicas: false,
+            wait_timeouts: 1,
             uptime: Uptime::Elapsed,
             mutants: Mutants::default(),
             horizon: 3 * ttl,
@@ -290,6 +299,7 @@ impl Sys {
             release_anytime: false,
             give_up: false,
             quiet_give_back: false,
+            fault_instants: vec![],
         }
     }
 }
@@ -506,6 +516,10 @@ pub struct Mail {
 pub struct Client {
     /// Acquisitions begun so far (each gets a fresh holder id).
     pub acq: u8,
+    /// The holder id of the current acquisition: fresh for each one
+    /// (`HolderId::generate` in lease/mod.rs), unless the mutant
+    /// `reuse_holder_id` keeps the first.
+    pub id: u8,
     pub phase: Phase,
     pub paused: Option<Ms>,
     pub crashed: bool,
@@ -520,7 +534,7 @@ pub struct Client {
 
 impl Client {
     pub fn hid(&self, c: usize) -> Hid {
-        Hid((c as u8) * 16 + self.acq)
+        Hid((c as u8) * 16 + self.id)
     }
     fn waiting(&self) -> bool {
         matches!(
@@ -603,6 +617,8 @@ pub struct State {
     pub syncs_left: u8,
     /// How many more messages may be late.
     pub late_left: u8,
+    /// How many more `WAIT`s may time out.
+    pub wait_timeouts_left: u8,
     pub next_run: u16,
     /// Ghost: tenures begun so far.
     pub tenures: u8,
@@ -839,6 +855,9 @@ impl Sys {
         cl.mail = Mail::default();
         if cl.acq + 1 < self.clients[c].acquisitions {
             cl.acq += 1;
+            if !self.mutants.reuse_holder_id {
+                cl.id = cl.acq;
+            }
             self.start(s, c);
         } else {
             cl.phase = Phase::Done;
@@ -1538,7 +1557,9 @@ impl Sys {
         let mut late = 0;
         for m in &s.net {
             let rcv = &s.clients[m.client as usize];
-            if !m.to_server() && rcv.paused.is_some() {
+            // A paused client reads nothing, and its requests not yet on
+            // the wire (sent as it froze) go out when it resumes.
+            if rcv.paused.is_some() {
                 continue;
             }
             if m.deadline <= now {
@@ -1556,6 +1577,17 @@ impl Sys {
             }
             next = next.min(m.deadline);
         }
+        // Faults strike at the instants where something happens, or only
+        // at these (e.g. just before a second turns, for Redis's uptime).
+        if s.faults_left > 0
+            && let Some(x) = self
+                .fault_instants
+                .iter()
+                .map(|x| T0 + x)
+                .find(|x| *x > now)
+        {
+            next = next.min(x);
+        }
         (next != Ms::MAX && next <= T0 + self.horizon).then_some(next)
     }
 
@@ -1565,7 +1597,7 @@ impl Sys {
         } else {
             m.earliest == s.now || m.deadline <= s.now
         };
-        on_time && (m.to_server() || s.clients[m.client as usize].paused.is_none())
+        on_time && s.clients[m.client as usize].paused.is_none()
     }
 
     /// Request ids only tell a client's current request from stale ones:
@@ -1674,6 +1706,7 @@ impl Model for Sys {
                 .iter()
                 .map(|_| Client {
                     acq: 0,
+                    id: 0,
                     phase: Phase::Idle,
                     paused: None,
                     crashed: false,
@@ -1689,6 +1722,7 @@ impl Model for Sys {
             faults_left: self.faults.budget,
             syncs_left: self.faults.syncs,
             late_left: self.late,
+            wait_timeouts_left: self.wait_timeouts,
             next_run: self.nodes as u16,
             tenures: 0,
             calm_since: T0,
@@ -1707,7 +1741,9 @@ impl Model for Sys {
         // instant (between two instants: faults are not squeezed between
         // events of the same millisecond, which only multiplies states).
         let lose = s.faults_left > 0 && self.faults.lose;
-        let fault = s.faults_left > 0 && quiet;
+        let fault = s.faults_left > 0
+            && quiet
+            && (self.fault_instants.is_empty() || self.fault_instants.contains(&(now - T0)));
         for (i, m) in s.net.iter().enumerate() {
             if !self.deliverable(s, m) {
                 continue;
@@ -1717,7 +1753,11 @@ impl Model for Sys {
             // the reply then reports; otherwise within the `syncs` budget.
             // (Only writes change what a snapshot holds, so catching up
             // right after one covers every content it can have.)
-            out.push(Action::Deliver(i as u8, false));
+            // A WAIT times out (the replica did not acknowledge) within
+            // its own budget.
+            if !self.waited(m) || s.wait_timeouts_left > 0 {
+                out.push(Action::Deliver(i as u8, false));
+            }
             if m.to_server() && (self.waited(m) || s.syncs_left > 0) {
                 out.push(Action::Deliver(i as u8, true));
             }
@@ -1808,16 +1848,16 @@ impl Model for Sys {
                 let late = s
                     .net
                     .iter()
-                    .filter(|m| {
-                        m.earliest == now
-                            && (m.to_server() || s.clients[m.client as usize].paused.is_none())
-                    })
+                    .filter(|m| m.earliest == now && s.clients[m.client as usize].paused.is_none())
                     .count() as u8;
                 s.late_left = s.late_left.saturating_sub(late);
                 s.now = next;
             }
             Action::Deliver(i, sync) => {
                 let m = s.net.remove(i as usize);
+                if self.waited(&m) && !sync {
+                    s.wait_timeouts_left -= 1;
+                }
                 if !s.clients[m.client as usize].crashed || m.to_server() {
                     self.deliver(&mut s, m, sync);
                 }
