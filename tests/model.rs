@@ -312,7 +312,7 @@ fn lease_failover() {
         );
         s.clients = vec![
             ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
-            ClientCfg::supervisor(RTTL).acquisitions(2),
+            ClientCfg::supervisor(RTTL).acquisitions(if long() { 2 } else { 1 }),
         ];
         s.min_replicas = wait;
         s.faults = Faults {
@@ -360,26 +360,30 @@ fn semaphore() {
     verify(s);
 }
 
-/// Three servers (Redlock as quorum.rs does it): a server restarts empty,
-/// or a message is lost. The give-back of an attempt without a majority
-/// publishes no `released` here (`quiet_give_back`; see known issue 5).
+/// Three servers (Redlock as quorum.rs does it): a server restarts empty
+/// (server 0: the servers are symmetric), or a message is lost. The
+/// give-back of an attempt without a majority publishes no `released` here
+/// (`quiet_give_back`; see known issue 5). A restarted server's quarantine
+/// outlasts the horizon: the other two are the majority.
 #[test]
 fn quorum() {
-    let mut s = Sys::quorum("quorum: restart or loss", RTTL);
+    let mut s = Sys::quorum("quorum: restart or loss", TTL);
+    let n = if long() { 2 } else { 1 };
     s.clients = vec![
-        ClientCfg::new(RTTL).rate(Rate::Slow).acquisitions(2),
-        ClientCfg::new(RTTL).jitter(3).acquisitions(2),
+        ClientCfg::new(TTL).rate(Rate::Slow).acquisitions(n),
+        ClientCfg::new(TTL).jitter(3).acquisitions(n),
     ];
     s.faults = Faults {
         budget: 1,
         restart_empty: true,
         lose: true,
+        faulty_nodes: 1,
         ..Faults::default()
     };
     s.quiet_give_back = true;
-    s.late = if long() { 2 } else { 0 };
-    s.liveness_bound = 3 * RTTL;
-    s.horizon = if long() { 3 * RTTL } else { 2 * RTTL };
+    s.late = if long() { 1 } else { 0 };
+    s.liveness_bound = 3 * TTL;
+    s.horizon = if long() { 3 * TTL } else { 2 * TTL };
     verify(s);
 }
 
@@ -432,6 +436,10 @@ fn mutant_renewal_recreates() {
         ..Faults::default()
     };
     s.horizon = 5 * TTL / 2;
+    // Reused ids alone: safe (50 s: in the long run only).
+    if long() {
+        verify(s.clone());
+    }
     s.mutants.script.renew_recreates = true;
     refute(s, SAFETY[0], true);
 }
@@ -565,19 +573,17 @@ fn reannounce_misses_an_acquisition_in_flight() {
 #[test]
 #[ignore = "known issue 5: quorum waiters can livelock (each give-back's `released` wakes the others at once)"]
 fn quorum_give_back_livelock() {
-    let mut s = Sys::quorum("issue: quorum give-back livelock", RTTL);
-    s.clients = vec![
-        ClientCfg::new(RTTL).acquisitions(2),
-        ClientCfg::new(RTTL).acquisitions(2),
-    ];
+    let mut s = Sys::quorum("issue: quorum give-back livelock", TTL);
+    s.clients = vec![ClientCfg::new(TTL), ClientCfg::new(TTL)];
     s.faults = Faults {
         budget: 1,
         restart_empty: true,
+        faulty_nodes: 1,
         ..Faults::default()
     };
     s.late = 0;
-    s.liveness_bound = 2 * RTTL;
-    s.horizon = 3 * RTTL;
+    s.liveness_bound = TTL;
+    s.horizon = 5 * TTL / 2;
     refute(s, SAFETY[2], false);
 }
 

@@ -1646,6 +1646,44 @@ impl Sys {
         };
     }
 
+    /// A request whose delivery now is independent of every other action
+    /// enabled in `s` (which must not let time pass): the only deliverable
+    /// request to its server, served in a single way (no WAIT, no sync, no
+    /// loss left in the budget), by a script that publishes nothing in the
+    /// model (so which clients listen does not matter), while time cannot
+    /// move (a fault cannot strike). Such a delivery changes only its
+    /// server and adds a reply; client actions change only clients and add
+    /// messages (the net is kept sorted, so the order is immaterial); the
+    /// properties read only clients, the fence and time.
+    fn independent_delivery(&self, s: &State) -> Option<usize> {
+        if self.min_replicas || s.syncs_left > 0 || (s.faults_left > 0 && self.faults.lose) {
+            return None;
+        }
+        let silent = |m: &Msg| {
+            matches!(
+                m.body,
+                Body::Req(
+                    _,
+                    Req::Acquire { .. }
+                        | Req::Renew { .. }
+                        | Req::Claim { .. }
+                        | Req::Confirm { .. }
+                        | Req::SemAcquire
+                        | Req::SemRenew
+                )
+            )
+        };
+        let due: Vec<(usize, &Msg)> = s
+            .net
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.to_server() && self.deliverable(s, m))
+            .collect();
+        due.iter()
+            .find(|(_, m)| silent(m) && due.iter().filter(|(_, o)| o.node == m.node).count() == 1)
+            .map(|(i, _)| *i)
+    }
+
     /// A command followed by `WAIT` (`--min-replicas`).
     fn waited(&self, m: &Msg) -> bool {
         self.min_replicas
@@ -1735,6 +1773,12 @@ impl Model for Sys {
         let quiet = self.next_instant(s).is_some();
         if quiet {
             out.push(Action::Tick);
+        } else if let Some(i) = self.independent_delivery(s) {
+            // Partial-order reduction: this delivery commutes with every
+            // other enabled action, so exploring it alone first loses no
+            // reachable combination of client states.
+            out.push(Action::Deliver(i as u8, false));
+            return;
         }
         // A message may be lost whenever it could be delivered. A crash, a
         // pause or a restart strikes when nothing is due any more at this
