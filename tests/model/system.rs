@@ -11,21 +11,29 @@
 //!
 //! Clients follow the code, step for step:
 //! - `waiter.rs`: the fast path (one attempt, reply ignored unless acquired),
-//!   then subscribe and attempt in a loop; after a failed attempt sleep until
-//!   the reply's wait (plus 1 ms and jitter when not first), woken early by a
-//!   release naming us, a grant (`take_grant`: deadline from the last queued
-//!   attempt's send instant, claimed with a renewal when less than
-//!   max(min_validity, claim/2) is left or writes must be confirmed), or the
-//!   note that we are next after a grant (come when it lapses). The `select!`
-//!   picks any ready branch; tokio's `Notify` keeps one permit.
-//! - `keeper.rs`: deadline `sent + ttl − drift` (from the send instant),
-//!   renewal every `renew_every` (`ttl/3`), retries every `retry_every`, lost
-//!   at the deadline even with a renewal in flight; a refusal loses the lease
-//!   at once; after a reconnect every lease is renewed at once; release waits
-//!   for a renewal in flight.
+//!   then subscribe (the name's channel and the client's inbox) and attempt
+//!   in a loop; after a failed attempt sleep until the reply's wait counted
+//!   from the attempt's send instant (plus 1 ms and jitter when not first),
+//!   woken early by a release naming us, a grant in our inbox (`take_grant`:
+//!   used as it is only when its token is larger than the one our latest
+//!   "held" attempt saw and enough of the claim window is left, counted from
+//!   that attempt's send instant; otherwise claimed with a renewal that
+//!   checks the grant's token), or the note that we are next after a grant
+//!   (come when it lapses). The `select!` picks any ready branch; tokio's
+//!   `Notify` keeps one permit.
+//! - `renewal.rs`: deadline `sent + ttl − drift` (from the send instant),
+//!   renewal every `renew_every` (`ttl/3`), retries every `retry_every`
+//!   (ttl/20, at most 500 ms), lost at the deadline even with a renewal in
+//!   flight; a refusal loses the lease at once; after a reconnect every
+//!   lease without a renewal in flight is renewed at once (`RenewAll`).
+//! - `lease/mod.rs`: `Released` is said (the work stops) before the release
+//!   is sent; release waits for a renewal in flight.
 //! - the supervisor: the work (the child) is inside its lease from the
 //!   acquisition until the safety deadline; after a refusal it is stopped
 //!   within the stop budget (and by the deadline); on release it stops first.
+//! - `quorum.rs`: every server asked at once with a per-server timeout; a
+//!   majority within the validity time, then confirm.lua on the majority;
+//!   otherwise what was taken is given back (release, `released` always).
 //!
 //! The server steps are the scripts (`redis.rs`). A client's clock runs at a
 //! constant rate that differs from Redis's by at most the drift the design
