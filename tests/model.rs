@@ -637,7 +637,6 @@ fn probe() {
         pause: g("PA", 0),
         syncs: g("SY", 0) as u8,
         faulty_nodes: g("FN", 0) as u8,
-        ..Faults::default()
     };
     s.min_replicas = g("MR", 0) == 1;
     s.wait_timeouts = g("WT", 1) as u8;
