@@ -28,8 +28,10 @@ fn long() -> bool {
 }
 
 /// No run explores more than this many states (a guard for the machine's
-/// memory; the bounded checks stay far below it).
-const STATE_CAP: usize = 30_000_000;
+/// memory, about 15 bytes a state; the bounded checks stay below it).
+fn state_cap() -> usize {
+    if long() { 200_000_000 } else { 30_000_000 }
+}
 
 const SAFETY: &[&str] = &[
     "never more inside their work than allowed",
@@ -47,7 +49,7 @@ fn explore(sys: Sys, shortest: bool, stop_at: &[&'static str]) -> Box<dyn Checke
     let b = sys
         .checker()
         .threads(2)
-        .target_state_count(STATE_CAP)
+        .target_state_count(state_cap())
         .finish_when(stateright::HasDiscoveries::AnyOf(
             stop_at.iter().copied().collect(),
         ));
@@ -81,9 +83,10 @@ fn verify(sys: Sys) {
         );
     }
     assert!(
-        c.state_count() < STATE_CAP,
-        "model {}: stopped at {STATE_CAP} states, not exhaustive: lower the bounds",
-        m.label
+        c.state_count() < state_cap(),
+        "model {}: stopped at {} states, not exhaustive: lower the bounds",
+        m.label,
+        state_cap()
     );
     assert!(
         c.discovery("two tenures").is_some(),
