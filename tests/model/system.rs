@@ -1389,7 +1389,7 @@ impl Sys {
             Body::Pub(e) => self.on_event(s, c, e),
             Body::Reconnected => {
                 let cl = &mut s.clients[c];
-                // keeper.rs RenewAll: every lease not in flight is due now.
+                // renewal.rs RenewAll: every lease not in flight is due now.
                 if let Phase::Hold(h) = &mut cl.phase
                     && h.flight.is_none()
                 {
@@ -1949,7 +1949,7 @@ impl Model for Sys {
                 };
                 match h.flight {
                     // Stop renewing; wait for the renewal in flight (the
-                    // keeper abandons it at the deadline at the latest).
+                    // renewal service abandons it at the deadline at the latest).
                     Some(mut f) => {
                         f.until = f.until.min(h.deadline);
                         s.clients[c].phase = Phase::Releasing {
