@@ -36,6 +36,7 @@ const ACL_RULE: &[&str] = &[
     "+hmget",
     "+hset",
     "+hdel",
+    "+hkeys",
     "+pexpire",
     "+pexpireat",
     "+pttl",
@@ -262,7 +263,15 @@ fn cli_run_as_a_least_privilege_user_with_the_password_from_the_environment() {
     let url = format!("redis://lh@127.0.0.1:{}", r.port);
     let out = std::process::Command::new(support::leasehold_bin())
         .args([
-            "run", "--name", "acl-job", "--redis", &url, "--", "sh", "-c", "exit 4",
+            "run",
+            "--name",
+            "acl-job",
+            "--redis",
+            &url,
+            "--",
+            "sh",
+            "-c",
+            "sleep 1; exit 4",
         ])
         .env("LEASEHOLD_REDIS_PASSWORD", "s3cret")
         .output()
@@ -282,6 +291,12 @@ fn cli_run_as_a_least_privilege_user_with_the_password_from_the_environment() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("s3cret") && !err.contains("s3cret"));
+    // The rule lets `run` note its containment for `status` too.
+    assert!(
+        r.cmd(&["HVALS", "leasehold:{acl-job}:run"])
+            .contains("contain="),
+        "run could not note its containment under the documented ACL rule"
+    );
     // A user without the rights gets a clear error, not a panic.
     assert!(
         r.cmd(&[

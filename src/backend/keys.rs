@@ -36,6 +36,9 @@ pub struct Keys {
     pub slotinfo: String,
     /// `<prefix>{<name>}:events`: the channel of releases, grants, proclaims.
     pub events: String,
+    /// `<prefix>{<name>}:run`: `leasehold run`'s note per holder (how its
+    /// job is contained), read by `leasehold status`.
+    pub notes: String,
     /// `<prefix>epoch`: which server leasehold writes to, and since when
     /// (on Cluster, one marker per hash slot).
     pub epoch: String,
@@ -51,6 +54,7 @@ impl Keys {
             slots: format!("{prefix}{{{name}}}:slots"),
             slotinfo: format!("{prefix}{{{name}}}:slotinfo"),
             events: format!("{prefix}{{{name}}}:events"),
+            notes: format!("{prefix}{{{name}}}:run"),
             epoch: format!("{prefix}epoch"),
         }
     }

@@ -486,6 +486,32 @@ impl Node {
         })
     }
 
+    /// `run_note.lua`: notes (or, with `note` empty, removes) what `holder`
+    /// tells `leasehold status` about itself; notes of former holders are
+    /// dropped on the way. `false`: a key of `name` is not leasehold's.
+    pub async fn note(&self, name: &str, holder: &HolderId, note: &str) -> Result<bool> {
+        let k = self.keys(name)?;
+        let call = Call::new(&scripts::RUN_NOTE)
+            .key(&k.notes)
+            .key(&k.lease)
+            .key(&k.slots)
+            .arg(holder.as_str())
+            .arg(note);
+        Ok(int("note", &self.call("note", call).await?)? == 1)
+    }
+
+    /// The notes of `holders` (absent: none), read by holder id only, so a
+    /// notes hash someone else filled cannot make this read large.
+    pub async fn notes(&self, name: &str, holders: &[&str]) -> Result<Vec<Option<String>>> {
+        if holders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(name)?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&k.notes).arg(holders);
+        self.run("notes", async |c| cmd.query_async(c).await).await
+    }
+
     /// Joins the events of `name`, and this client's inbox (where releases
     /// hand over the lease to our waiters), both confirmed by Redis.
     /// (With `inbox` false — a quorum, which has no queue — the name's events

@@ -40,6 +40,7 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
         Ok(c) => c,
         Err(e) => return Err(e.into()),
     };
+    let note = format!("contain={}", containment.name());
     let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
         let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -134,8 +135,24 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
             lease.token(),
             program.to_string_lossy()
         );
+        // For `status`: how this holder's job is contained. In the
+        // background: the child does not wait for it.
+        let noting = {
+            let (client, name, holder, note) = (
+                client.clone(),
+                a.name.clone(),
+                lease.holder().clone(),
+                note.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = client.backend().note(&name, &holder, &note).await {
+                    tracing::debug!("could not note the containment for status: {e}");
+                }
+            })
+        };
         let started = Instant::now();
         let outcome = supervisor.run_while_held(&lease, signals.recv()).await;
+        noting.abort();
         let failed = match outcome {
             Err(e) => {
                 let code = match e.kind() {
