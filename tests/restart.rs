@@ -2,7 +2,7 @@
 //! restarts from an RDB snapshot or an AOF, wipes with holders of different
 //! TTLs, and first use of a Redis that has been up for long.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

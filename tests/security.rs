@@ -1,7 +1,7 @@
 //! Security: TLS (with a CA and client certificates the test makes itself),
 //! a least-privilege ACL user running the whole flow, and hostile input.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Sentinel: 1 master + 1 replica + 3 sentinels, started by the test.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

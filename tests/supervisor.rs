@@ -6,7 +6,7 @@
 //! find the tree in /proc, and how a guard kills whatever is left at the end,
 //! also when an assertion failed.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
