@@ -167,9 +167,9 @@ async fn after_a_wipe_a_short_ttl_contender_waits_for_a_long_ttl_holder() {
 #[tokio::test]
 async fn first_use_of_a_long_running_redis_does_not_wait() {
     let r = RedisServer::start();
-    // Up for more than the TTL and the 3 s announce window (INFO counts
-    // whole seconds).
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Up for more than the TTL and the 3 s announce window, counted from
+    // the start rounded up to a whole second (INFO counts whole seconds).
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let c = client(&r).await;
     let t0 = Instant::now();
     let l = c
@@ -182,6 +182,41 @@ async fn first_use_of_a_long_running_redis_does_not_wait() {
     eprintln!("first acquisition on a Redis up for 3 s took {took:?}");
     assert!(took < Duration::from_millis(500), "waited {took:?}");
     drop(l);
+}
+
+/// Redis reports its uptime in whole seconds, rounded down: counting the
+/// quarantine from `now - uptime` could start it up to a second before the
+/// server did. Started at .8 of a wall-clock second and asked at .05, the
+/// quarantine must still end no earlier than the start + 3 s.
+#[tokio::test]
+async fn the_quarantine_never_starts_before_the_server_did() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let since_epoch = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    // To the next .800 of a wall-clock second.
+    let now_ms = since_epoch().as_millis() as u64;
+    let mut at = now_ms - now_ms % 1000 + 800;
+    if at <= now_ms {
+        at += 1000;
+    }
+    tokio::time::sleep(Duration::from_millis(at - now_ms)).await;
+    let started_no_earlier = since_epoch();
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let whole = started_no_earlier.as_secs();
+    let ask_at = Duration::from_millis((whole + 2) * 1000 + 50);
+    tokio::time::sleep(ask_at.saturating_sub(since_epoch())).await;
+    let asked = since_epoch();
+    let st = c.status("early").await.expect("status");
+    let q = st.quarantine.expect("a new server is quarantined");
+    let ends = asked + q;
+    let floor = started_no_earlier + Duration::from_secs(3);
+    assert!(
+        ends >= floor,
+        "the quarantine ends {:?} before the server's start + 3 s (started after {:?}, asked at {:?}, {q:?} left)",
+        floor - ends,
+        started_no_earlier,
+        asked
+    );
 }
 
 /// The quarantine is visible in `status` while it lasts.
@@ -200,8 +235,9 @@ async fn status_shows_a_quarantine() {
     let st = c.status("q").await.expect("status");
     assert!(st.holder.is_none());
     let q = st.quarantine.expect("status shows the quarantine");
+    // TTL 5 s from the server's start, rounded up to a whole second.
     assert!(
-        q > Duration::from_secs(2) && q <= Duration::from_secs(5),
+        q > Duration::from_secs(2) && q <= Duration::from_secs(6),
         "{q:?}"
     );
 }
