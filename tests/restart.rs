@@ -191,7 +191,11 @@ async fn first_use_of_a_long_running_redis_does_not_wait() {
 #[tokio::test]
 async fn the_quarantine_never_starts_before_the_server_did() {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let since_epoch = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    };
     // To the next .800 of a wall-clock second.
     let now_ms = since_epoch().as_millis() as u64;
     let mut at = now_ms - now_ms % 1000 + 800;
@@ -280,4 +284,69 @@ async fn after_a_wipe_a_short_ttl_slot_waits_for_a_long_ttl_holder() {
         c_at - wiped_at
     );
     drop(other);
+}
+
+/// The record's `w` mark (its writes are on every replica, so a promoted
+/// one may grant without a quarantine) is re-checked by every renewal: a
+/// replica that joins while the lease is held — which `WAIT 1` may not
+/// cover — unmarks it, and it is marked again once `WAIT 1` covers every
+/// replica. The same for a semaphore (lowered only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_the_replica_mark_true() {
+    let m = RedisServer::start();
+    m.warm();
+    let mp = m.port.to_string();
+    let replicas = |n: usize| {
+        let info = m.cmd(&["INFO", "replication"]);
+        info.contains(&format!("connected_slaves:{n}"))
+    };
+    let online = |n: usize| {
+        support::wait_for(Duration::from_secs(10), || replicas(n).then_some(()))
+            .unwrap_or_else(|| panic!("{n} replica(s) never connected"));
+    };
+    let w = |key: &str| m.cmd(&["HGET", key, "w"]);
+    let until_w = |key: &str, want: &str| {
+        support::wait_for(Duration::from_secs(5), || {
+            w(key).contains(want).then_some(())
+        })
+        .is_some()
+    };
+    let _r1 = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mp]);
+    online(1);
+    let c = Client::builder(m.url())
+        .min_replicas(1)
+        .connect()
+        .await
+        .expect("connect");
+    let ttl = Duration::from_millis(1500);
+    let l = c.lease("w").ttl(ttl).acquire().await.expect("acquire");
+    let p = c
+        .semaphore("ws", 2)
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("permit");
+    assert!(w("leasehold:{w}:lease").contains('1'), "marked at acquire");
+    assert!(w("leasehold:{ws}:lease").contains('1'), "marked at acquire");
+
+    let r2 = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mp]);
+    online(2);
+    assert!(
+        until_w("leasehold:{w}:lease", "0"),
+        "a renewal confirmed by WAIT 1 with two replicas left the lease marked"
+    );
+    assert!(
+        until_w("leasehold:{ws}:lease", "0"),
+        "a renewal confirmed by WAIT 1 with two replicas left the semaphore marked"
+    );
+    drop(r2);
+    online(1);
+    assert!(
+        until_w("leasehold:{w}:lease", "1"),
+        "renewals covering every replica again did not mark the lease"
+    );
+    assert!(
+        l.is_held() && p.is_held(),
+        "the lease and the permit are still held"
+    );
 }

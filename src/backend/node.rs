@@ -301,10 +301,15 @@ impl Node {
         }
         .arg(item.holder.as_str())
         .arg(item.ttl.as_millis() as u64);
+        // The WAIT's replica count, for the record's `w` (renew.lua ARGV[6],
+        // sem_renew.lua ARGV[3]).
         match (item.repair, item.kind) {
             (Some((token, value)), Kind::Lease) => call.arg(token.0).arg(value),
-            _ => call,
+            (None, Kind::Lease) => call.arg("").arg(""),
+            (_, Kind::Slot { .. }) => return call.arg(self.min_replicas),
         }
+        .arg("")
+        .arg(self.min_replicas)
     }
 
     /// Renews; with `repair = Some((token, value))` a missing key is re-created
@@ -346,7 +351,8 @@ impl Node {
             .arg(ttl.as_millis() as u64)
             .arg("")
             .arg("")
-            .arg(token.0);
+            .arg(token.0)
+            .arg(self.min_replicas);
         let (mut replies, replicated) = self
             .exec(
                 "claim",

@@ -66,8 +66,9 @@ class Calls:
         k = self.keys(name)
         if slot:
             keys = [k.slots, k.slotinfo, k.lease, k.epoch]
-            return Call("renew", "sem_renew", keys, [holder, ttl], p.parse_renew, ttl)
-        args: list[object] = [holder, ttl] if expect is None else [holder, ttl, "", "", expect]
+            return Call("renew", "sem_renew", keys, [holder, ttl, self.min_replicas], p.parse_renew, ttl)
+        # ARGV[6]: the WAIT's replica count, which re-marks the record's `w`.
+        args: list[object] = [holder, ttl, "", "", "" if expect is None else expect, self.min_replicas]
         return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 
     def release(self, slot: bool, name: str, holder: str) -> Call[bool]:
