@@ -37,6 +37,7 @@ const ACL_RULE: &[&str] = &[
     "+hset",
     "+hdel",
     "+hkeys",
+    "+hlen",
     "+pexpire",
     "+pexpireat",
     "+pttl",
@@ -261,7 +262,7 @@ async fn the_whole_flow_runs_as_a_least_privilege_user() {
 fn cli_run_as_a_least_privilege_user_with_the_password_from_the_environment() {
     let r = acl_server();
     let url = format!("redis://lh@127.0.0.1:{}", r.port);
-    let out = std::process::Command::new(support::leasehold_bin())
+    let child = std::process::Command::new(support::leasehold_bin())
         .args([
             "run",
             "--name",
@@ -271,32 +272,36 @@ fn cli_run_as_a_least_privilege_user_with_the_password_from_the_environment() {
             "--",
             "sh",
             "-c",
-            "sleep 1; exit 4",
+            "sleep 2; exit 4",
         ])
         .env("LEASEHOLD_REDIS_PASSWORD", "s3cret")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run");
+    // While it runs, `status` (as the same user) shows its containment: the
+    // rule lets `run` note it.
+    let lh_url = format!("redis://lh:s3cret@127.0.0.1:{}", r.port);
+    let shown = support::wait_for(Duration::from_secs(5), || {
+        let (code, out, err) =
+            leasehold_output(&["status", "--name", "acl-job", "--redis", &lh_url, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains("s3cret") && !err.contains("s3cret"));
+        out.contains("\"contain\"").then_some(())
+    });
+    let out = child.wait_with_output().expect("run");
     assert_eq!(
         out.status.code(),
         Some(4),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, out, err) = leasehold_output(&[
-        "status",
-        "--name",
-        "acl-job",
-        "--redis",
-        &format!("redis://lh:s3cret@127.0.0.1:{}", r.port),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(!out.contains("s3cret") && !err.contains("s3cret"));
-    // The rule lets `run` note its containment for `status` too.
     assert!(
-        r.cmd(&["HVALS", "leasehold:{acl-job}:run"])
-            .contains("contain="),
+        shown.is_some(),
         "run could not note its containment under the documented ACL rule"
     );
+    // ... and remove it when it gives the lease back.
+    assert_eq!(r.cmd(&["EXISTS", "leasehold:{acl-job}:run"]), ":0\r\n");
     // A user without the rights gets a clear error, not a panic.
     assert!(
         r.cmd(&[

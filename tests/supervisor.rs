@@ -439,3 +439,29 @@ fn status_shows_the_containment() {
     }
     drop(sems);
 }
+
+/// The containment note goes when `run` gives the lease back (a name run
+/// once keeps no key for it), and a notes hash someone else filled beyond
+/// any set of holders is dropped whole, not walked.
+#[test]
+fn the_note_goes_with_the_lease() {
+    let r = RedisServer::start();
+    r.warm();
+    let url = r.url();
+    let key = "leasehold:{job}:run";
+    let mut fill = vec!["HSET", key];
+    let fields: Vec<String> = (0..1500).map(|i| format!("f{i}")).collect();
+    for f in &fields {
+        fill.push(f);
+        fill.push("x");
+    }
+    r.cmd(&fill);
+    let (code, _, err) =
+        support::leasehold_output(&run_args(&url, &["--contain", "group"], "sleep 1"));
+    assert_eq!(code, 0, "{err}");
+    let left = r.cmd(&["HLEN", key]);
+    assert_eq!(
+        left, ":0\r\n",
+        "after run exited its notes key still has fields: {left}"
+    );
+}

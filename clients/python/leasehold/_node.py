@@ -54,11 +54,11 @@ class Calls:
         return p.keys_for(self.prefix, name, self.cluster)
 
     def attempt(self, name: str, holder: str, ttl: int, value: str, queue: bool) -> Call[p.AcquireReply]:
-        k, a = p.acquire_args(self.keys(name), holder, ttl, value, queue, self.confirm)
+        k, a = p.acquire_args(self.keys(name), holder, ttl, value, queue, self.min_replicas)
         return Call("acquire", "acquire", k, a, p.parse_acquire, ttl)
 
     def sem_attempt(self, name: str, holder: str, ttl: int, value: str, limit: int) -> Call[p.AcquireReply]:
-        k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.confirm)
+        k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.min_replicas)
         return Call("semaphore", "sem_acquire", k, a, p.parse_sem_acquire, ttl)
 
     def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> Call[str | None]:

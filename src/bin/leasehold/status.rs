@@ -61,7 +61,7 @@ fn text(name: &str, h: Option<&HolderInfo>) -> String {
 fn contained_by(note: &str) -> Option<String> {
     note.split(' ')
         .find_map(|kv| kv.strip_prefix("contain="))
-        .filter(|m| ["pidns", "cgroup", "group"].contains(m))
+        .filter(|m| leasehold::supervisor::Containment::NAMES.contains(m))
         .map(str::to_string)
 }
 

@@ -46,7 +46,7 @@ if not held and ARGV[3] and ARGV[3] ~= '' then
   local tok = ARGV[3]
   if num(tok) < num(r[3]) then tok = r[3] end
   redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', ARGV[1], 'value', ARGV[4] or '',
-    'exp', now + ttl, 'ttl', ttl, 'token', tok)
+    'exp', now + ttl, 'ttl', ttl, 'token', tok, 'w', confirmed_by_all(ARGV[6]))
   return {1}
 end
 note_refused(KEYS[1], KEYS[2], ttl, r[4])

@@ -8,7 +8,9 @@
 -- ARGV[2]  the note (e.g. "contain=pidns"); "" removes ours
 --
 -- Notes of holders that no longer hold the name (crashed supervisors) are
--- dropped on the way, so the hash stays as small as the set of holders.
+-- dropped on the way, so the hash stays as small as the set of holders. A
+-- hash larger than any set of holders leasehold keeps (someone else filled
+-- it) is dropped whole rather than walked: a script blocks the server.
 -- Returns 1, or 0 when a key is of a type leasehold did not write (nothing
 -- is changed then).
 
@@ -18,8 +20,10 @@ local function failed(r) return type(r) == 'table' and r['err'] ~= nil end
 
 local rec = redis.pcall('HMGET', KEYS[2], 'holder', 'exp')
 if failed(rec) then return 0 end
-local fields = redis.pcall('HKEYS', KEYS[1])
-if failed(fields) then return 0 end
+local n = redis.pcall('HLEN', KEYS[1])
+if failed(n) then return 0 end
+if n > 1000 then redis.call('DEL', KEYS[1]) end
+local fields = redis.call('HKEYS', KEYS[1])
 for _, h in ipairs(fields) do
   if h ~= ARGV[1] then
     local held = h == rec[1] and (tonumber(rec[2]) or 0) > now
