@@ -5,8 +5,7 @@
 //!
 //! `LEASEHOLD_BENCH_QUICK=1` shortens every phase (for a smoke run).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use leasehold_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,6 @@
 //! The shared token cache on a real redis-server.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

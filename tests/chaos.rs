@@ -5,7 +5,7 @@
 //! The scenarios run one after another: their safety margins are timers, and
 //! the 2-core CI machine should not be saturated by two chaos runs at once.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `leasehold run` end to end: the real binary, a real redis-server, and
 //! workers that log what they actually did.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Leases on a 3-master Redis Cluster started by the test.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::Duration;
 

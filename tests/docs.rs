@@ -1,7 +1,7 @@
 //! Completion scripts and man pages come from the clap definitions; check
 //! that bash accepts the one and `man` renders the other.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! Leader election on a real redis-server.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

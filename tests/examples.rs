@@ -1,7 +1,7 @@
 //! The programs in `examples/` run against a redis-server this test starts
 //! (`cargo test` builds them; a stale or missing binary fails the test).
 
-mod support;
+use leasehold_testkit as support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! line and a documented exit code, nothing hammered, nothing leaked. The
 //! real binary against redis-servers the tests start.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

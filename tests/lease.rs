@@ -1,6 +1,6 @@
 //! The lease against a real redis-server started by the test.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

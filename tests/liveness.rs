@@ -2,7 +2,7 @@
 //! Each test failed before its fix; they use real redis-server processes,
 //! frozen (SIGSTOP), flushed, or reached through a proxy that stalls.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

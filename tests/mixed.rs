@@ -2,7 +2,7 @@
 //! same .lua files) contending for one lease and one semaphore on a real
 //! redis-server. (The package's own pytest suite adds the fault cases.)
 
-mod support;
+use leasehold_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

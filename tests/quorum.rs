@@ -1,6 +1,6 @@
 //! Quorum (Redlock) over 5 independent redis-server processes.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Quota counters on a real redis-server.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! restarts from an RDB snapshot or an AOF, wipes with holders of different
 //! TTLs, and first use of a Redis that has been up for long.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 
@@ -167,9 +167,9 @@ async fn after_a_wipe_a_short_ttl_contender_waits_for_a_long_ttl_holder() {
 #[tokio::test]
 async fn first_use_of_a_long_running_redis_does_not_wait() {
     let r = RedisServer::start();
-    // Up for more than the TTL and the 3 s announce window (INFO counts
-    // whole seconds).
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Up for more than the TTL and the 3 s announce window, counted from
+    // the start rounded up to a whole second (INFO counts whole seconds).
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let c = client(&r).await;
     let t0 = Instant::now();
     let l = c
@@ -182,6 +182,45 @@ async fn first_use_of_a_long_running_redis_does_not_wait() {
     eprintln!("first acquisition on a Redis up for 3 s took {took:?}");
     assert!(took < Duration::from_millis(500), "waited {took:?}");
     drop(l);
+}
+
+/// Redis reports its uptime in whole seconds, rounded down: counting the
+/// quarantine from `now - uptime` could start it up to a second before the
+/// server did. Started at .5 of a wall-clock second and asked at .05, the
+/// quarantine must still end no earlier than the start + 3 s.
+#[tokio::test]
+async fn the_quarantine_never_starts_before_the_server_did() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let since_epoch = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    };
+    // To the next .500 of a wall-clock second.
+    let now_ms = since_epoch().as_millis() as u64;
+    let mut at = now_ms - now_ms % 1000 + 500;
+    if at <= now_ms {
+        at += 1000;
+    }
+    tokio::time::sleep(Duration::from_millis(at - now_ms)).await;
+    let started_no_earlier = since_epoch();
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let whole = started_no_earlier.as_secs();
+    let ask_at = Duration::from_millis((whole + 2) * 1000 + 50);
+    tokio::time::sleep(ask_at.saturating_sub(since_epoch())).await;
+    let asked = since_epoch();
+    let st = c.status("early").await.expect("status");
+    let q = st.quarantine.expect("a new server is quarantined");
+    let ends = asked + q;
+    let floor = started_no_earlier + Duration::from_secs(3);
+    assert!(
+        ends >= floor,
+        "the quarantine ends {:?} before the server's start + 3 s (started after {:?}, asked at {:?}, {q:?} left)",
+        floor - ends,
+        started_no_earlier,
+        asked
+    );
 }
 
 /// The quarantine is visible in `status` while it lasts.
@@ -200,8 +239,9 @@ async fn status_shows_a_quarantine() {
     let st = c.status("q").await.expect("status");
     assert!(st.holder.is_none());
     let q = st.quarantine.expect("status shows the quarantine");
+    // TTL 5 s from the server's start, rounded up to a whole second.
     assert!(
-        q > Duration::from_secs(2) && q <= Duration::from_secs(5),
+        q > Duration::from_secs(2) && q <= Duration::from_secs(6),
         "{q:?}"
     );
 }
@@ -244,4 +284,101 @@ async fn after_a_wipe_a_short_ttl_slot_waits_for_a_long_ttl_holder() {
         c_at - wiped_at
     );
     drop(other);
+}
+
+/// The record's `w` mark (its writes are on every replica, so a promoted
+/// one may grant without a quarantine) is re-checked by every renewal: a
+/// replica that joins while the lease is held — which `WAIT 1` may not
+/// cover — unmarks it, and it is marked again once `WAIT 1` covers every
+/// replica. The same for a semaphore (lowered only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_the_replica_mark_true() {
+    let m = RedisServer::start();
+    m.warm();
+    let mp = m.port.to_string();
+    let replicas = |n: usize| {
+        let info = m.cmd(&["INFO", "replication"]);
+        info.contains(&format!("connected_slaves:{n}"))
+    };
+    let online = |n: usize| {
+        support::wait_for(Duration::from_secs(10), || replicas(n).then_some(()))
+            .unwrap_or_else(|| panic!("{n} replica(s) never connected"));
+    };
+    // The field as RESP: "$1\r\n1\r\n", "$1\r\n0\r\n", or "$-1\r\n" (absent).
+    let w = |key: &str| m.cmd(&["HGET", key, "w"]);
+    let is = |key: &str, want: &str| w(key) == format!("$1\r\n{want}\r\n");
+    let until_w = |key: &str, want: &str| {
+        support::wait_for(Duration::from_secs(5), || is(key, want).then_some(())).is_some()
+    };
+    let _r1 = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mp]);
+    online(1);
+    let c = Client::builder(m.url())
+        .min_replicas(1)
+        .connect()
+        .await
+        .expect("connect");
+    let ttl = Duration::from_millis(1500);
+    let l = c.lease("w").ttl(ttl).acquire().await.expect("acquire");
+    let p = c
+        .semaphore("ws", 2)
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("permit");
+    assert!(
+        is("leasehold:{w}:lease", "1"),
+        "{}",
+        w("leasehold:{w}:lease")
+    );
+    assert!(
+        is("leasehold:{ws}:lease", "1"),
+        "{}",
+        w("leasehold:{ws}:lease")
+    );
+
+    let r2 = RedisServer::start_with(&["--replicaof", "127.0.0.1", &mp]);
+    online(2);
+    assert!(
+        until_w("leasehold:{w}:lease", "0"),
+        "a renewal confirmed by WAIT 1 with two replicas left the lease marked"
+    );
+    assert!(
+        until_w("leasehold:{ws}:lease", "0"),
+        "a renewal confirmed by WAIT 1 with two replicas left the semaphore marked"
+    );
+    drop(r2);
+    online(1);
+    assert!(
+        until_w("leasehold:{w}:lease", "1"),
+        "renewals covering every replica again did not mark the lease"
+    );
+    assert!(
+        l.is_held() && p.is_held(),
+        "the lease and the permit are still held"
+    );
+
+    // A grant on release is not marked (its holder's writes are not known
+    // to be on the replicas) until its claim, which is: with --min-replicas
+    // every grant is claimed.
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lease("w").ttl(ttl).acquire().await })
+    };
+    support::wait_for(Duration::from_secs(5), || {
+        m.cmd(&["ZCARD", "leasehold:{w}:queue"])
+            .contains(":1")
+            .then_some(())
+    })
+    .expect("the waiter queued");
+    l.release().await.expect("release");
+    let next = waiter
+        .await
+        .expect("join")
+        .expect("the waiter got the lease");
+    assert!(
+        until_w("leasehold:{w}:lease", "1"),
+        "the claimed grant was not marked: {}",
+        w("leasehold:{w}:lease")
+    );
+    drop(next);
 }

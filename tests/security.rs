@@ -1,7 +1,7 @@
 //! Security: TLS (with a CA and client certificates the test makes itself),
 //! a least-privilege ACL user running the whole flow, and hostile input.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ const ACL_RULE: &[&str] = &[
     "+hmget",
     "+hset",
     "+hdel",
+    "+hkeys",
+    "+hlen",
     "+pexpire",
     "+pexpireat",
     "+pttl",
@@ -260,28 +262,46 @@ async fn the_whole_flow_runs_as_a_least_privilege_user() {
 fn cli_run_as_a_least_privilege_user_with_the_password_from_the_environment() {
     let r = acl_server();
     let url = format!("redis://lh@127.0.0.1:{}", r.port);
-    let out = std::process::Command::new(support::leasehold_bin())
+    let child = std::process::Command::new(support::leasehold_bin())
         .args([
-            "run", "--name", "acl-job", "--redis", &url, "--", "sh", "-c", "exit 4",
+            "run",
+            "--name",
+            "acl-job",
+            "--redis",
+            &url,
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; exit 4",
         ])
         .env("LEASEHOLD_REDIS_PASSWORD", "s3cret")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run");
+    // While it runs, `status` (as the same user) shows its containment: the
+    // rule lets `run` note it.
+    let lh_url = format!("redis://lh:s3cret@127.0.0.1:{}", r.port);
+    let shown = support::wait_for(Duration::from_secs(5), || {
+        let (code, out, err) =
+            leasehold_output(&["status", "--name", "acl-job", "--redis", &lh_url, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains("s3cret") && !err.contains("s3cret"));
+        out.contains("\"contain\"").then_some(())
+    });
+    let out = child.wait_with_output().expect("run");
     assert_eq!(
         out.status.code(),
         Some(4),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, out, err) = leasehold_output(&[
-        "status",
-        "--name",
-        "acl-job",
-        "--redis",
-        &format!("redis://lh:s3cret@127.0.0.1:{}", r.port),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(!out.contains("s3cret") && !err.contains("s3cret"));
+    assert!(
+        shown.is_some(),
+        "run could not note its containment under the documented ACL rule"
+    );
+    // ... and remove it when it gives the lease back.
+    assert_eq!(r.cmd(&["EXISTS", "leasehold:{acl-job}:run"]), ":0\r\n");
     // A user without the rights gets a clear error, not a panic.
     assert!(
         r.cmd(&[

@@ -1,6 +1,6 @@
 //! Sentinel: 1 master + 1 replica + 3 sentinels, started by the test.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,14 @@ fn run_keeps_exactly_one_child_across_failover() {
     // Past a few renewals (every TTL/3) on the new master.
     std::thread::sleep(Duration::from_secs(11));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(text.matches("start").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("start").count(),
+        1,
+        "{text}\nfirst supervisor: {}\nsecond supervisor: {}\nnew master: {}",
+        first.stderr(),
+        second.stderr(),
+        g.master.cmd(&["INFO", "replication"])
+    );
     assert!(
         !text.contains("stop"),
         "the child was stopped: {text}\n{}",

@@ -6,7 +6,7 @@
 //! find the tree in /proc, and how a guard kills whatever is left at the end,
 //! also when an assertion failed.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -345,4 +345,123 @@ fn full_stderr_does_not_delay_the_stop() {
         gone - deadline
     );
     drop(sup);
+}
+
+/// `status --json` says how each holder's job is contained (issue 13): for a
+/// lease and for the permits of a semaphore; a former holder's note is
+/// dropped when the next one notes its own, and a note someone else wrote
+/// in a shape `run` never writes is not shown.
+#[test]
+fn status_shows_the_containment() {
+    let r = RedisServer::start();
+    r.warm();
+    let url = r.url();
+    let dir = tempfile::tempdir().expect("dir");
+    let tree = Tree::new();
+    let status = |name: &str| -> serde_json::Value {
+        let (code, out, err) =
+            support::leasehold_output(&["status", "--name", name, "--redis", &url, "--json"]);
+        assert_eq!(code, 0, "status failed: {err}");
+        serde_json::from_str(out.trim()).expect("status --json prints JSON")
+    };
+
+    let first = leasehold(
+        dir.path(),
+        &run_args(&url, &["--contain", "group"], "sleep 1000"),
+        &[("LH_TEST_MARK", &tree.mark)],
+    );
+    tree.wait_started(1);
+    let v = wait_for(Duration::from_secs(5), || {
+        let v = status("job");
+        v.get("contain").is_some().then_some(v)
+    })
+    .unwrap_or_else(|| panic!("status never showed the containment: {}", status("job")));
+    assert_eq!(v["contain"], "group", "{v}");
+    let first_holder = v["holder"].as_str().expect("holder").to_string();
+    // A hostile note beside ours: not a mode `run` writes.
+    r.cmd(&[
+        "HSET",
+        "leasehold:{job}:run",
+        &first_holder,
+        "contain=\u{1b}[2Jevil",
+    ]);
+    assert!(status("job").get("contain").is_none(), "{}", status("job"));
+    r.cmd(&[
+        "HSET",
+        "leasehold:{job}:run",
+        &first_holder,
+        "contain=group",
+    ]);
+
+    // The next holder notes its own and drops the crashed one's.
+    first.signal(libc::SIGKILL);
+    drop(tree);
+    let tree = Tree::new();
+    let _second = leasehold(
+        dir.path(),
+        &run_args(&url, &["--contain", "group"], "sleep 1000"),
+        &[("LH_TEST_MARK", &tree.mark)],
+    );
+    let v = wait_for(Duration::from_secs(10), || {
+        let v = status("job");
+        (v["state"] == "held" && v["holder"] != first_holder.as_str() && v.get("contain").is_some())
+            .then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the next holder's containment never showed: {}",
+            status("job")
+        )
+    });
+    assert_eq!(v["contain"], "group", "{v}");
+    let notes = r.cmd(&["HKEYS", "leasehold:{job}:run"]);
+    assert!(
+        !notes.contains(&first_holder),
+        "the crashed holder's note was kept: {notes}"
+    );
+
+    // A semaphore: every permit's holder shows its own.
+    let sems: Vec<Proc> = (0..2)
+        .map(|_| {
+            let mut args = run_args(&url, &["--contain", "group", "--slots", "2"], "sleep 1000");
+            args[2] = "sem";
+            leasehold(dir.path(), &args, &[("LH_TEST_MARK", &tree.mark)])
+        })
+        .collect();
+    let v = wait_for(Duration::from_secs(10), || {
+        let v = status("sem");
+        let slots = v.get("slots")?.as_array()?.clone();
+        (slots.len() == 2 && slots.iter().all(|s| s.get("contain").is_some())).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("the permits' containment never showed: {}", status("sem")));
+    for s in v["slots"].as_array().into_iter().flatten() {
+        assert_eq!(s["contain"], "group", "{v}");
+    }
+    drop(sems);
+}
+
+/// The containment note goes when `run` gives the lease back (a name run
+/// once keeps no key for it), and a notes hash someone else filled beyond
+/// any set of holders is dropped whole, not walked.
+#[test]
+fn the_note_goes_with_the_lease() {
+    let r = RedisServer::start();
+    r.warm();
+    let url = r.url();
+    let key = "leasehold:{job}:run";
+    let mut fill = vec!["HSET", key];
+    let fields: Vec<String> = (0..1500).map(|i| format!("f{i}")).collect();
+    for f in &fields {
+        fill.push(f);
+        fill.push("x");
+    }
+    r.cmd(&fill);
+    let (code, _, err) =
+        support::leasehold_output(&run_args(&url, &["--contain", "group"], "sleep 1"));
+    assert_eq!(code, 0, "{err}");
+    let left = r.cmd(&["HLEN", key]);
+    assert_eq!(
+        left, ":0\r\n",
+        "after run exited its notes key still has fields: {left}"
+    );
 }

@@ -2,7 +2,7 @@
 //! process group holds the terminal while it runs, as under a shell. A real
 //! pseudo-terminal, with leasehold as its session's foreground group.
 
-mod support;
+use leasehold_testkit as support;
 
 use std::fs::File;
 use std::io::Write;

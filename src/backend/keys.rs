@@ -3,13 +3,14 @@
 //!
 //! | key                         | type   | TTL        | holds                                   |
 //! |-----------------------------|--------|------------|-----------------------------------------|
-//! | `<prefix>{<name>}:lease`    | hash   | none       | the name record: kind, holder, value, exp, ttl, token, run, maxttl, qu, obs (`scripts/prelude.lua`) |
+//! | `<prefix>{<name>}:lease`    | hash   | none       | the name record: kind, holder, value, exp, ttl, token, run, maxttl, qu, obs, w (`scripts/prelude.lua`) |
 //! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
-//! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms value"  |
+//! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms inbox value" |
 //! | `<prefix>{<name>}:events`   | channel| —          | "granted T HEAD CLAIM NEXT", "released T \[HEAD\]", "acquired T", "proclaimed T" |
 //! | `<prefix>{<name>}:slots`    | zset   | longest slot | semaphore: holder id → expiry (Redis ms) |
 //! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |
-//! | `<prefix>epoch`             | string | none       | "run_id base_ms maxttl_ms": the server leasehold writes to, since when, longest TTL |
+//! | `<prefix>{<name>}:run`      | hash   | none (pruned) | `leasehold run`'s note per holder id ("contain=pidns"), for `status` |
+//! | `<prefix>epoch`             | string | none       | "run_id base_ms maxttl_ms": the server leasehold writes to, since when, longest TTL (on Cluster one per hash slot: `<prefix>{e<i>}:epoch`) |
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -36,6 +37,9 @@ pub struct Keys {
     pub slotinfo: String,
     /// `<prefix>{<name>}:events`: the channel of releases, grants, proclaims.
     pub events: String,
+    /// `<prefix>{<name>}:run`: `leasehold run`'s note per holder (how its
+    /// job is contained), read by `leasehold status`.
+    pub notes: String,
     /// `<prefix>epoch`: which server leasehold writes to, and since when
     /// (on Cluster, one marker per hash slot).
     pub epoch: String,
@@ -51,6 +55,7 @@ impl Keys {
             slots: format!("{prefix}{{{name}}}:slots"),
             slotinfo: format!("{prefix}{{{name}}}:slotinfo"),
             events: format!("{prefix}{{{name}}}:events"),
+            notes: format!("{prefix}{{{name}}}:run"),
             epoch: format!("{prefix}epoch"),
         }
     }

@@ -482,6 +482,24 @@ impl Backend {
         }
     }
 
+    /// Notes what `holder` tells `leasehold status` about itself (`run`:
+    /// how its job is contained); `note` empty removes it. Best effort, for
+    /// people: nothing of the protocol reads it.
+    pub async fn note(&self, name: &str, holder: &HolderId, note: &str) -> Result<bool> {
+        match self {
+            Backend::Node(n) => n.note(name, holder, note).await,
+            Backend::Quorum(q) => q.note(name, holder, note).await,
+        }
+    }
+
+    /// The notes of `holders`, in their order.
+    pub async fn notes(&self, name: &str, holders: &[&str]) -> Result<Vec<Option<String>>> {
+        match self {
+            Backend::Node(n) => n.notes(name, holders).await,
+            Backend::Quorum(q) => q.notes(name, holders).await,
+        }
+    }
+
     /// Reads `name` without changing it.
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         match self {

@@ -301,10 +301,15 @@ impl Node {
         }
         .arg(item.holder.as_str())
         .arg(item.ttl.as_millis() as u64);
+        // The WAIT's replica count, for the record's `w` (renew.lua ARGV[6],
+        // sem_renew.lua ARGV[3]).
         match (item.repair, item.kind) {
             (Some((token, value)), Kind::Lease) => call.arg(token.0).arg(value),
-            _ => call,
+            (None, Kind::Lease) => call.arg("").arg(""),
+            (_, Kind::Slot { .. }) => return call.arg(self.min_replicas),
         }
+        .arg("")
+        .arg(self.min_replicas)
     }
 
     /// Renews; with `repair = Some((token, value))` a missing key is re-created
@@ -346,7 +351,8 @@ impl Node {
             .arg(ttl.as_millis() as u64)
             .arg("")
             .arg("")
-            .arg(token.0);
+            .arg(token.0)
+            .arg(self.min_replicas);
         let (mut replies, replicated) = self
             .exec(
                 "claim",
@@ -484,6 +490,32 @@ impl Node {
             semaphore: string_at("status", &reply, 5)? == "sem",
             quarantine: (!quarantine.is_zero()).then_some(quarantine),
         })
+    }
+
+    /// `run_note.lua`: notes (or, with `note` empty, removes) what `holder`
+    /// tells `leasehold status` about itself; notes of former holders are
+    /// dropped on the way. `false`: a key of `name` is not leasehold's.
+    pub async fn note(&self, name: &str, holder: &HolderId, note: &str) -> Result<bool> {
+        let k = self.keys(name)?;
+        let call = Call::new(&scripts::RUN_NOTE)
+            .key(&k.notes)
+            .key(&k.lease)
+            .key(&k.slots)
+            .arg(holder.as_str())
+            .arg(note);
+        Ok(int("note", &self.call("note", call).await?)? == 1)
+    }
+
+    /// The notes of `holders` (absent: none), read by holder id only, so a
+    /// notes hash someone else filled cannot make this read large.
+    pub async fn notes(&self, name: &str, holders: &[&str]) -> Result<Vec<Option<String>>> {
+        if holders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(name)?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&k.notes).arg(holders);
+        self.run("notes", async |c| cmd.query_async(c).await).await
     }
 
     /// Joins the events of `name`, and this client's inbox (where releases

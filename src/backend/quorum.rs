@@ -404,6 +404,38 @@ impl Quorum {
         Ok(replies.iter().filter(|r| matches!(r, Ok(true))).count() >= self.majority())
     }
 
+    /// `run`'s note on every server that answers (it is for people only).
+    pub async fn note(&self, name: &str, holder: &HolderId, note: &str) -> Result<bool> {
+        let replies = self
+            .all(Duration::from_secs(10), |n| n.note(name, holder, note))
+            .await;
+        let mut last = None;
+        for r in replies {
+            match r {
+                Ok(true) => return Ok(true),
+                Ok(false) => last = Some(Ok(false)),
+                Err(e) => last = last.or(Some(Err(e))),
+            }
+        }
+        last.unwrap_or(Ok(false))
+    }
+
+    /// The notes of `holders`: from the first server that has any.
+    pub async fn notes(&self, name: &str, holders: &[&str]) -> Result<Vec<Option<String>>> {
+        let replies = self
+            .all(Duration::from_secs(10), |n| n.notes(name, holders))
+            .await;
+        let mut first = None;
+        for r in replies {
+            match r {
+                Ok(v) if v.iter().any(Option::is_some) => return Ok(v),
+                Ok(v) => first = first.or(Some(Ok(v))),
+                Err(e) => first = first.or(Some(Err(e))),
+            }
+        }
+        first.unwrap_or_else(|| Ok(vec![None; holders.len()]))
+    }
+
     /// The holder a majority agrees on, if any.
     pub async fn status(&self, name: &str) -> Result<LeaseStatus> {
         let replies = self.all(Duration::from_secs(10), |n| n.status(name)).await;

@@ -115,4 +115,5 @@ scripts! {
     SEM_RENEW = "sem_renew" + prelude;
     SEM_RELEASE = "sem_release";
     SEM_STATUS = "sem_status";
+    RUN_NOTE = "run_note";
 }

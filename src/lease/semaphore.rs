@@ -66,7 +66,9 @@ impl SemaphoreBuilder {
     /// Waits until a permit is ours: woken when one is given back, or when the
     /// first of the holders' TTLs runs out after a crash.
     ///
-    /// Cancel-safe: cancel by dropping the future.
+    /// Cancel-safe: cancel by dropping the future; as with
+    /// [`SemaphoreBuilder::try_acquire`], an attempt whose reply was never
+    /// read may have taken a permit, which expires after one TTL.
     ///
     /// # Errors
     /// As [`SemaphoreBuilder::try_acquire`]; while Redis is unreachable it

@@ -113,6 +113,13 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     let mut last_held: Option<(Instant, u64)>;
     loop {
         let confirmed = sub.ensure_confirmed().await?;
+        // What the line told us before this attempt is stale once it is
+        // sent: the attempt finds a grant made before it (the lease is ours,
+        // and is extended), and only what comes after it may be taken on
+        // the proof of its token. A grant kept across a failed attempt could
+        // come from a server that has since restarted without it.
+        let _ = wake.take_grant();
+        let _ = wake.take_on_deck();
         let sent = Instant::now();
         let reply = backend.attempt(&attempt).await;
         let wait = match reply {

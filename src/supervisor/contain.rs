@@ -110,12 +110,16 @@ impl Containment {
         Containment { kind: Kind::Group }
     }
 
+    /// Every name [`Containment::name`] may return (what `leasehold status`
+    /// accepts in a holder's note).
+    pub const NAMES: [&'static str; 3] = ["pidns", "cgroup", "group"];
+
     /// `pidns`, `cgroup` or `group`.
     pub fn name(&self) -> &'static str {
         match self.kind {
-            Kind::PidNs(_) => "pidns",
-            Kind::Cgroup(_) => "cgroup",
-            Kind::Group => "group",
+            Kind::PidNs(_) => Self::NAMES[0],
+            Kind::Cgroup(_) => Self::NAMES[1],
+            Kind::Group => Self::NAMES[2],
         }
     }
 

@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 
 use super::redis::*;
 use super::resp::{Conn, Resp};
-use crate::support::RedisServer;
+use leasehold_testkit::RedisServer;
 
 const SCRIPTS_RS: &str = include_str!("../../src/backend/scripts.rs");
 const PRELUDE: &str = include_str!("../../src/backend/scripts/prelude.lua");
@@ -191,6 +191,8 @@ pub enum Op {
         repair: Option<(u64, Val)>,
         /// ARGV[5]: a grant's claim, with the grant's token.
         expect: Option<u64>,
+        /// ARGV[6]: the replicas the caller's WAIT asks for.
+        confirm: u32,
     },
     Release {
         n: usize,
@@ -230,6 +232,8 @@ pub enum Op {
         n: usize,
         who: Hid,
         ttl: Ms,
+        /// ARGV[3]: the replicas the caller's WAIT asks for.
+        confirm: u32,
     },
     SemRelease {
         n: usize,
@@ -305,6 +309,7 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
                     )
                 }),
                 expect: claim.then(|| rng.pick(&[t, t, t.saturating_sub(1), t + 1])),
+                confirm,
             }
         }
         72..=89 => Op::Release {
@@ -345,6 +350,7 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
             n: sem_n,
             who: slot_holder,
             ttl,
+            confirm,
         },
         130..=135 => Op::SemRelease {
             n: sem_n,
@@ -556,7 +562,11 @@ impl Harness {
                 ttl,
                 repair,
                 expect,
-            } => (st.renew(&env, n, who, ttl, repair, expect).reply(), vec![]),
+                confirm,
+            } => (
+                st.renew(&env, n, who, ttl, repair, expect, confirm).reply(),
+                vec![],
+            ),
             Op::Release { n, who, always } => {
                 let (ok, ev) = st.release(&env, n, who, always);
                 (Reply::Int(ok as i64), ev)
@@ -588,7 +598,12 @@ impl Harness {
                 let (r, ev) = st.sem_acquire(&env, n, who, ttl, value, limit, confirm);
                 (r.reply(), ev)
             }
-            Op::SemRenew { n, who, ttl } => (st.sem_renew(&env, n, who, ttl).reply(), vec![]),
+            Op::SemRenew {
+                n,
+                who,
+                ttl,
+                confirm,
+            } => (st.sem_renew(&env, n, who, ttl, confirm).reply(), vec![]),
             Op::SemRelease { n, who } => {
                 let (ok, ev) = st.sem_release(&env, n, who);
                 (Reply::Int(ok as i64), ev)
@@ -685,16 +700,17 @@ impl Harness {
                 ttl,
                 repair,
                 expect,
+                confirm,
             } => {
-                let mut args = vec![who.text(), s(&ttl)];
-                if let Some((t, v)) = repair {
-                    args.push(s(&t));
-                    args.push(v.text().into());
-                }
-                if let Some(t) = expect {
-                    // As node.rs `claim` sends it: no repair, the token.
-                    args.extend([String::new(), String::new(), s(&t)]);
-                }
+                // As node.rs `renew_call` and `claim` send them: repair
+                // token and value (or ""), the claim's token (or ""), the
+                // WAIT's replica count.
+                let (rt, rv) = match repair {
+                    Some((t, v)) => (s(&t), v.text().to_string()),
+                    None => (String::new(), String::new()),
+                };
+                let ex = expect.map(|t| s(&t)).unwrap_or_default();
+                let args = vec![who.text(), s(&ttl), rt, rv, ex, confirm_arg(confirm)];
                 self.eval("renew", &[key(n, "lease"), MARKER.into()], &args)
             }
             Op::Release { n, who, always } => self.eval(
@@ -750,7 +766,12 @@ impl Harness {
                     confirm_arg(confirm),
                 ],
             ),
-            Op::SemRenew { n, who, ttl } => self.eval(
+            Op::SemRenew {
+                n,
+                who,
+                ttl,
+                confirm,
+            } => self.eval(
                 "sem_renew",
                 &[
                     key(n, "slots"),
@@ -758,7 +779,7 @@ impl Harness {
                     key(n, "lease"),
                     MARKER.into(),
                 ],
-                &[who.text(), s(&ttl)],
+                &[who.text(), s(&ttl), confirm_arg(confirm)],
             ),
             Op::SemRelease { n, who } => self.eval(
                 "sem_release",

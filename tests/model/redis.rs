@@ -617,8 +617,8 @@ impl Store {
         };
         // if mrun ~= run then
         if mrun != Some(run) {
-            // mbase = now - uptime * 1000
-            mbase = now - uptime * 1000;
+            // mbase = (math.floor(now / 1000) - uptime + 1) * 1000
+            mbase = (now / 1000 - uptime + 1) * 1000;
             // if flushed or promoted() then mbase = now end
             if env.flushed || env.promoted {
                 mbase = now;
@@ -930,7 +930,9 @@ impl Store {
     }
 
     /// `renew.lua`. `repair`: ARGV[3], ARGV[4] (quorum only); `expect`:
-    /// ARGV[5] (a grant's claim).
+    /// ARGV[5] (a grant's claim); `confirm`: ARGV[6] (the replicas the
+    /// caller's WAIT asks for).
+    #[allow(clippy::too_many_arguments)]
     pub fn renew(
         &mut self,
         env: &Env,
@@ -939,6 +941,7 @@ impl Store {
         ttl: Ms,
         repair: Option<(u64, Val)>,
         expect: Option<u64>,
+        confirm: u32,
     ) -> Renewed {
         let mutants = env.mutants;
         let now = env.now();
@@ -959,7 +962,8 @@ impl Store {
         {
             return Renewed::Lapsed;
         }
-        // if held and r[1] == ARGV[1] then HSET exp now + ttl, ttl, run; return {1}
+        // if held and r[1] == ARGV[1] then HSET exp now + ttl, ttl, run,
+        // w confirmed_by_all(ARGV[6]); return {1}
         // (The mutant also takes a free or expired lease: `if r[1] == ARGV[1]
         // or not held`, the SET-if-missing renewal of older lock libraries.)
         if (held && holder == Some(me)) || (mutants.renew_recreates && !held) {
@@ -968,6 +972,7 @@ impl Store {
             rec.exp = Some(now + ttl);
             rec.ttl = Some(ttl);
             rec.run = Some(env.run);
+            rec.w = Some(confirmed_by_all(env, confirm));
             return Renewed::Yes;
         }
         // if not held and ARGV[3] and ARGV[3] ~= '' then (quorum repair)
@@ -981,6 +986,7 @@ impl Store {
             rec.exp = Some(now + ttl);
             rec.ttl = Some(ttl);
             rec.token = Some(tok);
+            rec.w = Some(confirmed_by_all(env, confirm));
             return Renewed::Yes;
         }
         // note_refused(KEYS[1], KEYS[2], ttl, r[4])
@@ -1228,8 +1234,9 @@ impl Store {
         (SemAcquired::Yes { token: tok }, events)
     }
 
-    /// `sem_renew.lua`.
-    pub fn sem_renew(&mut self, env: &Env, n: usize, me: Hid, ttl: Ms) -> Renewed {
+    /// `sem_renew.lua`. `confirm`: ARGV[3] (the replicas the caller's WAIT
+    /// asks for).
+    pub fn sem_renew(&mut self, env: &Env, n: usize, me: Hid, ttl: Ms, confirm: u32) -> Renewed {
         let mutants = env.mutants;
         let now = env.now();
         self.expire_keys(now);
@@ -1246,6 +1253,10 @@ impl Store {
         }
         // ZADD XX now_ms + ttl me (the mutant: a plain ZADD, which re-creates)
         zset_insert(&mut name.slots, me, now + ttl);
+        // local w = HGET KEYS[3] 'w'; if w == '1' and confirmed_by_all(ARGV[3]) == '0' then HSET w '0'
+        if name.rec.w == Some(true) && !confirmed_by_all(env, confirm) {
+            name.rec.w = Some(false);
+        }
         // for i = 1, 2: if PTTL(k) < ttl then PEXPIRE k ttl
         if !name.slots.is_empty() && pttl(true, name.slots_at, now) < ttl as i64 {
             name.slots_at = Some(now + ttl);

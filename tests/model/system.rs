@@ -768,8 +768,12 @@ impl Sys {
     /// One acquisition attempt (the fast path's, or the loop's).
     fn attempt(&self, s: &mut State, c: usize, fast: bool) {
         if !fast {
-            // Subscribed (and confirmed) before the attempt.
-            s.clients[c].mail.open = true;
+            // Subscribed (and confirmed) before the attempt; what the line
+            // told us before it is dropped as it is sent (waiter.rs, ecc72ee).
+            let mail = &mut s.clients[c].mail;
+            mail.open = true;
+            mail.grant = None;
+            mail.on_deck = None;
         }
         let id = self.request(s, c, self.all_nodes(), self.attempt_req());
         let cfg = &self.clients[c];
@@ -1313,13 +1317,32 @@ impl Sys {
             }
             Req::Renew { repair } => (
                 Rep::Renew(
-                    st.renew(&env, 0, hid, cfg.ttl, repair.map(|t| (t, Val(0))), None),
+                    st.renew(
+                        &env,
+                        0,
+                        hid,
+                        cfg.ttl,
+                        repair.map(|t| (t, Val(0))),
+                        None,
+                        self.min_replicas as u32,
+                    ),
                     ok,
                 ),
                 vec![],
             ),
             Req::Claim { token } => (
-                Rep::Renew(st.renew(&env, 0, hid, cfg.ttl, None, Some(*token)), ok),
+                Rep::Renew(
+                    st.renew(
+                        &env,
+                        0,
+                        hid,
+                        cfg.ttl,
+                        None,
+                        Some(*token),
+                        self.min_replicas as u32,
+                    ),
+                    ok,
+                ),
                 vec![],
             ),
             Req::Release { always } => {
@@ -1346,7 +1369,13 @@ impl Sys {
                 );
                 (Rep::SemAcquire(r, ok), ev)
             }
-            Req::SemRenew => (Rep::Renew(st.sem_renew(&env, 0, hid, cfg.ttl), ok), vec![]),
+            Req::SemRenew => (
+                Rep::Renew(
+                    st.sem_renew(&env, 0, hid, cfg.ttl, self.min_replicas as u32),
+                    ok,
+                ),
+                vec![],
+            ),
             Req::SemRelease => {
                 let (done, ev) = st.sem_release(&env, 0, hid);
                 (Rep::Done(done), ev)

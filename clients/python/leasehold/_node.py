@@ -54,11 +54,11 @@ class Calls:
         return p.keys_for(self.prefix, name, self.cluster)
 
     def attempt(self, name: str, holder: str, ttl: int, value: str, queue: bool) -> Call[p.AcquireReply]:
-        k, a = p.acquire_args(self.keys(name), holder, ttl, value, queue, self.confirm)
+        k, a = p.acquire_args(self.keys(name), holder, ttl, value, queue, self.min_replicas)
         return Call("acquire", "acquire", k, a, p.parse_acquire, ttl)
 
     def sem_attempt(self, name: str, holder: str, ttl: int, value: str, limit: int) -> Call[p.AcquireReply]:
-        k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.confirm)
+        k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.min_replicas)
         return Call("semaphore", "sem_acquire", k, a, p.parse_sem_acquire, ttl)
 
     def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> Call[str | None]:
@@ -66,8 +66,9 @@ class Calls:
         k = self.keys(name)
         if slot:
             keys = [k.slots, k.slotinfo, k.lease, k.epoch]
-            return Call("renew", "sem_renew", keys, [holder, ttl], p.parse_renew, ttl)
-        args: list[object] = [holder, ttl] if expect is None else [holder, ttl, "", "", expect]
+            return Call("renew", "sem_renew", keys, [holder, ttl, self.min_replicas], p.parse_renew, ttl)
+        # ARGV[6]: the WAIT's replica count, which re-marks the record's `w`.
+        args: list[object] = [holder, ttl, "", "", "" if expect is None else expect, self.min_replicas]
         return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 
     def release(self, slot: bool, name: str, holder: str) -> Call[bool]:

@@ -42,6 +42,11 @@ log = logging.getLogger("leasehold")
 #: the same lease again and again then pays no SUBSCRIBE round trips.
 LINGER = 2.0
 
+#: The longest pause between reconnect attempts: after a restart, holders must
+#: re-announce their leases within the server's 3 s quarantine floor
+#: (protocol rule 8).
+RECONNECT_MAX = 1.0
+
 
 class Mailbox:
     """What one waiter is told: woken, and maybe handed a grant or told when
@@ -302,7 +307,7 @@ class Notifier:
                 log.debug("%s: subscriber connection failed: %s; retrying in %.2fs", self._what, e, backoff)
                 if self._pause(backoff):
                     return
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, RECONNECT_MAX)
                 continue
             attempt += 1
             connected_at = time.monotonic()
@@ -341,7 +346,7 @@ class Notifier:
                 # A connection that fails at once is not retried in a tight loop.
                 if self._pause(backoff):
                     return
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, RECONNECT_MAX)
             else:
                 backoff = 0.05
 

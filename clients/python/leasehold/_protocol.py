@@ -336,18 +336,18 @@ AcquireReply = Acquired | Held | Full | Quarantined | Queued
 
 
 def acquire_args(
-    k: Keys, holder: str, ttl: int, value: str, queue: bool, confirm: bool
+    k: Keys, holder: str, ttl: int, value: str, queue: bool, replicas: int
 ) -> tuple[list[str], list[object]]:
     return (
         [k.lease, k.queue, k.qinfo, k.epoch, k.slots],
-        [holder, ttl, value, k.events, "wait" if queue else "try", queue_margin_ms(ttl), "w" if confirm else ""],
+        [holder, ttl, value, k.events, "wait" if queue else "try", queue_margin_ms(ttl), replicas or ""],
     )
 
 
 def sem_acquire_args(
-    k: Keys, holder: str, ttl: int, value: str, limit: int, confirm: bool
+    k: Keys, holder: str, ttl: int, value: str, limit: int, replicas: int
 ) -> tuple[list[str], list[object]]:
-    return ([k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl, value, limit, k.events, "w" if confirm else ""])
+    return ([k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl, value, limit, k.events, replicas or ""])
 
 
 def _ms(op: str, items: list[object], i: int) -> float:

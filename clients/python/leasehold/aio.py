@@ -297,6 +297,11 @@ class AsyncLease:
                 if give_up is not None and time.monotonic() >= give_up:
                     raise AcquireTimeout(self.name, timeout or 0.0)
                 confirmed = sub.confirmed() or await asyncio.to_thread(sub.ensure_confirmed)
+                # What the line told us before this attempt is stale once it is sent
+                # (a grant kept across a failed attempt may come from a server that
+                # restarted without it); the attempt itself finds a grant made before it.
+                mb.take_grant()
+                mb.take_on_deck()
                 sent = time.monotonic()
                 try:
                     r = await self._attempt(holder, queue=True)

@@ -111,7 +111,7 @@ class RedisServer:
     def warm(self) -> None:
         """Makes this Redis look in use by leasehold since long ago, so that
         tests not about the post-restart quarantine do not wait one TTL for
-        it (as tests/support's warm())."""
+        it (as the Rust testkit's warm())."""
         r = self.cli()
         run = r.info("server")["run_id"]
         r.set("leasehold:epoch", f"{run} 0 0")

@@ -16,7 +16,7 @@ from .conftest import RedisServer, wait_for
 ACL = (
     "on >s3cret-pw resetkeys ~leasehold:* resetchannels &leasehold:* -@all "
     "+@connection +evalsha +eval +script|load +time +info +wait +subscribe +unsubscribe "
-    "+exists +type +get +set +del +incrby +hget +hmget +hset +hdel +pexpire +pexpireat "
+    "+exists +type +get +set +del +incrby +hget +hmget +hset +hdel +hkeys +hlen +pexpire +pexpireat "
     "+pttl +zadd +zrange +zrangebyscore +zremrangebyscore +zrem +zrank +zcount +zscore +zcard +publish"
 )
 

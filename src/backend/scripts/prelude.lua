@@ -94,7 +94,11 @@ local function ready_at(epoch, run, now, uptime, rec_run, rec_max, ttl, write, r
     mrun, mbase, mmax = a, num(b), num(c)
   end
   if mrun ~= run then
-    mbase = now - uptime * 1000
+    -- uptime_in_seconds is the difference of two whole Unix seconds (start
+    -- and now, both rounded down): the start was no later than one second
+    -- after now's whole seconds minus it. (now - uptime * 1000 could be up
+    -- to a second before the start, ending the quarantine that much early.)
+    mbase = (math.floor(now / 1000) - uptime + 1) * 1000
     local stats = redis.call('INFO', 'commandstats')
     local flushed = string.match(stats, 'cmdstat_flushall:calls=[1-9]')
       or string.match(stats, 'cmdstat_flushdb:calls=[1-9]')

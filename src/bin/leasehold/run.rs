@@ -13,6 +13,8 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long leaving the queue may delay an exit.
 const LEAVE_LIMIT: Duration = Duration::from_secs(1);
+/// How long removing the containment note may delay an exit.
+const NOTE_LIMIT: Duration = Duration::from_millis(500);
 
 pub async fn run(a: RunArgs) -> exit::Outcome {
     // Validate everything before touching Redis: one line, exit 64.
@@ -40,6 +42,7 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
         Ok(c) => c,
         Err(e) => return Err(e.into()),
     };
+    let note = format!("contain={}", containment.name());
     let supervisor = supervisor.containment(containment);
     if let Some(addr) = a.metrics_addr {
         let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -134,8 +137,24 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
             lease.token(),
             program.to_string_lossy()
         );
+        // For `status`: how this holder's job is contained. In the
+        // background: the child does not wait for it.
+        let noting = {
+            let (client, name, holder, note) = (
+                client.clone(),
+                a.name.clone(),
+                lease.holder().clone(),
+                note.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = client.backend().note(&name, &holder, &note).await {
+                    tracing::debug!("could not note the containment for status: {e}");
+                }
+            })
+        };
         let started = Instant::now();
         let outcome = supervisor.run_while_held(&lease, signals.recv()).await;
+        noting.abort();
         let failed = match outcome {
             Err(e) => {
                 let code = match e.kind() {
@@ -143,7 +162,7 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
                     std::io::ErrorKind::PermissionDenied => exit::NOT_EXECUTABLE,
                     _ => exit::SOFTWARE,
                 };
-                give_back(lease, &mut signals).await;
+                give_back(&client, lease, &mut signals).await;
                 return Err(Failure::Msg(
                     code,
                     format!("cannot run {}: {e}", program.to_string_lossy()),
@@ -151,7 +170,7 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
             }
             Ok(Outcome::Interrupted { signal, status }) => {
                 tracing::info!("child ended after signal {signal}: {status}");
-                give_back(lease, &mut signals).await;
+                give_back(&client, lease, &mut signals).await;
                 return Ok(exit_code(status).clamp(0, 255) as u8);
             }
             Ok(Outcome::Lost { reason, status }) => {
@@ -159,7 +178,7 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
                     "lost the lease '{}' ({reason}); the child was stopped ({status})",
                     a.name
                 );
-                give_back(lease, &mut signals).await;
+                give_back(&client, lease, &mut signals).await;
                 if !a.forever {
                     return Err(Failure::Msg(exit::LOST, line));
                 }
@@ -171,10 +190,10 @@ pub async fn run(a: RunArgs) -> exit::Outcome {
                 if !a.hold_after_exit.is_zero()
                     && let Some(sig) = hold(&lease, a.hold_after_exit, &mut signals).await
                 {
-                    give_back(lease, &mut signals).await;
+                    give_back(&client, lease, &mut signals).await;
                     return Ok((128 + sig) as u8);
                 }
-                give_back(lease, &mut signals).await;
+                give_back(&client, lease, &mut signals).await;
                 if !a.forever {
                     return Ok(exit_code(status).clamp(0, 255) as u8);
                 }
@@ -213,18 +232,37 @@ async fn hold(lease: &Holding, d: Duration, signals: &mut Signals) -> Option<i32
 /// Releases the lease — bounded by its TTL, and cut short by a signal: `run`
 /// never hangs deaf to signals here, and a lease not given back expires by
 /// itself within one TTL (the child is already gone).
-async fn give_back(lease: Holding, signals: &mut Signals) {
+async fn give_back(client: &leasehold::Client, lease: Holding, signals: &mut Signals) {
     let name = lease.name().to_string();
+    let holder = lease.holder().clone();
     let limit = lease.config().ttl();
+    // The containment note goes with the lease (a name run once must not
+    // keep it): after the release, briefly, best effort.
+    let forget = async {
+        let _ = tokio::time::timeout(NOTE_LIMIT, client.backend().note(&name, &holder, "")).await;
+    };
     tokio::select! {
-        r = tokio::time::timeout(limit, lease.release()) => match r {
-            Ok(Ok(ReleaseOutcome::Released)) => tracing::info!("released '{name}'"),
-            Ok(Ok(ReleaseOutcome::AlreadyLost(r))) => tracing::info!("'{name}' was already lost: {r}"),
-            Ok(Err(e)) => tracing::warn!("could not release '{name}' (it expires by itself): {e}"),
-            Err(_) => tracing::warn!("releasing '{name}' took longer than {limit:?}; it expires by itself"),
-        },
+        _ = forget_after_release(lease, &name, limit, forget) => {}
         sig = signals.recv() => tracing::info!("signal {sig} while releasing '{name}'; it expires by itself"),
     }
+}
+
+/// Releases (bounded by the TTL), then runs `forget`.
+async fn forget_after_release(
+    lease: Holding,
+    name: &str,
+    limit: Duration,
+    forget: impl std::future::Future<Output = ()>,
+) {
+    match tokio::time::timeout(limit, lease.release()).await {
+        Ok(Ok(ReleaseOutcome::Released)) => tracing::info!("released '{name}'"),
+        Ok(Ok(ReleaseOutcome::AlreadyLost(r))) => tracing::info!("'{name}' was already lost: {r}"),
+        Ok(Err(e)) => tracing::warn!("could not release '{name}' (it expires by itself): {e}"),
+        Err(_) => {
+            tracing::warn!("releasing '{name}' took longer than {limit:?}; it expires by itself")
+        }
+    }
+    forget.await;
 }
 
 /// What `run` holds: the lease, or one permit of a semaphore (`--slots`).

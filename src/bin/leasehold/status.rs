@@ -55,16 +55,48 @@ fn text(name: &str, h: Option<&HolderInfo>) -> String {
     }
 }
 
+/// The containment named in a note of `leasehold run` ("contain=pidns"):
+/// one of the modes it writes, nothing else (anyone with write access to
+/// Redis could have written the note).
+fn contained_by(note: &str) -> Option<String> {
+    note.split(' ')
+        .find_map(|kv| kv.strip_prefix("contain="))
+        .filter(|m| leasehold::supervisor::Containment::NAMES.contains(m))
+        .map(str::to_string)
+}
+
 pub async fn status(a: StatusArgs) -> Outcome {
     let client = connect(&a).await?;
     match client.status(&a.name).await {
         Ok(s) => {
             // A semaphore of that name, if any (not on a quorum).
             let slots = client.semaphore_status(&a.name).await.unwrap_or_default();
+            // How each holder's job is contained, when `leasehold run` holds
+            // it (its note); best effort, as the note itself.
+            let ids: Vec<&str> = s
+                .holder
+                .iter()
+                .chain(slots.iter())
+                .map(|h| h.holder.as_str())
+                .collect();
+            let notes = client
+                .backend()
+                .notes(&a.name, &ids)
+                .await
+                .unwrap_or_default();
+            let contain = |id: &str| -> Option<String> {
+                let i = ids.iter().position(|x| *x == id)?;
+                notes.get(i)?.as_deref().and_then(contained_by)
+            };
             if a.json {
                 let mut v: serde_json::Value =
                     serde_json::from_str(&json(&a.name, s.holder.as_ref(), Some(s.last_token)))
                         .unwrap_or_default();
+                if let Some(h) = &s.holder
+                    && let Some(c) = contain(h.holder.as_str())
+                {
+                    v["contain"] = serde_json::json!(c);
+                }
                 if let Some(q) = s.quarantine {
                     v["quarantine_ms"] = serde_json::json!(q.as_millis() as u64);
                 }
@@ -72,14 +104,18 @@ pub async fn status(a: StatusArgs) -> Outcome {
                     v["slots"] = slots
                         .iter()
                         .map(|h| {
-                            serde_json::json!({
+                            let mut o = serde_json::json!({
                                 "holder": h.holder.as_str(),
                                 "host": h.holder.host(),
                                 "pid": h.holder.pid(),
                                 "value": h.value,
                                 "token": h.token.0,
                                 "ttl_ms": h.ttl_left.as_millis() as u64,
-                            })
+                            });
+                            if let Some(c) = contain(h.holder.as_str()) {
+                                o["contain"] = serde_json::json!(c);
+                            }
+                            o
                         })
                         .collect();
                 }
@@ -87,6 +123,11 @@ pub async fn status(a: StatusArgs) -> Outcome {
             } else {
                 if slots.is_empty() || s.holder.is_some() {
                     println!("{}", text(&a.name, s.holder.as_ref()));
+                }
+                if let Some(h) = &s.holder
+                    && let Some(c) = contain(h.holder.as_str())
+                {
+                    println!("its job runs under leasehold run, containment {c}");
                 }
                 if let Some(q) = s.quarantine {
                     println!(
@@ -97,8 +138,11 @@ pub async fn status(a: StatusArgs) -> Outcome {
                 if !slots.is_empty() {
                     println!("'{}' semaphore: {} slot(s) held", a.name, slots.len());
                     for h in &slots {
+                        let c = contain(h.holder.as_str())
+                            .map(|c| format!(", containment {c}"))
+                            .unwrap_or_default();
                         println!(
-                            "  {} (token {}), expires in {:.1}s unless renewed",
+                            "  {} (token {}), expires in {:.1}s unless renewed{c}",
                             printable(&h.holder.readable()),
                             h.token,
                             h.ttl_left.as_secs_f64()

@@ -12,6 +12,10 @@
 -- ARGV[4]  (quorum only) our value
 -- ARGV[5]  (claiming a grant) the grant's token: renewed only if the lease is
 --          still ours with exactly this token
+-- ARGV[6]  how many replicas the caller's WAIT asks for (--min-replicas; "" or
+--          0: none): every renewal re-marks the record `w` (prelude.lua,
+--          confirmed_by_all) — lowered when a replica joined that the WAIT
+--          may not cover, raised again (also after a grant) when it covers all
 --
 -- Returns {1} renewed (or repaired), or {0, why}: why is the current holder id,
 -- "" when the lease is free or expired (by Redis's clock: an expired lease is
@@ -34,14 +38,15 @@ end
 if held and r[1] == ARGV[1] then
   -- Stamped with this server's run_id: the record was last written here,
   -- so a later failover back to a server with an older copy is noticed.
-  redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'run', run)
+  redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'run', run,
+    'w', confirmed_by_all(ARGV[6]))
   return {1}
 end
 if not held and ARGV[3] and ARGV[3] ~= '' then
   local tok = ARGV[3]
   if num(tok) < num(r[3]) then tok = r[3] end
   redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', ARGV[1], 'value', ARGV[4] or '',
-    'exp', now + ttl, 'ttl', ttl, 'token', tok)
+    'exp', now + ttl, 'ttl', ttl, 'token', tok, 'w', confirmed_by_all(ARGV[6]))
   return {1}
 end
 note_refused(KEYS[1], KEYS[2], ttl, r[4])

@@ -7,6 +7,9 @@
 -- KEYS[4]  marker      <prefix>epoch
 -- ARGV[1]  holder id
 -- ARGV[2]  TTL in milliseconds
+-- ARGV[3]  how many replicas the caller's WAIT asks for ("" or 0: none): a
+--          renewal that WAIT may not confirm on every replica lowers the
+--          record's `w` (only sem_acquire raises it: all live slots must be)
 --
 -- Returns {1} renewed, or {0, ""} when the slot is gone or expired. A refusal
 -- by a server that did not grant the slot records our TTL in its quarantine,
@@ -22,6 +25,8 @@ if not exp or tonumber(exp) <= now_ms then
   return {0, ''}
 end
 redis.call('ZADD', KEYS[1], 'XX', now_ms + ttl, ARGV[1])
+local w = redis.pcall('HGET', KEYS[3], 'w')
+if w == '1' and confirmed_by_all(ARGV[3]) == '0' then redis.call('HSET', KEYS[3], 'w', '0') end
 for i = 1, 2 do
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end

@@ -3,8 +3,6 @@
 //!
 //! The binary is `redis-server` from PATH, or `$LEASEHOLD_REDIS_SERVER`.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 
 /// The fault-injection toolkit of `leasehold chaos` (proxy, fenced resource,
@@ -294,8 +292,18 @@ impl Drop for Proc {
     }
 }
 
+/// The `leasehold` binary of this build: cargo builds it beside the test
+/// and bench executables (`target/<profile>/deps/…` → `target/<profile>/`).
 pub fn leasehold_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_leasehold")
+    static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable is in target/<profile>/deps");
+        dir.join("leasehold").to_string_lossy().into_owned()
+    });
+    &BIN
 }
 
 /// Starts `leasehold ARGS` with stderr captured to a file in `dir`.
