@@ -559,7 +559,7 @@ fn reannounce_misses_an_acquisition_in_flight() {
     // serving the first acquire (the quarantine's base is the start rounded
     // up to a whole second).
     s.start_window = 997;
-    s.fault_instants = vec![];
+    s.fault_instants = vec![998];
     s.faults = Faults {
         budget: 1,
         restart_empty: true,
@@ -643,6 +643,14 @@ fn probe() {
         syncs: g("SY", 0) as u8,
         faulty_nodes: g("FN", 0) as u8,
     };
+    if let Some(t0) = env_u64("TTL0") {
+        s.clients[0] = ClientCfg::new(t0);
+        s.clients[1] = ClientCfg::new(ttl);
+    }
+    s.start_window = g("SW", 0);
+    if let Some(fi) = env_u64("FI") {
+        s.fault_instants = vec![fi];
+    }
     s.min_replicas = g("MR", 0) == 1;
     s.wait_timeouts = g("WT", 1) as u8;
     s.liveness_bound = g("LB", s.liveness_bound);

@@ -295,7 +295,7 @@ impl Sys {
             faults: Faults::default(),
             min_replicas: false,
             wait_timeouts: 1,
-            uptime: Uptime::Elapsed,
+            uptime: Uptime::Redis,
             mutants: Mutants::default(),
             horizon: 3 * ttl,
             liveness_bound: 2 * ttl + 500,
