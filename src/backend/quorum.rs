@@ -257,11 +257,19 @@ impl Quorum {
         // Not ours: give back what we may have got — not only where a grant
         // was answered: a node whose reply timed out may have granted it too
         // (Redlock releases everywhere). The script deletes only our own key.
+        // Announced (`released`, which wakes every quorum waiter) only when
+        // we held a majority, which others were told to wait for. A split
+        // vote's give-back is quiet: announced, each wakes the other side at
+        // once, and two waiters split the free servers again and again for
+        // as long as one server is quarantined (a livelock the model found:
+        // tests/model.rs, quorum_give_back_livelock); quiet, they retry
+        // after 20–100 ms of jitter.
+        let loud = granted.len() >= majority;
         let limit = node_timeout(ttl);
         join_all(
             maybe
                 .iter()
-                .map(|&i| tokio::time::timeout(limit, self.nodes[i].release(name, holder, true))),
+                .map(|&i| tokio::time::timeout(limit, self.nodes[i].release(name, holder, loud))),
         )
         .await;
         if let Some(e) = fatal {

@@ -129,11 +129,11 @@ enum Cmd {
     Add(u64, Entry),
     /// The guard was dropped: stop, then release in the background.
     Abandon(u64),
-    /// Redis may have restarted (its connection was re-established): renew
-    /// everything now. A refused renewal there records our TTL in the
-    /// server's quarantine (renew.lua), so that contenders with shorter TTLs
-    /// wait for us; and we learn of a loss as early as possible.
-    RenewAll,
+    /// Redis may have restarted (its connection was re-established at this
+    /// instant): renew everything now. A refused renewal there records our
+    /// TTL in the server's quarantine (renew.lua), so that contenders with
+    /// shorter TTLs wait for us; and we learn of a loss as early as possible.
+    RenewAll(Instant),
 }
 
 /// A handle to one client's renewal service.
@@ -151,8 +151,9 @@ impl Renewals {
             let tx = tx.downgrade();
             tokio::spawn(async move {
                 while reconnects.changed().await.is_ok() {
+                    let at = Instant::now();
                     let Some(tx) = tx.upgrade() else { return };
-                    if tx.send(Cmd::RenewAll).is_err() {
+                    if tx.send(Cmd::RenewAll(at)).is_err() {
                         return;
                     }
                 }
@@ -195,6 +196,11 @@ struct Service {
     kept: HashMap<u64, Kept>,
     schedule: BTreeSet<(Instant, u64)>,
     in_flight: FuturesUnordered<Batch>,
+    /// The latest reconnect: a lease whose acquisition or renewal was sent
+    /// before it may have been confirmed by a server that is gone, and is
+    /// renewed at once — also when it is added or its renewal lands after
+    /// the reconnect (the model found both: docs/design.md, known issue 4).
+    reconnected: Option<Instant>,
 }
 
 async fn run(backend: Backend, mut rx: mpsc::UnboundedReceiver<Cmd>) {
@@ -203,6 +209,7 @@ async fn run(backend: Backend, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         kept: HashMap::new(),
         schedule: BTreeSet::new(),
         in_flight: FuturesUnordered::new(),
+        reconnected: None,
     };
     let mut open = true;
     loop {
@@ -289,7 +296,11 @@ impl Service {
                 let deadline = deadline::safety_deadline(e.sent, e.first_ttl);
                 // A short first period (a grant's claim window) is renewed
                 // within its first third, like any TTL.
-                let due = deadline::next_renewal(e.sent, cfg.renew_every().min(e.first_ttl / 3));
+                let mut due =
+                    deadline::next_renewal(e.sent, cfg.renew_every().min(e.first_ttl / 3));
+                if self.reconnected.is_some_and(|r| e.sent < r) {
+                    due = Instant::now();
+                }
                 self.kept.insert(
                     id,
                     Kept {
@@ -305,7 +316,8 @@ impl Service {
                 );
                 self.reschedule(id);
             }
-            Cmd::RenewAll => {
+            Cmd::RenewAll(at) => {
+                self.reconnected = Some(self.reconnected.map_or(at, |r| r.max(at)));
                 let now = Instant::now();
                 let ids: Vec<u64> = self.kept.keys().copied().collect();
                 for id in ids {
@@ -476,6 +488,9 @@ impl Service {
                     let cfg = &k.e.config;
                     k.deadline = deadline::safety_deadline(sent, cfg.ttl());
                     k.due = deadline::next_renewal(sent, cfg.renew_every());
+                    if self.reconnected.is_some_and(|r| sent < r) {
+                        k.due = now;
+                    }
                     if still_ours {
                         k.e.shared.state.send_replace(LeaseState::Held {
                             token: k.e.token,

@@ -262,12 +262,6 @@ pub struct Sys {
     /// A sleeping waiter may give up (its `acquire()` future is dropped, or
     /// `acquire_timeout` runs out): it leaves the queue (leave.lua).
     pub give_up: bool,
-    /// NOT the code: the give-back of a quorum attempt that did not get a
-    /// majority publishes no `released` (the code publishes it, which wakes
-    /// every waiter, the giver included, to retry at once: a busy loop, see
-    /// docs/design.md). Only to keep the quorum checks with faults
-    /// tractable.
-    pub quiet_give_back: bool,
     /// When not empty: the only instants (ms after T0) at which a crash, a
     /// pause or a restart strikes (time stops there; it is event driven).
     pub fault_instants: Vec<Ms>,
@@ -307,7 +301,6 @@ impl Sys {
             start_window: 0,
             release_anytime: false,
             give_up: false,
-            quiet_give_back: false,
             fault_instants: vec![],
         }
     }
@@ -539,6 +532,9 @@ pub struct Client {
     pub backoff: Ms,
     pub mail: Mail,
     pub writes: u8,
+    /// renewal.rs `reconnected`: the latest reconnect (0: none). A lease
+    /// whose acquisition or renewal was sent before it is renewed at once.
+    pub reconnected: Ms,
 }
 
 impl Client {
@@ -802,7 +798,11 @@ impl Sys {
             sent
         };
         let deadline = from + cfg.real(validity(first_ttl));
-        let due = sent + cfg.real(cfg.renew_every().min(first_ttl / 3));
+        let mut due = sent + cfg.real(cfg.renew_every().min(first_ttl / 3));
+        // Sent before the latest reconnect: maybe to a server that is gone.
+        if sent < s.clients[c].reconnected {
+            due = s.now;
+        }
         let seq = s.tenures;
         s.tenures += 1;
         let cl = &mut s.clients[c];
@@ -933,13 +933,30 @@ impl Sys {
     }
 
     /// Gives back what an attempt may have taken on the servers in `maybe`,
-    /// then goes on with `o`.
+    /// then goes on with `o`. On a quorum the give-back announces itself
+    /// (`released`, always) only when the attempt had a majority of grants
+    /// (`loud`): a split vote's give-back is quiet (quorum.rs).
     #[allow(clippy::too_many_arguments)]
-    fn undo(&self, s: &mut State, c: usize, sent: Ms, fast: bool, maybe: [bool; 3], o: Outcome) {
+    fn undo(
+        &self,
+        s: &mut State,
+        c: usize,
+        sent: Ms,
+        fast: bool,
+        maybe: [bool; 3],
+        loud: bool,
+        o: Outcome,
+    ) {
         if maybe == [false; 3] {
             return self.outcome(s, c, sent, fast, o);
         }
-        let id = self.request(s, c, maybe, self.release_req());
+        let req = match self.release_req() {
+            Req::Release { always } => Req::Release {
+                always: always && loud,
+            },
+            r => r,
+        };
+        let id = self.request(s, c, maybe, req);
         let cfg = &self.clients[c];
         let limit = if self.is_quorum() {
             node_timeout(cfg.ttl)
@@ -966,9 +983,15 @@ impl Sys {
             }
             // node.rs: not on enough replicas — give it back, NotReplicated.
             Rep::Acquire(Acquired::Yes { .. }, false)
-            | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => {
-                self.undo(s, c, sent, fast, [true, false, false], Outcome::Unavailable)
-            }
+            | Rep::SemAcquire(SemAcquired::Yes { .. }, false) => self.undo(
+                s,
+                c,
+                sent,
+                fast,
+                [true, false, false],
+                false,
+                Outcome::Unavailable,
+            ),
             Rep::Failed => self.outcome(s, c, sent, fast, Outcome::Unavailable),
             Rep::Acquire(Acquired::Queued { wait, .. }, _) => {
                 self.outcome(s, c, sent, fast, Outcome::Queued(wait))
@@ -1065,7 +1088,8 @@ impl Sys {
             };
             return;
         }
-        self.undo(s, c, sent, fast, maybe, outcome);
+        let loud = granted.len() >= self.majority();
+        self.undo(s, c, sent, fast, maybe, loud, outcome);
     }
 
     /// The confirm round is over: the lease counts if a majority confirmed
@@ -1089,7 +1113,8 @@ impl Sys {
         if yes >= self.majority() && s.now - sent < cfg.real(validity(cfg.ttl)) {
             return self.hold(s, c, token, sent, cfg.ttl);
         }
-        self.undo(s, c, sent, fast, maybe, outcome);
+        // It had a majority of grants: others may wait for it; announce.
+        self.undo(s, c, sent, fast, maybe, true, outcome);
     }
 
     /// A renewal's replies (or timeouts) are in: `tally_renew`.
@@ -1111,6 +1136,9 @@ impl Sys {
             };
             h.deadline = from + cfg.real(validity(cfg.ttl));
             h.due = f.sent + cfg.real(cfg.renew_every());
+            if f.sent < s.clients[c].reconnected {
+                h.due = s.now;
+            }
             s.clients[c].phase = Phase::Hold(h);
         } else if no > n - self.majority() {
             // Refused: lost now; the work stops within the stop budget.
@@ -1391,12 +1419,8 @@ impl Sys {
             }
         }
         self.send(s, c, node, m.id, Body::Rep(rep), self.delay);
-        let quiet = self.quiet_give_back && matches!(s.clients[c].phase, Phase::Undo { .. });
         for p in events {
             for d in 0..s.clients.len() {
-                if quiet {
-                    continue;
-                }
                 // The name's channel reaches every subscribed client; an
                 // inbox only its own client (while a waiter of it listens).
                 let to_d = match p.to {
@@ -1419,6 +1443,7 @@ impl Sys {
             Body::Pub(e) => self.on_event(s, c, e),
             Body::Reconnected => {
                 let cl = &mut s.clients[c];
+                cl.reconnected = s.now;
                 // renewal.rs RenewAll: every lease not in flight is due now.
                 if let Phase::Hold(h) = &mut cl.phase
                     && h.flight.is_none()
@@ -1791,6 +1816,7 @@ impl Model for Sys {
                     backoff: 50,
                     mail: Mail::default(),
                     writes: 0,
+                    reconnected: 0,
                 })
                 .collect(),
             net: vec![],

@@ -62,6 +62,8 @@ class _Hold:
         # A short first period (a grant's claim window) is renewed within
         # its first third, like any TTL.
         self.due = sent + min(p.renew_every(self.ttl), first_ttl_ms / 3000)
+        if sent < lease._client._reconnected:
+            self.due = time.monotonic()
         self.reason: str | None = None
         self.stopped = False
         self.call: threading.Thread | None = None
@@ -140,6 +142,8 @@ class _Hold:
                         if what == "ok":
                             self.deadline = p.safety_deadline(sent, self.ttl)
                             self.due = sent + p.renew_every(self.ttl)
+                            if sent < self.lease._client._reconnected:
+                                self.due = time.monotonic()
                         elif what == "refused":
                             report = p.refused_reason(detail or "")
                             self._lose(report)
@@ -869,6 +873,9 @@ class Client:
         self._holds: set[_Hold] = set()
         self._closed = False
         self._hooked = False
+        # The latest reconnect (monotonic): what was sent before it may have
+        # been confirmed by a server that is gone, and is renewed at once.
+        self._reconnected = 0.0
         _clients.add(self)
 
     @classmethod
@@ -898,6 +905,7 @@ class Client:
             self._holds.discard(h)
 
     def _renew_all(self) -> None:
+        self._reconnected = time.monotonic()
         with self._lock:
             holds = list(self._holds)
         for h in holds:

@@ -70,6 +70,8 @@ class _Hold:
         self.ttl = lease._ttl
         self.deadline = p.safety_deadline(sent, first_ttl_ms)
         self.due = sent + min(p.renew_every(self.ttl), first_ttl_ms / 3000)
+        if sent < lease._client._reconnected:
+            self.due = time.monotonic()
         self.reason: str | None = None
         self.stopped = False
         self.last_error = "none"
@@ -137,6 +139,8 @@ class _Hold:
             if what == "ok":
                 self.deadline = p.safety_deadline(sent, self.ttl)
                 self.due = sent + p.renew_every(self.ttl)
+                if sent < self.lease._client._reconnected:
+                    self.due = time.monotonic()
             elif what == "refused":
                 self._lose(p.refused_reason(detail))
                 return
@@ -759,6 +763,9 @@ class AsyncClient:
         self._holds: set[_Hold] = set()
         self._closed = False
         self._hooked = False
+        # The latest reconnect (monotonic): what was sent before it may have
+        # been confirmed by a server that is gone, and is renewed at once.
+        self._reconnected = 0.0
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncClient:
@@ -797,6 +804,7 @@ class AsyncClient:
         self._holds.discard(h)
 
     def _renew_all(self) -> None:
+        self._reconnected = time.monotonic()
         for h in list(self._holds):
             h.renew_now()
 
