@@ -906,50 +906,46 @@ pub fn model_keys(st: &Store) -> String {
         f("w", r.w.map(|x| if x { "1" } else { "0" }.into()));
         fields.sort();
         let _ = writeln!(out, "n{n} lease {fields:?}");
-        let at = |exists: bool, at: Option<Ms>| match (exists, at) {
-            (false, _) => -2,
-            (true, None) => -1,
-            (true, Some(t)) => t as i64,
+        // One collection key: its entries, and its expiry (-2 missing, -1 none).
+        let mut key = |label: &str, entries: Vec<(String, String)>, at: Option<Ms>| {
+            let at = match (entries.is_empty(), at) {
+                (true, _) => -2,
+                (false, None) => -1,
+                (false, Some(t)) => t as i64,
+            };
+            let _ = writeln!(out, "n{n} {label} {entries:?} at {at}");
         };
-        let q: Vec<(String, String)> = name
-            .queue
-            .iter()
-            .map(|(h, s)| (h.text(), s.to_string()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "n{n} queue {q:?} at {}",
-            at(!q.is_empty(), name.queue_at)
+        key(
+            "queue",
+            name.queue
+                .iter()
+                .map(|(h, s)| (h.text(), s.to_string()))
+                .collect(),
+            name.queue_at,
         );
-        let qi: Vec<(String, String)> = name
-            .qinfo
-            .iter()
-            .map(|(h, i)| (h.text(), i.text()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "n{n} qinfo {qi:?} at {}",
-            at(!qi.is_empty(), name.qinfo_at)
+        key(
+            "qinfo",
+            name.qinfo
+                .iter()
+                .map(|(h, i)| (h.text(), i.text()))
+                .collect(),
+            name.qinfo_at,
         );
-        let s: Vec<(String, String)> = name
-            .slots
-            .iter()
-            .map(|(h, e)| (h.text(), e.to_string()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "n{n} slots {s:?} at {}",
-            at(!s.is_empty(), name.slots_at)
+        key(
+            "slots",
+            name.slots
+                .iter()
+                .map(|(h, e)| (h.text(), e.to_string()))
+                .collect(),
+            name.slots_at,
         );
-        let si: Vec<(String, String)> = name
-            .slotinfo
-            .iter()
-            .map(|(h, (t, v))| (h.text(), format!("{t} {}", v.text())))
-            .collect();
-        let _ = writeln!(
-            out,
-            "n{n} slotinfo {si:?} at {}",
-            at(!si.is_empty(), name.slotinfo_at)
+        key(
+            "slotinfo",
+            name.slotinfo
+                .iter()
+                .map(|(h, (t, v))| (h.text(), format!("{t} {}", v.text())))
+                .collect(),
+            name.slotinfo_at,
         );
     }
     out

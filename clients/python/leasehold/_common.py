@@ -24,6 +24,16 @@ from .errors import (
 log = logging.getLogger("leasehold")
 
 
+def check_lease_args(name: str, limit: int | None, reserved: bool) -> None:
+    """What a lease or semaphore handle refuses before any I/O (both clients)."""
+    if reserved:
+        p.validate_key_name(name)
+    else:
+        p.validate_name(name)
+    if limit is not None and limit < 1:
+        raise BadConfig("slots", str(limit), "a semaphore needs at least 1 slot")
+
+
 class AcquireState:
     """What a waiter remembers between attempts, and how long it sleeps
     after each reply (protocol rule 6)."""

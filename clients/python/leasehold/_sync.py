@@ -25,6 +25,7 @@ from ._common import (
     cache_failure_error,
     cache_failure_text,
     check_fetched,
+    check_lease_args,
     random_id,
     reserved_lease_name,
 )
@@ -207,12 +208,7 @@ class Lease:
         limit: int | None = None,
         _reserved: bool = False,
     ) -> None:
-        if _reserved:
-            p.validate_key_name(name)
-        else:
-            p.validate_name(name)
-        if limit is not None and limit < 1:
-            raise BadConfig("slots", str(limit), "a semaphore needs at least 1 slot")
+        check_lease_args(name, limit, _reserved)
         self._client = client
         self.name = name
         self._ttl = p.ttl_ms(ttl)
