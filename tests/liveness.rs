@@ -417,7 +417,7 @@ async fn an_idle_waiter_costs_nothing_between_expiry_checks() {
 /// worked under a token lower than one already issued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
-    use leasehold::backend::{AcquireReply, Attempt, RenewReply};
+    use leasehold::backend::{AcquireReply, Attempt, Kind, RenewReply};
     let r = RedisServer::start();
     r.warm();
     let c = client(&r.url()).await;
@@ -449,7 +449,7 @@ async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
     assert!(new > old);
     let claim = c
         .backend()
-        .claim("late", &w, ttl, old)
+        .claim(Kind::Lease, "late", &w, ttl, old)
         .await
         .expect("claim");
     assert!(
@@ -458,7 +458,7 @@ async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
     );
     let claim = c
         .backend()
-        .claim("late", &w, ttl, new)
+        .claim(Kind::Lease, "late", &w, ttl, new)
         .await
         .expect("claim");
     assert_eq!(claim, RenewReply::Renewed);

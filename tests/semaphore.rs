@@ -166,3 +166,200 @@ fn run_slots_never_runs_more_than_n() {
     assert!(max <= 3, "{max} jobs ran at once");
     assert_eq!(max, 3);
 }
+
+/// A waiting acquirer queued at `name` through the protocol layer: it never
+/// comes back (a crashed waiter), unless the test claims for it.
+async fn queued_ghost(c: &Client, name: &str, limit: u32, ttl: Duration) -> HolderId {
+    let ghost = HolderId::generate();
+    let reply = c
+        .backend()
+        .attempt(&Attempt {
+            kind: Kind::Slot { limit },
+            queue: true,
+            ..Attempt::lease(name, &ghost, ttl)
+        })
+        .await
+        .expect("attempt");
+    assert!(matches!(reply, AcquireReply::Full { .. }), "{reply:?}");
+    ghost
+}
+
+/// Grant on release: a freed slot goes to the waiter in line, so an
+/// acquirer that comes after the release finds none free (before, the
+/// release only woke the waiters, and whoever came first took the slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_slot_goes_to_the_waiter_in_line_not_to_a_latecomer() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let ttl = Duration::from_secs(10);
+    let held = c
+        .semaphore("line", 1)
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("slot");
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.semaphore("line", 1).ttl(ttl).acquire().await })
+    };
+    // The waiter is in line once its attempt found the slot taken.
+    let t0 = Instant::now();
+    while c.status("line").await.expect("status").holder.is_none()
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        held.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+    let latecomer = c
+        .semaphore("line", 1)
+        .ttl(ttl)
+        .try_acquire()
+        .await
+        .expect("try");
+    assert!(latecomer.is_none(), "a latecomer took the released slot");
+    let permit = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("the waiter got the slot in time")
+        .expect("task")
+        .expect("slot");
+    let holders = c.semaphore_status("line").await.expect("status");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(&holders[0].holder, permit.holder());
+}
+
+/// Waiters get freed slots in the order they came, whichever holder frees
+/// one: the tokens (issued in the order slots are handed out) grow with the
+/// order of arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_get_slots_first_come_first_served() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let ttl = Duration::from_secs(10);
+    let a = c.semaphore("fifo", 2).ttl(ttl).acquire().await.expect("a");
+    let b = c.semaphore("fifo", 2).ttl(ttl).acquire().await.expect("b");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        // Separate connections: no waiter shares another's round trips.
+        let c = Client::connect(&r.url()).await.expect("connect");
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let p = c
+                .semaphore("fifo", 2)
+                .ttl(ttl)
+                .acquire()
+                .await
+                .expect("slot");
+            order.lock().expect("lock").push((p.token().0, i));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            p.release().await.expect("release");
+        }));
+        // Each is in line before the next comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(a.release().await.expect("release"));
+    drop(b.release().await.expect("release"));
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("in time")
+            .expect("task");
+    }
+    let mut order = order.lock().expect("lock").clone();
+    order.sort_unstable();
+    let arrivals: Vec<usize> = order.iter().map(|(_, i)| *i).collect();
+    assert_eq!(arrivals, vec![0, 1, 2, 3, 4, 5]);
+}
+
+/// A slot handed to a waiter that died is not stranded: it lapses after the
+/// claim window (TTL/10, at least 100 ms) and the next waiter takes it, with
+/// a larger token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_granted_to_a_dead_waiter_passes_on_after_the_claim_window() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let ttl = Duration::from_secs(2);
+    let held = c
+        .semaphore("lapse", 1)
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("slot");
+    let ghost = queued_ghost(&c, "lapse", 1, ttl).await;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.semaphore("lapse", 1).ttl(ttl).acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let released = Instant::now();
+    held.release().await.expect("release");
+    let holders = c.semaphore_status("lapse").await.expect("status");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].holder, ghost, "the first in line got the slot");
+    let granted = holders[0].token;
+    let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("slot");
+    let took = released.elapsed();
+    // Claim window 200 ms; well under the TTL the ghost asked for.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(permit.token() > granted);
+    // The ghost's grant is gone and cannot be claimed any more.
+    let claim = c
+        .backend()
+        .claim(Kind::Slot { limit: 1 }, "lapse", &ghost, ttl, granted)
+        .await
+        .expect("claim");
+    assert!(
+        matches!(claim, leasehold::backend::RenewReply::Refused { .. }),
+        "{claim:?}"
+    );
+}
+
+/// A waiter that stops waiting leaves the line and gives back a slot handed
+/// to it meanwhile: the next waiter gets it at once, not after the claim
+/// window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_leaves_gives_back_a_granted_slot() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    // Claim window 1 s: long enough to tell "given back" from "lapsed".
+    let ttl = Duration::from_secs(10);
+    let held = c
+        .semaphore("leave", 1)
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("slot");
+    let ghost = queued_ghost(&c, "leave", 1, ttl).await;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.semaphore("leave", 1).ttl(ttl).acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.release().await.expect("release");
+    let left = Instant::now();
+    c.backend()
+        .leave(Kind::Slot { limit: 1 }, "leave", &ghost)
+        .await
+        .expect("leave");
+    let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("slot");
+    assert!(
+        left.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        left.elapsed()
+    );
+    let holders = c.semaphore_status("leave").await.expect("status");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(&holders[0].holder, permit.holder());
+}

@@ -102,6 +102,11 @@ pub enum AcquireReply {
         wait: Duration,
         /// Slots in use.
         used: u32,
+        /// We are first in line: the one waiter that must come on time.
+        first: bool,
+        /// The name's last fencing token as of this attempt: a slot handed
+        /// over with a larger one was handed over after it.
+        last_token: FencingToken,
     },
     /// Quorum: no majority agreed (split vote, or too few answered in time).
     NoMajority {
@@ -115,7 +120,8 @@ pub enum AcquireReply {
         /// How long until then.
         wait: Duration,
     },
-    /// Free, but another waiter is first in line.
+    /// Free (a lease), or a slot is free (a semaphore), but another waiter
+    /// is first in line (the slots free go to the waiters before us).
     Queued {
         /// When its place lapses unless it comes for the lease.
         wait: Duration,
@@ -188,7 +194,8 @@ impl<'a> Held<'a> {
 pub enum Kind {
     /// A lease: one holder, a first-come-first-served queue of waiters.
     Lease,
-    /// A slot of a semaphore: up to `limit` holders, no queue.
+    /// A slot of a semaphore: up to `limit` holders, a first-come-first-served
+    /// queue of waiters.
     Slot {
         /// How many may hold the semaphore at once.
         limit: u32,
@@ -382,9 +389,9 @@ impl Backend {
     }
 
     /// One attempt to take a lease or a semaphore slot. A waiting attempt
-    /// that fails keeps (or takes) the holder's place in the lease's
+    /// that fails keeps (or takes) the holder's place in the name's
     /// first-come-first-served queue until its next attempt is due, plus a
-    /// margin (a quorum and a semaphore have no queue).
+    /// margin (a quorum has no queue).
     pub async fn attempt(&self, a: &Attempt<'_>) -> Result<AcquireReply> {
         if let Kind::Slot { limit } = a.kind {
             return self.single("semaphore")?.sem_attempt(a, limit).await;
@@ -395,11 +402,13 @@ impl Backend {
         }
     }
 
-    /// Gives up `holder`'s place in the queue of `name`.
-    pub async fn leave(&self, name: &str, holder: &HolderId) -> Result<()> {
-        match self {
-            Backend::Node(n) => n.leave(name, holder).await,
-            Backend::Quorum(_) => Ok(()),
+    /// Gives up `holder`'s place in the queue of `name` (and gives back what
+    /// a release handed to it meanwhile).
+    pub async fn leave(&self, kind: Kind, name: &str, holder: &HolderId) -> Result<()> {
+        match (self, kind) {
+            (Backend::Node(n), Kind::Lease) => n.leave(name, holder).await,
+            (Backend::Node(n), Kind::Slot { limit }) => n.sem_leave(name, holder, limit).await,
+            (Backend::Quorum(_), _) => Ok(()),
         }
     }
 
@@ -425,13 +434,14 @@ impl Backend {
     /// lapsed and passed on, even back to us with another token).
     pub async fn claim(
         &self,
+        kind: Kind,
         name: &str,
         holder: &HolderId,
         ttl: Duration,
         token: FencingToken,
     ) -> Result<RenewReply> {
         match self {
-            Backend::Node(n) => n.claim(name, holder, ttl, token).await,
+            Backend::Node(n) => n.claim(kind, name, holder, ttl, token).await,
             // No grants on a quorum: a plain renewal.
             Backend::Quorum(q) => q.renew(name, holder, ttl, token, "").await,
         }
@@ -462,10 +472,10 @@ impl Backend {
     /// Gives back a lease (handing it to the next waiter) or a semaphore
     /// slot, if `held.holder` holds it. False when it was not ours (any more).
     pub async fn release(&self, held: &Held<'_>) -> Result<bool> {
-        if let Kind::Slot { .. } = held.kind {
+        if let Kind::Slot { limit } = held.kind {
             return self
                 .single("semaphore")?
-                .sem_release(held.name, held.holder)
+                .sem_release(held.name, held.holder, limit)
                 .await;
         }
         match self {

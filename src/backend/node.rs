@@ -335,24 +335,37 @@ impl Node {
             .unwrap_or_else(|| Err(bad("renew", "no reply")))
     }
 
-    /// `renew.lua` with an expected token: a grant's claim (see `Backend::claim`).
+    /// `renew.lua` (`sem_renew.lua`) with an expected token: a grant's claim
+    /// (see `Backend::claim`).
     pub async fn claim(
         &self,
+        kind: Kind,
         name: &str,
         holder: &HolderId,
         ttl: Duration,
         token: FencingToken,
     ) -> Result<RenewReply> {
         let k = self.keys(name)?;
-        let call = Call::new(&scripts::RENEW)
-            .key(&k.lease)
-            .key(&k.epoch)
-            .arg(holder.as_str())
-            .arg(ttl.as_millis() as u64)
-            .arg("")
-            .arg("")
-            .arg(token.0)
-            .arg(self.min_replicas);
+        let call = match kind {
+            Kind::Lease => Call::new(&scripts::RENEW)
+                .key(&k.lease)
+                .key(&k.epoch)
+                .arg(holder.as_str())
+                .arg(ttl.as_millis() as u64)
+                .arg("")
+                .arg("")
+                .arg(token.0)
+                .arg(self.min_replicas),
+            Kind::Slot { .. } => Call::new(&scripts::SEM_RENEW)
+                .key(&k.slots)
+                .key(&k.slotinfo)
+                .key(&k.lease)
+                .key(&k.epoch)
+                .arg(holder.as_str())
+                .arg(ttl.as_millis() as u64)
+                .arg(self.min_replicas)
+                .arg(token.0),
+        };
         let (mut replies, replicated) = self
             .exec(
                 "claim",

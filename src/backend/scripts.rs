@@ -113,7 +113,8 @@ scripts! {
     CACHE_STORE = "cache_store";
     SEM_ACQUIRE = "sem_acquire" + prelude;
     SEM_RENEW = "sem_renew" + prelude;
-    SEM_RELEASE = "sem_release";
+    SEM_RELEASE = "sem_release" + prelude;
+    SEM_LEAVE = "sem_leave" + prelude;
     SEM_STATUS = "sem_status";
     RUN_NOTE = "run_note";
 }

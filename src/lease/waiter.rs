@@ -7,8 +7,9 @@
 //!   when a crashed holder's lease frees up — or until a release names us,
 //!   whichever comes first. Only the waiter first in line comes exactly on
 //!   time; the others add a little jitter behind it.
-//! - Each failed attempt keeps this waiter's place in the lease's queue in
-//!   Redis. A release hands the lease straight to the first waiter in line
+//! - Each failed attempt keeps this waiter's place in the name's queue in
+//!   Redis. A release hands the lease (or a semaphore's freed slot) straight
+//!   to the first waiter in line
 //!   (**grant on release**): it starts on the message, without an acquire
 //!   round trip of its own. Its safety deadline counts from the send instant
 //!   of its last queued attempt, which Redis processed before the release, so
@@ -74,8 +75,8 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         backend: backend.clone(),
         name: name.to_string(),
         holder: holder.clone(),
-        // Semaphore slots have no queue to leave.
-        armed: kind == Kind::Lease,
+        kind,
+        armed: true,
     };
     // Fast path: a free lease costs one round trip, no subscription. If this
     // fails, the release we might miss while subscribing is caught by the
@@ -160,7 +161,21 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                     info.ttl_left + Duration::from_millis(1) + jitter(EXPIRY_JITTER)
                 }
             }
-            Ok(AcquireReply::Full { wait, .. } | AcquireReply::NoMajority { wait }) => {
+            Ok(AcquireReply::Full {
+                wait,
+                first,
+                last_token,
+                ..
+            }) => {
+                last_held = Some((sent, last_token.0));
+                backoff = Duration::from_millis(50);
+                if first {
+                    wait
+                } else {
+                    wait + Duration::from_millis(1) + jitter(EXPIRY_JITTER)
+                }
+            }
+            Ok(AcquireReply::NoMajority { wait }) => {
                 last_held = None;
                 backoff = Duration::from_millis(50);
                 wait + jitter(EXPIRY_JITTER)
@@ -253,7 +268,10 @@ async fn take_grant(
     }
     let ttl = want.config.ttl();
     let sent = Instant::now();
-    match backend.claim(want.name, want.holder, ttl, token).await {
+    match backend
+        .claim(want.kind, want.name, want.holder, ttl, token)
+        .await
+    {
         Ok(RenewReply::Renewed) => Some(Won { token, sent, ttl }),
         Ok(RenewReply::Refused { reason }) => {
             tracing::debug!(
@@ -272,6 +290,7 @@ async fn take_grant(
 /// until its place lapses.
 struct LeaveOnDrop {
     backend: Backend,
+    kind: Kind,
     name: String,
     holder: HolderId,
     armed: bool,
@@ -282,9 +301,14 @@ impl Drop for LeaveOnDrop {
         if !self.armed {
             return;
         }
-        let (b, n, h) = (self.backend.clone(), self.name.clone(), self.holder.clone());
+        let (b, k, n, h) = (
+            self.backend.clone(),
+            self.kind,
+            self.name.clone(),
+            self.holder.clone(),
+        );
         self.backend.cleanups().spawn(async move {
-            let _ = b.leave(&n, &h).await;
+            let _ = b.leave(k, &n, &h).await;
         });
     }
 }

@@ -1,14 +1,72 @@
--- sem_release.lua: give our slot back and wake a waiter.
+-- sem_release.lua: give our slot back, and hand it straight to the first
+-- waiter in line. (Runs after prelude.lua.)
 --
--- KEYS[1]  slots <prefix>{<name>}:slots
--- KEYS[2]  info  <prefix>{<name>}:slotinfo
+-- KEYS[1]  slots       <prefix>{<name>}:slots
+-- KEYS[2]  slot info   <prefix>{<name>}:slotinfo
+-- KEYS[3]  name record <prefix>{<name>}:lease    token, run, maxttl, w, qu, obs
+-- KEYS[4]  marker      <prefix>epoch (its longest TTL is raised by a grant)
+-- KEYS[5]  queue       <prefix>{<name>}:queue
+-- KEYS[6]  queue info  <prefix>{<name>}:qinfo
 -- ARGV[1]  holder id
 -- ARGV[2]  event channel <prefix>{<name>}:events
+-- ARGV[3]  limit (N): a slot is handed on only while fewer than N are live
 --
--- Publishes "released 0" (no queue: one waiter per process retries).
--- Returns 1 released, 0 not ours (expired or never held).
+-- With waiters in line, the first live one gets the freed slot at once, as a
+-- lease is granted (release.lua): a new token, its TTL and value, an expiry
+-- of only the claim window (prelude.lua, claim_ms) until it claims the slot
+-- (sem_renew.lua with the token); a waiter that died meanwhile frees it
+-- after that window. Publishes "granted <token> <head> <claim ms> <next>" to
+-- the head's inbox and to next's (the waiter after it, who comes when the
+-- grant lapses); on the name's channel only when someone observes.
+-- Without waiters: "released <token>", only when someone observes.
+-- Returns 1 released (or handed on), 0 not ours (expired and taken, or never held).
 
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'released 0')
+local r = redis.pcall('HMGET', KEYS[3], 'qu', 'obs', 'token', 'run', 'maxttl', 'w')
+if failed(r) then return 1 end
+local run, now, now_us = server()
+local tok = r[3] or '0'
+
+if r[1] then
+  local head, info = live_head(KEYS[5], KEYS[6], now)
+  local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+  if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
+    local _, ttl, inbox, value = entry(info)
+    local claim = claim_ms(ttl)
+    tok = string.format('%.0f', math.max(num(r[3]) + 1, now_us))
+    -- w: the head's writes are not known to be confirmed by replicas.
+    redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', '0')
+    if ttl > num(r[5]) then
+      redis.call('HSET', KEYS[3], 'maxttl', ttl)
+      note_ttl(KEYS[4], run, ttl)
+    end
+    redis.call('ZADD', KEYS[1], now + claim, head)
+    redis.call('HSET', KEYS[2], head, tok .. ' ' .. value)
+    for i = 1, 2 do
+      if redis.call('PTTL', KEYS[i]) < claim then redis.call('PEXPIRE', KEYS[i], claim) end
+    end
+    redis.call('ZREM', KEYS[5], head)
+    redis.call('HDEL', KEYS[6], head)
+    local next, next_info = live_head(KEYS[5], KEYS[6], now)
+    if not next then redis.call('HDEL', KEYS[3], 'qu') end
+    local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
+    tell(inbox, ARGV[2], msg)
+    if next then
+      local _, _, next_inbox = entry(next_info)
+      if next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
+    end
+    if inbox ~= '-' and num(r[2]) > now then redis.call('PUBLISH', ARGV[2], msg) end
+    return 1
+  end
+  if head then
+    -- This server may lack recent writes, or the slots are full of holders
+    -- the others do not count: the head must attempt (and be checked) itself.
+    local _, _, inbox = entry(info)
+    tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
+    return 1
+  end
+  redis.call('HDEL', KEYS[3], 'qu')
+end
+if num(r[2]) > now then redis.call('PUBLISH', ARGV[2], 'released ' .. tok) end
 return 1
