@@ -268,6 +268,28 @@ async fn leasehold_contender(url: String, name: String, stop: Arc<AtomicBool>) -
     n
 }
 
+async fn semaphore_contender(url: String, name: String, stop: Arc<AtomicBool>) -> u64 {
+    let c = Client::connect(&url).await.expect("connect");
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let got = tokio::time::timeout(
+            Duration::from_millis(500),
+            c.semaphore(name.clone(), SEM_SLOTS)
+                .ttl(Duration::from_secs(10))
+                .acquire(),
+        )
+        .await;
+        if let Ok(Ok(p)) = got {
+            n += 1;
+            p.release().await.expect("release");
+        }
+    }
+    n
+}
+
+/// Slots of the contended semaphore (section 2).
+const SEM_SLOTS: u32 = 2;
+
 async fn rslock_contender(url: String, name: String, stop: Arc<AtomicBool>) -> u64 {
     let lm = rslock::LockManager::new(vec![url]);
     let mut n = 0;
@@ -566,6 +588,25 @@ async fn main() {
             contended_json.push(json!({"who": name, "n": n, "cs_per_sec": c.per_sec, "x_raw": c.per_sec / raw.per_sec, "x_raw_uncontended": c.per_sec / raw_rate, "fairness": c.fairness, "cmds_per_cs": c.cmds_per_cs, "redis_cmds_per_cs": c.all_per_cs}));
         }
     }
+
+    // A semaphore of SEM_SLOTS slots, 8 contenders: grant on release as for a
+    // lease; a critical section here is one permit held and given back.
+    let sem = contended(&r, Who::Leasehold, 8, d, |_, stop| {
+        semaphore_contender(url.clone(), "sem-c8".into(), stop)
+    })
+    .await;
+    println!(
+        "   {:<12} {:>4} {:>10.0} {:>10} {:>13.2} {:>16.2} {:>12.1} {:>14.1}",
+        format!("semaphore/{SEM_SLOTS}"),
+        8,
+        sem.per_sec,
+        "-",
+        sem.per_sec / raw_rate,
+        sem.fairness,
+        sem.cmds_per_cs,
+        sem.all_per_cs
+    );
+    contended_json.push(json!({"who": format!("leasehold semaphore/{SEM_SLOTS}"), "n": 8, "cs_per_sec": sem.per_sec, "x_raw_uncontended": sem.per_sec / raw_rate, "fairness": sem.fairness, "cmds_per_cs": sem.cmds_per_cs, "redis_cmds_per_cs": sem.all_per_cs}));
 
     // 3. Handover.
     let rounds = if quick() { 20 } else { 200 };

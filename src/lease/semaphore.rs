@@ -2,9 +2,11 @@
 //! [`Permit`] — a lease in everything but name and value changes: its own
 //! expiring entry, fencing token, renewal, safety deadline and `lost()`.
 //!
-//! Differences from a lease: there is no queue (when a permit frees up, the
-//! waiters race for it, woken by the release or at the first expiry), and a
-//! permit's value cannot be changed after acquisition. A name is either a
+//! Waiters are served first come, first served, as a lease's are: a permit
+//! given back is handed straight to the first waiter in line (grant on
+//! release), and a free permit goes to the waiters in line before anyone
+//! else. Differences from a lease: a permit's value cannot be changed after
+//! acquisition. A name is either a
 //! lease or a semaphore: using it as the other kind fails with
 //! [`Error::NameInUse`](crate::Error::NameInUse), since the two would not
 //! exclude each other. Each acquirer is checked against its own `limit`

@@ -42,9 +42,10 @@ class AcquireState:
         self.name = name
         self.ttl_ms = ttl_ms
         #: The send instant of the latest attempt answered "held by someone
-        #: else", with the token it saw: a grant with a larger token was made
-        #: after Redis processed that attempt (tokens only grow); any other
-        #: grant (an old one, found late) must be claimed with its token.
+        #: else" (a semaphore: "every slot taken"), with the token it saw: a
+        #: grant with a larger token was made after Redis processed that
+        #: attempt (tokens only grow); any other grant (an old one, found
+        #: late) must be claimed with its token.
         self.last_held: tuple[float, int] | None = None
         self.backoff = 0.05
         self._seen: tuple[str, int] | None = None
@@ -79,9 +80,12 @@ class AcquireState:
             # holder's lease expires; the others spread out.
             wait = r.info.ttl_left if r.first else r.info.ttl_left + 0.001 + p.jitter()
         elif isinstance(r, p.Full):
-            self.last_held = None
+            # Every slot taken: as a held lease, with the name's last token
+            # (a slot handed over with a larger one was handed over after
+            # this attempt) and the earliest slot's expiry.
+            self.last_held = (sent, r.last_token)
             self.backoff = 0.05
-            wait = r.wait + p.jitter()
+            wait = r.wait if r.first else r.wait + 0.001 + p.jitter()
         elif isinstance(r, p.Quarantined):
             self.last_held = None
             if not self._told_quarantine:

@@ -53,32 +53,45 @@ class Calls:
     def keys(self, name: str) -> p.Keys:
         return p.keys_for(self.prefix, name, self.cluster)
 
-    def attempt(self, name: str, holder: str, ttl: int, value: str, queue: bool) -> Call[p.AcquireReply]:
+    def attempt(
+        self, limit: int | None, name: str, holder: str, ttl: int, value: str, queue: bool
+    ) -> Call[p.AcquireReply]:
+        """One attempt at a lease (`limit` None) or at one of `limit` slots of
+        a semaphore. `queue`: a waiter keeps (or takes) its place in the
+        name's line when not acquired."""
+        if limit is not None:
+            k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, queue, self.min_replicas)
+            return Call("semaphore", "sem_acquire", k, a, p.parse_sem_acquire, ttl)
         k, a = p.acquire_args(self.keys(name), holder, ttl, value, queue, self.min_replicas)
         return Call("acquire", "acquire", k, a, p.parse_acquire, ttl)
-
-    def sem_attempt(self, name: str, holder: str, ttl: int, value: str, limit: int) -> Call[p.AcquireReply]:
-        k, a = p.sem_acquire_args(self.keys(name), holder, ttl, value, limit, self.min_replicas)
-        return Call("semaphore", "sem_acquire", k, a, p.parse_sem_acquire, ttl)
 
     def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> Call[str | None]:
         """`expect`: claiming a grant — renewed only while ours with that token."""
         k = self.keys(name)
+        token: object = "" if expect is None else expect
         if slot:
             keys = [k.slots, k.slotinfo, k.lease, k.epoch]
-            return Call("renew", "sem_renew", keys, [holder, ttl, self.min_replicas], p.parse_renew, ttl)
+            return Call("renew", "sem_renew", keys, [holder, ttl, self.min_replicas, token], p.parse_renew, ttl)
         # ARGV[6]: the WAIT's replica count, which re-marks the record's `w`.
-        args: list[object] = [holder, ttl, "", "", "" if expect is None else expect, self.min_replicas]
+        args: list[object] = [holder, ttl, "", "", token, self.min_replicas]
         return Call("renew", "renew", [k.lease, k.epoch], args, p.parse_renew, ttl)
 
-    def release(self, slot: bool, name: str, holder: str) -> Call[bool]:
+    def release(self, limit: int | None, name: str, holder: str) -> Call[bool]:
+        """Gives back a lease (`limit` None) or a semaphore slot; either is
+        handed straight to the first waiter in line, if any."""
         k = self.keys(name)
-        if slot:
-            return Call("semaphore release", "sem_release", [k.slots, k.slotinfo], [holder, k.events], _one)
+        if limit is not None:
+            keys = [k.slots, k.slotinfo, k.lease, k.epoch, k.queue, k.qinfo]
+            return Call("semaphore release", "sem_release", keys, [holder, k.events, limit], _one)
         return Call("release", "release", [k.lease, k.queue, k.qinfo, k.epoch], [holder, k.events, ""], _one)
 
-    def leave(self, name: str, holder: str) -> Call[bool]:
+    def leave(self, limit: int | None, name: str, holder: str) -> Call[bool]:
+        """A waiter that stopped waiting leaves the line of a lease (`limit`
+        None) or a semaphore, and gives back what was handed to it meanwhile."""
         k = self.keys(name)
+        if limit is not None:
+            keys = [k.slots, k.slotinfo, k.lease, k.queue, k.qinfo]
+            return Call("leave", "sem_leave", keys, [holder, k.events, limit], _one)
         return Call("leave", "leave", [k.lease, k.queue, k.qinfo], [holder, k.events], _one)
 
     def proclaim(self, name: str, holder: str, value: str) -> Call[bool]:
@@ -231,15 +244,16 @@ class SyncNode:
     def __call__(self, c: Call[T]) -> T:
         return self.run(c)[0]
 
-    def attempt(self, c: Call[p.AcquireReply], slot: bool, name: str, holder: str) -> p.AcquireReply:
-        reply, replicated = self.run(c)
+    def attempt(self, limit: int | None, name: str, holder: str, ttl: int, value: str, queue: bool) -> p.AcquireReply:
+        """One attempt (Calls.attempt), given back unless replicated as asked."""
+        reply, replicated = self.run(self.calls.attempt(limit, name, holder, ttl, value, queue))
         if isinstance(reply, p.Acquired) and not replicated:
             # Not on enough replicas: a failover could drop it. Give it back.
             try:
-                self(self.calls.release(slot, name, holder))
+                self(self.calls.release(limit, name, holder))
             except LeaseholdError:
                 pass
-            raise NotReplicated("semaphore acquire" if slot else "acquire", self.calls.min_replicas)
+            raise NotReplicated("acquire" if limit is None else "semaphore acquire", self.calls.min_replicas)
         return reply
 
     def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> str | None:
@@ -310,14 +324,16 @@ class AsyncNode:
     async def __call__(self, c: Call[T]) -> T:
         return (await self.run(c))[0]
 
-    async def attempt(self, c: Call[p.AcquireReply], slot: bool, name: str, holder: str) -> p.AcquireReply:
-        reply, replicated = await self.run(c)
+    async def attempt(
+        self, limit: int | None, name: str, holder: str, ttl: int, value: str, queue: bool
+    ) -> p.AcquireReply:
+        reply, replicated = await self.run(self.calls.attempt(limit, name, holder, ttl, value, queue))
         if isinstance(reply, p.Acquired) and not replicated:
             try:
-                await self(self.calls.release(slot, name, holder))
+                await self(self.calls.release(limit, name, holder))
             except LeaseholdError:
                 pass
-            raise NotReplicated("semaphore acquire" if slot else "acquire", self.calls.min_replicas)
+            raise NotReplicated("acquire" if limit is None else "semaphore acquire", self.calls.min_replicas)
         return reply
 
     async def renew(self, slot: bool, name: str, holder: str, ttl: int, expect: int | None = None) -> str | None:

@@ -270,8 +270,8 @@ class Notifier:
                     if mb:
                         wake.append(mb)
                 elif ch.waiters:
-                    # One local waiter per release naming nobody (semaphores:
-                    # one waiter per process retries).
+                    # One local waiter per release naming nobody (waiters
+                    # in line are named; one whose place lapsed is not).
                     wake.append(next(iter(ch.waiters.values())))
             elif ev.kind == "granted":
                 mb = ch.waiters.get(ev.head)

@@ -212,7 +212,18 @@ def keys_for(prefix: str, name: str, cluster: bool = False) -> Keys:
 # --- scripts ------------------------------------------------------------------
 
 # Scripts run after prelude.lua (docs/protocol.md: prelude, a newline, the script).
-_WITH_PRELUDE = {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire", "sem_renew"}
+_WITH_PRELUDE = {
+    "acquire",
+    "renew",
+    "release",
+    "leave",
+    "status",
+    "observe",
+    "sem_acquire",
+    "sem_renew",
+    "sem_release",
+    "sem_leave",
+}
 
 
 @dataclass(frozen=True)
@@ -317,8 +328,15 @@ class Held:
 
 @dataclass(frozen=True)
 class Full:
+    """Every slot of a semaphore is taken (the earliest expires in `wait`)."""
+
     wait: float
     used: int
+    #: We are first in line: the one waiter that must come on time.
+    first: bool
+    #: The name's last fencing token as of this attempt: a slot handed over
+    #: with a larger one was handed over after it (as Held's token for a lease).
+    last_token: int
 
 
 @dataclass(frozen=True)
@@ -345,9 +363,25 @@ def acquire_args(
 
 
 def sem_acquire_args(
-    k: Keys, holder: str, ttl: int, value: str, limit: int, replicas: int
+    k: Keys, holder: str, ttl: int, value: str, limit: int, queue: bool, replicas: int
 ) -> tuple[list[str], list[object]]:
-    return ([k.slots, k.slotinfo, k.lease, k.epoch], [holder, ttl, value, limit, k.events, replicas or ""])
+    # A waiter keeps a place in the name's queue, as for a lease. Like the
+    # lease's attempts, no inbox: a freed slot is handed over on the name's
+    # channel, where the waiter's mailbox listens (_notify.py).
+    return (
+        [k.slots, k.slotinfo, k.lease, k.epoch, k.queue, k.qinfo],
+        [
+            holder,
+            ttl,
+            value,
+            limit,
+            k.events,
+            replicas or "",
+            "wait" if queue else "try",
+            queue_margin_ms(ttl),
+            "",
+        ],
+    )
 
 
 def _ms(op: str, items: list[object], i: int) -> float:
@@ -383,9 +417,14 @@ def parse_sem_acquire(v: object) -> AcquireReply:
     if code == 1:
         return Acquired(_int(op, _at(op, r, 1)))
     if code == 0:
-        return Full(_ms(op, r, 1), max(_int(op, _at(op, r, 2)), 0))
+        first = len(r) > 3 and _int(op, r[3]) == 1
+        last = _int(op, r[4]) if len(r) > 4 and _s(r[4]) else 0
+        return Full(_ms(op, r, 1), max(_int(op, _at(op, r, 2)), 0), first, last)
     if code == 2:
         return Quarantined(_ms(op, r, 1))
+    if code == 3:
+        # A slot is free, but the waiters before us in line take it.
+        return Queued(_ms(op, r, 1), _s(_at(op, r, 2)))
     raise ProtocolError(op, f"status {code}")
 
 

@@ -298,17 +298,13 @@ class Lease:
         self.lost = threading.Event()
 
     def _attempt(self, holder: str, queue: bool) -> p.AcquireReply:
-        node, calls = self._client._node, self._client._node.calls
-        if self._limit is not None:
-            c = calls.sem_attempt(self.name, holder, self._ttl, self.value, self._limit)
-            return node.attempt(c, True, self.name, holder)
-        return node.attempt(calls.attempt(self.name, holder, self._ttl, self.value, queue), False, self.name, holder)
+        """One attempt at the lease or, for a semaphore, at one of its slots."""
+        return self._client._node.attempt(self._limit, self.name, holder, self._ttl, self.value, queue)
 
     def _wait(self, timeout: float | None) -> None:
         client = self._client
         holder = p.holder_id()
         give_up = None if timeout is None else time.monotonic() + timeout
-        slot = self._limit is not None
         won = False
         sub: Subscription | None = None
         st = AcquireState(self.name, self._ttl)
@@ -378,20 +374,21 @@ class Lease:
         finally:
             if sub is not None:
                 sub.close()
-            if not won and not slot:
+            if not won:
                 # Leave the line (and give back a grant that came too late),
                 # so that the next waiter is not held up by our place.
                 try:
-                    client._node(client._node.calls.leave(self.name, holder))
+                    client._node(client._node.calls.leave(self._limit, self.name, holder))
                 except Exception:  # noqa: BLE001 - best effort; our place lapses anyway
                     pass
 
     def _take_grant(self, holder: str, grant: tuple[int, float], last_held: tuple[float, int] | None) -> bool:
-        """A release handed us the lease. Use it as it is when enough of its
-        claim window is left (counted from our last queued attempt, which Redis
-        processed before the release) when its token shows it is newer than
-        our last attempt that saw someone else hold it; otherwise claim it with
-        a renewal that checks its token."""
+        """A release handed us the lease (or a semaphore's freed slot). Use it
+        as it is when enough of its claim window is left (counted from our last
+        queued attempt, which Redis processed before the release) when its
+        token shows it is newer than our last attempt that saw someone else
+        hold it (or every slot taken); otherwise claim it with a renewal that
+        checks its token."""
         token, claim = grant
         node = self._client._node
         if last_held is not None and last_held[1] < token and not node.calls.confirm:
@@ -403,7 +400,7 @@ class Lease:
                 return True
         sent = time.monotonic()
         try:
-            why = node.renew(False, self.name, holder, self._ttl, expect=token)
+            why = node.renew(self._limit is not None, self.name, holder, self._ttl, expect=token)
         except LeaseholdError:
             return False  # unknown: the next attempt finds it ours (and extends it) or not
         if why is not None:
@@ -429,7 +426,7 @@ class Lease:
         reason = h.stop()
         self._client._unhold(h)
         node = self._client._node
-        c = node.calls.release(h.slot, self.name, h.holder)
+        c = node.calls.release(self._limit, self.name, h.holder)
         if reason is not None:
             if reason.startswith("no renewal confirmed"):
                 # Lost at the deadline, but the renewal's reply may be what got

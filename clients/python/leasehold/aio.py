@@ -238,13 +238,8 @@ class AsyncLease:
         self.lost = asyncio.Event()
 
     async def _attempt(self, holder: str, queue: bool) -> p.AcquireReply:
-        node, calls = self._client._node, self._client._node.calls
-        if self._limit is not None:
-            c = calls.sem_attempt(self.name, holder, self._ttl, self.value, self._limit)
-            return await node.attempt(c, True, self.name, holder)
-        return await node.attempt(
-            calls.attempt(self.name, holder, self._ttl, self.value, queue), False, self.name, holder
-        )
+        """One attempt at the lease or, for a semaphore, at one of its slots."""
+        return await self._client._node.attempt(self._limit, self.name, holder, self._ttl, self.value, queue)
 
     async def try_acquire(self) -> bool:
         """One attempt: True when the lease is now ours."""
@@ -270,7 +265,6 @@ class AsyncLease:
         loop = asyncio.get_running_loop()
         holder = p.holder_id()
         give_up = None if timeout is None else time.monotonic() + timeout
-        slot = self._limit is not None
         won = False
         sub: Subscription | None = None
         st = AcquireState(self.name, self._ttl)
@@ -342,16 +336,17 @@ class AsyncLease:
         finally:
             if sub is not None:
                 sub.close()
-            if not won and not slot:
+            if not won:
                 # Leave the line (and give back a grant that came too late);
                 # shielded so that a cancelled acquire still leaves.
-                leave = client._node(client._node.calls.leave(self.name, holder))
+                leave = client._node(client._node.calls.leave(self._limit, self.name, holder))
                 try:
                     await asyncio.shield(leave)
                 except BaseException:  # noqa: BLE001 - best effort; our place lapses anyway
                     pass
 
     async def _take_grant(self, holder: str, grant: tuple[int, float], last_held: tuple[float, int] | None) -> bool:
+        """A release handed us the lease (or a slot): as Lease._take_grant."""
         token, claim = grant
         node = self._client._node
         if last_held is not None and last_held[1] < token and not node.calls.confirm:
@@ -363,7 +358,7 @@ class AsyncLease:
                 return True
         sent = time.monotonic()
         try:
-            why = await node.renew(False, self.name, holder, self._ttl, expect=token)
+            why = await node.renew(self._limit is not None, self.name, holder, self._ttl, expect=token)
         except LeaseholdError:
             return False
         if why is not None:
@@ -385,7 +380,7 @@ class AsyncLease:
         reason = await h.stop()
         self._client._unhold(h)
         node = self._client._node
-        c = node.calls.release(h.slot, self.name, h.holder)
+        c = node.calls.release(self._limit, self.name, h.holder)
         if reason is not None:
             if reason.startswith("no renewal confirmed"):
                 try:

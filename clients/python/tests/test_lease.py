@@ -184,6 +184,88 @@ def test_semaphore_admits_n_and_wakes_a_waiter_on_release(redis_server: RedisSer
         b.release()
 
 
+def test_a_released_slot_goes_to_the_waiter_not_to_a_latecomer(redis_server: RedisServer) -> None:
+    # Grant on release: the slot is the first waiter's the moment it is given
+    # back; a try_acquire that comes right after the release finds it taken.
+    r = redis_server.cli()
+    with leasehold.Client.from_url(redis_server.url) as c:
+        holder = c.semaphore("one", 1, ttl=10).acquire()
+        got: list[tuple[int, float]] = []
+
+        def wait() -> None:
+            s = c.semaphore("one", 1, ttl=10).acquire(timeout=20)
+            got.append((s.token or 0, time.monotonic()))
+            time.sleep(0.3)
+            s.release()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_for(lambda: r.zcard("leasehold:{one}:queue") == 1, 10, "the waiter to queue")
+        released = time.monotonic()
+        holder.release()
+        late = c.semaphore("one", 1, ttl=10)
+        assert not late.try_acquire(), "a latecomer took the slot the waiter was in line for"
+        assert late.token is None
+        t.join()
+        assert got, "the waiter never got the slot"
+        token, at = got[0]
+        assert token > (holder.token or 0)
+        # TTL 10 s: only the release can have handed it over.
+        assert at - released < 1.0
+        assert r.zcard("leasehold:{one}:queue") == 0
+
+
+def test_semaphore_waiters_get_slots_in_arrival_order(redis_server: RedisServer) -> None:
+    r = redis_server.cli()
+    with leasehold.Client.from_url(redis_server.url) as c:
+        a = c.semaphore("fifo", 2, ttl=10).acquire()
+        b = c.semaphore("fifo", 2, ttl=10).acquire()
+        tokens: dict[int, int] = {}
+
+        def wait(i: int) -> None:
+            s = c.semaphore("fifo", 2, ttl=10).acquire(timeout=20)
+            tokens[i] = s.token or 0
+            time.sleep(0.2)
+            s.release()
+
+        threads = []
+        for i in range(4):
+            t = threading.Thread(target=wait, args=(i,))
+            t.start()
+            threads.append(t)
+            # Arrive in order: 0, 1, 2, 3.
+            wait_for(lambda n=i + 1: r.zcard("leasehold:{fifo}:queue") == n, 10, f"waiter {i} to queue")
+        t0 = time.monotonic()
+        a.release()
+        b.release()
+        for t in threads:
+            t.join()
+        # Tokens grow in hand-out order: the slots went first come, first served.
+        assert len(tokens) == 4
+        assert [tokens[i] for i in range(4)] == sorted(tokens.values()), f"served out of order: {tokens}"
+        assert min(tokens.values()) > max(a.token or 0, b.token or 0)
+        # TTL 10 s: every slot was handed over on release, not at an expiry.
+        assert time.monotonic() - t0 < 5
+
+
+def test_a_semaphore_waiter_that_gives_up_leaves_the_line(redis_server: RedisServer) -> None:
+    r = redis_server.cli()
+    with leasehold.Client.from_url(redis_server.url) as c:
+        holder = c.semaphore("busy-sem", 1, ttl=10).acquire()
+        t0 = time.monotonic()
+        with pytest.raises(leasehold.AcquireTimeout):
+            c.semaphore("busy-sem", 1, ttl=10).acquire(timeout=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 3
+        assert r.zcard("leasehold:{busy-sem}:queue") == 0, "a waiter that gave up must leave the line"
+        assert r.hlen("leasehold:{busy-sem}:qinfo") == 0
+        # Nobody is in line: the slot given back is free for anyone, not
+        # handed to the waiter that is gone (for its claim window).
+        holder.release()
+        s = c.semaphore("busy-sem", 1, ttl=10)
+        assert s.try_acquire()
+        s.release()
+
+
 def test_a_lease_and_a_semaphore_of_one_name_exclude_each_other(redis_server: RedisServer) -> None:
     with leasehold.Client.from_url(redis_server.url) as c:
         lease = c.lease("both", ttl=2).acquire()

@@ -45,7 +45,18 @@ def test_the_package_under_test_is_the_one_asked_for() -> None:
 def test_prelude_goes_in_front_of_exactly_the_scripts_the_protocol_names() -> None:
     prelude = (Path(leasehold.__file__).parent / "scripts" / "prelude.lua").read_text()
     with_prelude = {n for n, s in p.SCRIPTS.items() if s.body.startswith(prelude + "\n")}
-    assert with_prelude == {"acquire", "renew", "release", "leave", "status", "observe", "sem_acquire", "sem_renew"}
+    assert with_prelude == {
+        "acquire",
+        "renew",
+        "release",
+        "leave",
+        "status",
+        "observe",
+        "sem_acquire",
+        "sem_renew",
+        "sem_release",
+        "sem_leave",
+    }
 
 
 def test_urls_follow_the_rust_rules() -> None:
@@ -152,6 +163,39 @@ def test_events_parse_as_notify_rs() -> None:
     assert p.parse_event("released 5 h/1/x") == p.Event("released", 5, head="h/1/x")
     assert p.parse_event("failed 0 fetch it broke") == p.Event("failed", 0, message="fetch it broke")
     assert p.parse_event("nonsense") is None
+
+
+def test_semaphore_replies_and_calls_follow_the_scripts() -> None:
+    from leasehold._node import Calls
+
+    assert p.parse_sem_acquire([1, "42"]) == p.Acquired(42)
+    assert p.parse_sem_acquire([0, 1500, 2, 1, "41"]) == p.Full(1.5, 2, True, 41)
+    assert p.parse_sem_acquire([0, 10, 2, 0, "0"]) == p.Full(0.01, 2, False, 0)
+    assert p.parse_sem_acquire([2, 3000]) == p.Quarantined(3.0)
+    assert p.parse_sem_acquire([3, 250, "h/1/ab"]) == p.Queued(0.25, "h/1/ab")
+    c = Calls("leasehold:", False, 0)
+    k = c.keys("pool")
+    # A waiter queues ("wait", the lease's margin); no inbox: grants come on the name's channel.
+    a = c.attempt(3, "pool", "me", 10_000, "v", True)
+    assert a.script == "sem_acquire"
+    assert a.keys == [k.slots, k.slotinfo, k.lease, k.epoch, k.queue, k.qinfo]
+    assert a.args == ["me", 10_000, "v", 3, k.events, "", "wait", 1000, ""]
+    assert c.attempt(3, "pool", "me", 10_000, "v", False).args[6] == "try"
+    r = c.release(3, "pool", "me")
+    assert (r.script, r.keys, r.args) == (
+        "sem_release",
+        [k.slots, k.slotinfo, k.lease, k.epoch, k.queue, k.qinfo],
+        ["me", k.events, 3],
+    )
+    lv = c.leave(3, "pool", "me")
+    assert (lv.script, lv.keys, lv.args) == (
+        "sem_leave",
+        [k.slots, k.slotinfo, k.lease, k.queue, k.qinfo],
+        ["me", k.events, 3],
+    )
+    assert c.leave(None, "pool", "me").script == "leave"
+    assert c.renew(True, "pool", "me", 10_000, expect=41).args == ["me", 10_000, 0, 41]
+    assert c.renew(True, "pool", "me", 10_000).args == ["me", 10_000, 0, ""]
 
 
 # --- quota windows: the cases of src/quota.rs's own tests -----------------------
