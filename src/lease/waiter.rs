@@ -123,6 +123,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         let _ = wake.take_on_deck();
         let sent = Instant::now();
         let reply = backend.attempt(&attempt).await;
+        let mut precise = false;
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {
                 queued.armed = false;
@@ -155,6 +156,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                 backoff = Duration::from_millis(50);
                 // Only the first in line needs to be there the moment a
                 // crashed holder's lease expires; the others spread out.
+                precise = first;
                 if first {
                     info.ttl_left
                 } else {
@@ -169,6 +171,7 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
             }) => {
                 last_held = Some((sent, last_token.0));
                 backoff = Duration::from_millis(50);
+                precise = first;
                 if first {
                     wait
                 } else {
@@ -231,9 +234,30 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
                     }
                 }
                 _ = sub.released() => break,
-                _ = tokio::time::sleep_until(until.into()) => break,
+                _ = sleep_until(until, precise) => break,
             }
         }
+    }
+}
+
+/// How close to its instant tokio's timer is left to wake a precise sleep;
+/// the rest is spent yielding. Tokio's timer has millisecond ticks and never
+/// fires early: a plain sleep ends up to a tick late.
+const PRECISE_SPIN: Duration = Duration::from_micros(1500);
+
+/// Sleeps until `until`; `precise`: to within microseconds rather than a
+/// timer tick (the first in line at an expiry: every tick late is a tick the
+/// lease of a crashed holder stays unused). Costs at most `PRECISE_SPIN` of
+/// yielding, once per expiry the waiter comes for.
+async fn sleep_until(until: Instant, precise: bool) {
+    if !precise {
+        return tokio::time::sleep_until(until.into()).await;
+    }
+    if let Some(early) = until.checked_sub(PRECISE_SPIN) {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    while Instant::now() < until {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -186,6 +187,48 @@ def test_one_semaphore_rust_and_python_slot_freed_by_sigkill(
     assert max_inside(w) <= 2
     with leasehold.Client.from_url(redis_server.url) as c:
         assert len(c.semaphore_status("pool")) == 2
+
+
+def test_a_semaphore_slot_is_handed_down_one_line_of_rust_and_python_waiters(
+    redis_server: RedisServer, procs: Procs, tmp_path: Path
+) -> None:
+    # One line across the two languages: a Python release hands the slot to
+    # the Rust waiter first in line (not to a Python latecomer), and the Rust
+    # holder's release hands it to the Python waiter behind it. TTL 10 s:
+    # anything slower than a second or two was not a grant on release.
+    log = tmp_path / "log"
+    r = redis_server.cli()
+    with leasehold.Client.from_url(redis_server.url) as c:
+        holder = c.semaphore("mix", 1, ttl=10).acquire()
+        rs = procs.rust_run(redis_server.url, "mix", log, "10s", "--slots", "1")
+        wait_for(lambda: r.zcard("leasehold:{mix}:queue") == 1, 15, "the Rust waiter to queue")
+        got: list[tuple[int, float]] = []
+
+        def wait() -> None:
+            s = c.semaphore("mix", 1, ttl=10).acquire(timeout=30)
+            got.append((s.token or 0, time.monotonic()))
+            s.release()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_for(lambda: r.zcard("leasehold:{mix}:queue") == 2, 10, "the Python waiter to queue behind it")
+        released = time.monotonic()
+        holder.release()
+        assert not c.semaphore("mix", 1, ttl=10).try_acquire(), "a latecomer took the slot the line waits for"
+        wait_for(lambda: any(x[3] == "rs" for x in writes(log)), 5, "the Rust waiter to get the slot")
+        rs_token = first(writes(log), "rs")[1]
+        assert rs_token > (holder.token or 0)
+        assert time.monotonic() - released < 3.0
+        assert not got, "the Python waiter got a slot while the Rust waiter held the only one"
+        rs.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        t.join(15)
+        assert got, "the Python waiter never got the slot"
+        token, at = got[0]
+        assert token > rs_token
+        assert at - stopped < 5.0, "the Rust holder's release did not hand the slot over"
+        assert rs.wait(10) is not None
+        assert last(writes(log), "rs")[2] / 1e9 < at, "the Python waiter started while the Rust holder still worked"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
