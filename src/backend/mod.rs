@@ -549,6 +549,23 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The subscription to `name`'s events and this client's inbox when it
+    /// costs no round trip (both subscribed and confirmed already, as in a
+    /// loop that takes the same name again and again); `None` otherwise, and
+    /// always on a quorum.
+    pub(crate) async fn subscription_if_ready(&self, name: &str) -> Result<Option<Subscription>> {
+        let Backend::Node(n) = self else {
+            return Ok(None);
+        };
+        if !n.subscribed(name) {
+            return Ok(None);
+        }
+        let sub = self.subscribe(name).await?;
+        Ok(sub.ensure_confirmed().await?.then_some(sub))
+    }
+}
+
 /// A subscription to one lease's events, on every node it lives on.
 pub(crate) struct Subscription {
     parts: Vec<notify::Subscription>,

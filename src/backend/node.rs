@@ -553,6 +553,15 @@ impl Node {
         Ok(parts)
     }
 
+    /// True when the name's events and this client's inbox are both
+    /// subscribed and confirmed already (a waiter of this client on `name`
+    /// just left): a new waiter joins them without a round trip.
+    pub(crate) fn subscribed(&self, name: &str) -> bool {
+        self.keys(name).is_ok_and(|k| {
+            self.notifier.is_confirmed(&k.events) && self.notifier.is_confirmed(&self.inbox)
+        })
+    }
+
     /// The server's `run_id` (new on every start): tells two addresses of one
     /// server apart from two servers.
     pub(crate) async fn run_id(&self) -> Result<String> {

@@ -257,6 +257,13 @@ impl Notifier {
         }
     }
 
+    /// True when channel `name` is subscribed and Redis confirmed it on the
+    /// current connection: joining it costs no round trip.
+    pub(crate) fn is_confirmed(&self, name: &str) -> bool {
+        let reg = self.lock();
+        reg.channels.contains_key(name) && reg.confirmed.contains(name)
+    }
+
     /// Changes each time the subscription connection was re-established.
     pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reconnects.clone()

@@ -78,9 +78,6 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         kind,
         armed: true,
     };
-    // Fast path: a free lease costs one round trip, no subscription. If this
-    // fails, the release we might miss while subscribing is caught by the
-    // attempt that follows the subscription.
     let attempt = Attempt {
         kind,
         name,
@@ -89,8 +86,16 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
         value,
         queue: true,
     };
+    // Already subscribed (this client just waited on the name): the wake-up
+    // is registered before the first attempt, which then counts as the first
+    // attempt of the loop below — nothing published after it is missed.
+    let early = backend.subscription_if_ready(name).await?;
+    let early_wake = early.as_ref().map(|s| s.wake(holder.as_str()));
+    // Fast path: a free lease costs one round trip, no subscription. If this
+    // fails without an early subscription, the release we might miss while
+    // subscribing is caught by the attempt that follows the subscription.
     let sent = Instant::now();
-    match backend.attempt(&attempt).await {
+    let mut first_reply = match backend.attempt(&attempt).await {
         Ok(AcquireReply::Acquired { token }) => {
             queued.armed = false;
             return Ok(Won {
@@ -100,10 +105,16 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
             });
         }
         Err(e) if !e.is_unavailable() => return Err(e),
-        _ => {}
-    }
-    let sub = backend.subscribe(name).await?;
-    let wake = sub.wake(holder.as_str());
+        reply => early.is_some().then_some((sent, reply)),
+    };
+    let sub = match early {
+        Some(sub) => sub,
+        None => backend.subscribe(name).await?,
+    };
+    let wake = match early_wake {
+        Some(w) => w,
+        None => sub.wake(holder.as_str()),
+    };
     let mut seen: Option<(String, u64)> = None;
     let mut told_quarantine = false;
     let mut backoff = Duration::from_millis(50);
@@ -113,16 +124,26 @@ pub(crate) async fn acquire(backend: &Backend, want: &Want<'_>) -> Result<Won> {
     // sent; any other grant (an old one, found late) must be claimed first.
     let mut last_held: Option<(Instant, u64)>;
     loop {
-        let confirmed = sub.ensure_confirmed().await?;
-        // What the line told us before this attempt is stale once it is
-        // sent: the attempt finds a grant made before it (the lease is ours,
-        // and is extended), and only what comes after it may be taken on
-        // the proof of its token. A grant kept across a failed attempt could
-        // come from a server that has since restarted without it.
-        let _ = wake.take_grant();
-        let _ = wake.take_on_deck();
-        let sent = Instant::now();
-        let reply = backend.attempt(&attempt).await;
+        let (confirmed, sent, reply) = match first_reply.take() {
+            // The fast path's attempt, sent with the wake-up registered and
+            // the subscription confirmed: whatever the mailbox holds came
+            // after it (grants name this acquisition's own holder id, which
+            // only that attempt put in line).
+            Some((sent, reply)) => (true, sent, reply),
+            None => {
+                let confirmed = sub.ensure_confirmed().await?;
+                // What the line told us before this attempt is stale once it
+                // is sent: the attempt finds a grant made before it (the
+                // lease is ours, and is extended), and only what comes after
+                // it may be taken on the proof of its token. A grant kept
+                // across a failed attempt could come from a server that has
+                // since restarted without it.
+                let _ = wake.take_grant();
+                let _ = wake.take_on_deck();
+                let sent = Instant::now();
+                (confirmed, sent, backend.attempt(&attempt).await)
+            }
+        };
         let mut precise = false;
         let wait = match reply {
             Ok(AcquireReply::Acquired { token }) => {

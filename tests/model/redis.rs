@@ -723,11 +723,13 @@ impl Store {
                     value,
                 },
             );
-            // if until_ms > qu then HSET qu; PEXPIREAT queue, qinfo until_ms
+            // if until_ms > qu then keep_until = until_ms + ttl;
+            // HSET qu keep_until; PEXPIREAT queue, qinfo keep_until
             if until > qu {
-                name.rec.qu = Some(until);
-                name.queue_at = Some(until);
-                name.qinfo_at = Some(until);
+                let keep_until = until + ttl;
+                name.rec.qu = Some(keep_until);
+                name.queue_at = Some(keep_until);
+                name.qinfo_at = Some(keep_until);
             }
         };
         // if holder ~= '' and exp > now then

@@ -61,9 +61,12 @@ local function queue_up(wait_ms)
   if failed(redis.pcall('ZADD', KEYS[2], 'NX', now_us, me)) then return false end
   if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value)) then return false end
   if until_ms > qu then
-    redis.call('HSET', KEYS[1], 'qu', until_ms)
-    redis.call('PEXPIREAT', KEYS[2], until_ms)
-    redis.call('PEXPIREAT', KEYS[3], until_ms)
+    -- A TTL beyond what this place needs: the places taken within the next
+    -- TTL (a busy line re-queues on every hand-off) need not extend it again.
+    local keep_until = until_ms + ttl
+    redis.call('HSET', KEYS[1], 'qu', keep_until)
+    redis.call('PEXPIREAT', KEYS[2], keep_until)
+    redis.call('PEXPIREAT', KEYS[3], keep_until)
   end
   return true
 end

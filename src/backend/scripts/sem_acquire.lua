@@ -69,9 +69,12 @@ local function queue_up(wait_ms)
   if failed(redis.pcall('ZADD', KEYS[5], 'NX', now_us, me)) then return false end
   if failed(redis.pcall('HSET', KEYS[6], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. ARGV[3])) then return false end
   if until_ms > qu then
-    redis.call('HSET', KEYS[3], 'qu', until_ms)
-    redis.call('PEXPIREAT', KEYS[5], until_ms)
-    redis.call('PEXPIREAT', KEYS[6], until_ms)
+    -- A TTL beyond what this place needs: the places taken within the next
+    -- TTL (a busy line re-queues on every hand-off) need not extend it again.
+    local keep_until = until_ms + ttl
+    redis.call('HSET', KEYS[3], 'qu', keep_until)
+    redis.call('PEXPIREAT', KEYS[5], keep_until)
+    redis.call('PEXPIREAT', KEYS[6], keep_until)
   end
   return true
 end
