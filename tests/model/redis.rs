@@ -535,6 +535,30 @@ impl Name {
         }
     }
 
+    /// prelude.lua `live_two`: the first two live waiters (head, next), with
+    /// the lapsed places before the second one removed on the way.
+    #[allow(clippy::type_complexity)]
+    fn live_two(&mut self, now: Ms) -> (Option<(Hid, QInfo)>, Option<(Hid, QInfo)>) {
+        let mut out = vec![];
+        let mut i = 0;
+        // while #out < 2: ZRANGE queue start start + 1 - #out; HMGET qinfo ...
+        while out.len() < 2 && i < self.queue.len() {
+            let (h, _) = self.queue[i];
+            match hash_get(&self.qinfo, h) {
+                Some(info) if info.lapse > now => {
+                    out.push((h, info));
+                    i += 1;
+                }
+                _ => {
+                    zset_remove(&mut self.queue, &mut self.queue_at, h);
+                    hash_del(&mut self.qinfo, &mut self.qinfo_at, h);
+                }
+            }
+        }
+        let mut it = out.into_iter();
+        (it.next(), it.next())
+    }
+
     fn rank(&self, id: Hid) -> Option<usize> {
         self.queue.iter().position(|(h, _)| *h == id)
     }
@@ -841,7 +865,8 @@ impl Store {
         let mut events = vec![];
         // if r[3] then
         if r.qu.is_some() {
-            let head = self.names[n].live_head(now);
+            // local head, info, next, next_info = live_two(KEYS[2], KEYS[3], now)
+            let (head, next) = self.names[n].live_two(now);
             // if head and trusted(r[5], r[7], run) then
             if let Some((h, info)) = head
                 && trusted(r.run, r.w, env)
@@ -867,8 +892,7 @@ impl Store {
                 // ZREM queue head; HDEL qinfo head
                 zset_remove(&mut name.queue, &mut name.queue_at, h);
                 hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
-                // local next, next_info = live_head(...); if not next then HDEL qu end
-                let next = name.live_head(now);
+                // if not next then HDEL qu end
                 if next.is_none() {
                     name.rec.qu = None;
                 }

@@ -172,6 +172,31 @@ local function live_head(queue, qinfo, now)
   end
 end
 
+-- The first two live waiters in line (head and next, each nil when missing)
+-- with their entries, as live_head finds them one after the other, but
+-- read two at a time (one ZRANGE and one HMGET in the common case).
+local function live_two(queue, qinfo, now)
+  local out, start = {}, 0
+  while #out < 2 do
+    local ids = redis.call('ZRANGE', queue, start, start + 1 - #out)
+    if #ids == 0 then break end
+    local infos = redis.call('HMGET', qinfo, unpack(ids))
+    for i, h in ipairs(ids) do
+      if not is_holder_id(h) then
+        start = start + 1
+      elseif infos[i] and num(string.match(infos[i], '^(%d+)')) > now then
+        out[#out + 1] = {h, infos[i]}
+        start = start + 1
+      else
+        redis.call('ZREM', queue, h)
+        redis.call('HDEL', qinfo, h)
+      end
+    end
+  end
+  local head, next = out[1] or {}, out[2] or {}
+  return head[1], head[2], next[1], next[2]
+end
+
 -- The claim window of a grant: how long a waiter handed the lease on release
 -- has to confirm it (clamp(ttl/10, 100 ms, 1 s), as the queue margin).
 local function claim_ms(ttl)

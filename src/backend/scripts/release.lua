@@ -27,7 +27,7 @@ local tok = r[2] or '0'
 
 if r[3] then
   local run, now, now_us = server()
-  local head, info = live_head(KEYS[2], KEYS[3], now)
+  local head, info, next, next_info = live_two(KEYS[2], KEYS[3], now)
   if head and trusted(r[5], r[7], run) then
     local _, ttl, inbox, value = entry(info)
     local claim = claim_ms(ttl)
@@ -41,7 +41,6 @@ if r[3] then
     end
     redis.call('ZREM', KEYS[2], head)
     redis.call('HDEL', KEYS[3], head)
-    local next, next_info = live_head(KEYS[2], KEYS[3], now)
     if not next then redis.call('HDEL', KEYS[1], 'qu') end
     local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
     tell(inbox, ARGV[2], msg)

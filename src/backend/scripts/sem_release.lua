@@ -29,7 +29,7 @@ local run, now, now_us = server()
 local tok = r[3] or '0'
 
 if r[1] then
-  local head, info = live_head(KEYS[5], KEYS[6], now)
+  local head, info, next, next_info = live_two(KEYS[5], KEYS[6], now)
   local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
   if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
     local _, ttl, inbox, value = entry(info)
@@ -48,7 +48,6 @@ if r[1] then
     end
     redis.call('ZREM', KEYS[5], head)
     redis.call('HDEL', KEYS[6], head)
-    local next, next_info = live_head(KEYS[5], KEYS[6], now)
     if not next then redis.call('HDEL', KEYS[3], 'qu') end
     local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
     tell(inbox, ARGV[2], msg)
