@@ -266,6 +266,30 @@ def test_a_semaphore_waiter_that_gives_up_leaves_the_line(redis_server: RedisSer
         s.release()
 
 
+def test_a_granted_slot_is_claimed_only_with_its_token(redis_server: RedisServer) -> None:
+    # The calls under a semaphore waiter: it queues when full, a release
+    # grants it the slot (for the claim window), and the claim (sem_renew with
+    # the grant's token) holds only with exactly that token.
+    with leasehold.Client.from_url(redis_server.url) as c:
+        node = c._node
+        x, y = p.holder_id(), p.holder_id()
+        first = node.attempt(1, "claim", x, 10_000, "", False)
+        assert isinstance(first, p.Acquired)
+        full = node.attempt(1, "claim", y, 10_000, "", True)
+        assert isinstance(full, p.Full) and full.first and full.last_token == first.token
+        assert node(node.calls.release(1, "claim", x))
+        (granted,) = c.semaphore_status("claim")
+        assert granted.holder == y and granted.token > full.last_token
+        assert granted.ttl_left <= 1.0, "a grant lasts the claim window (TTL/10) until claimed"
+        why = node.renew(True, "claim", y, 10_000, expect=granted.token + 1)
+        assert why is not None and "handed on" in why
+        assert node.renew(True, "claim", y, 10_000, expect=granted.token) is None
+        assert c.semaphore_status("claim")[0].ttl_left > 5
+        # A waiter that stops waiting gives back a slot handed to it too late.
+        assert node(node.calls.leave(1, "claim", y))
+        assert c.semaphore_status("claim") == []
+
+
 def test_a_lease_and_a_semaphore_of_one_name_exclude_each_other(redis_server: RedisServer) -> None:
     with leasehold.Client.from_url(redis_server.url) as c:
         lease = c.lease("both", ttl=2).acquire()
