@@ -22,9 +22,16 @@ local function failed(r) return type(r) == 'table' and r['err'] ~= nil end
 -- run_id (new on every start, different on a promoted replica) and the time.
 local function server()
   local info = redis.call('INFO', 'server')
-  local run = string.match(info, 'run_id:(%x+)') or '?'
-  local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
-  local us = tonumber(string.match(info, 'server_time_usec:(%d+)'))
+  -- One scan in the order Redis prints them (7.x); each on its own otherwise.
+  local run, us, uptime = string.match(info,
+    'run_id:(%x+).-server_time_usec:(%d+).-uptime_in_seconds:(%d+)')
+  if not run then
+    run = string.match(info, 'run_id:(%x+)') or '?'
+    us = string.match(info, 'server_time_usec:(%d+)')
+    uptime = string.match(info, 'uptime_in_seconds:(%d+)')
+  end
+  uptime = tonumber(uptime) or 0
+  us = tonumber(us)
   if not us then
     local t = redis.call('TIME')
     us = tonumber(t[1]) * 1000000 + tonumber(t[2])
