@@ -469,13 +469,6 @@ pub struct ScriptMutants {
     pub ignore_run_id: bool,
     /// acquire.lua issues `last + 1`, without the clock floor.
     pub no_token_floor: bool,
-    /// sem_release.lua hands the freed slot to the head of the line without
-    /// checking that fewer than `limit` slots are live (`if head and
-    /// trusted(...)`).
-    pub sem_grant_ignores_limit: bool,
-    /// sem_renew.lua ignores a claim's token (ARGV[4]): any live slot of
-    /// ours is renewed.
-    pub sem_claim_ignores_token: bool,
 }
 
 fn zset_insert(z: &mut Vec<(Hid, u64)>, id: Hid, score: u64) {
@@ -1405,9 +1398,7 @@ impl Store {
         // if expect and expect ~= '' then
         //   local info = HGET KEYS[2] ARGV[1] or ''
         //   if string.match(info, '^(%d+)') ~= expect then return {0, 'the grant lapsed ...'} end
-        // (The mutant renews whatever the token.)
         if let Some(t) = expect
-            && !mutants.sem_claim_ignores_token
             && hash_get(&name.slotinfo, me).map(|(tok, _)| tok) != Some(t)
         {
             return Renewed::SlotLapsed;
@@ -1451,9 +1442,8 @@ impl Store {
             // local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
             let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
             // if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
-            // (The mutant does not count the live slots.)
             if let Some((h, info)) = head
-                && (live < limit || env.mutants.sem_grant_ignores_limit)
+                && live < limit
                 && trusted(r.run, r.w, env)
             {
                 // local _, ttl, inbox, value = entry(info); local claim = claim_ms(ttl)

@@ -20,7 +20,12 @@
 //!   that attempt's send instant; otherwise claimed with a renewal that
 //!   checks the grant's token), or the note that we are next after a grant
 //!   (come when it lapses). The `select!` picks any ready branch; tokio's
-//!   `Notify` keeps one permit.
+//!   `Notify` keeps one permit. A semaphore waiter does the same with
+//!   sem_acquire.lua ("wait", its inbox): all slots taken counts as "held"
+//!   (the Full reply's last token stands for the holder's token, its
+//!   `first` decides the timing), free slots with waiters ahead as
+//!   "queued"; a grant of a freed slot is claimed with sem_renew.lua and the
+//!   grant's token, and a waiter that gives up leaves with sem_leave.lua.
 //! - `renewal.rs`: deadline `sent + ttl − drift` (from the send instant),
 //!   renewal every `renew_every` (`ttl/3`), retries every `retry_every`
 //!   (ttl/20, at most 500 ms), lost at the deadline even with a renewal in
@@ -260,7 +265,8 @@ pub struct Sys {
     /// at its renewal instants (before or after the renewal goes out).
     pub release_anytime: bool,
     /// A sleeping waiter may give up (its `acquire()` future is dropped, or
-    /// `acquire_timeout` runs out): it leaves the queue (leave.lua).
+    /// `acquire_timeout` runs out): it leaves the queue (leave.lua,
+    /// sem_leave.lua).
     pub give_up: bool,
     /// When not empty: the only instants (ms after T0) at which a crash, a
     /// pause or a restart strikes (time stops there; it is event driven).
