@@ -74,6 +74,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../src/backend/scripts/sem_release.lua"),
     ),
     (
+        "sem_leave",
+        include_str!("../../src/backend/scripts/sem_leave.lua"),
+    ),
+    (
         "sem_status",
         include_str!("../../src/backend/scripts/sem_status.lua"),
     ),
@@ -227,6 +231,12 @@ pub enum Op {
         value: Val,
         limit: u32,
         confirm: u32,
+        /// ARGV[7]: "wait" (keep a place in the queue) or "try".
+        wait: bool,
+        /// ARGV[8]: the registration margin (ms).
+        margin: Ms,
+        /// ARGV[9]: the caller's inbox ("" when none).
+        inbox: Option<Inbox>,
     },
     SemRenew {
         n: usize,
@@ -234,10 +244,20 @@ pub enum Op {
         ttl: Ms,
         /// ARGV[3]: the replicas the caller's WAIT asks for.
         confirm: u32,
+        /// ARGV[4]: a grant's claim, with the grant's token.
+        expect: Option<u64>,
     },
     SemRelease {
         n: usize,
         who: Hid,
+        /// ARGV[3]: the limit.
+        limit: u32,
+    },
+    SemLeave {
+        n: usize,
+        who: Hid,
+        /// ARGV[3]: the limit.
+        limit: u32,
     },
     SemStatus {
         n: usize,
@@ -270,10 +290,23 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
         Some(Who::Id(h)) if rng.chance(60) => h,
         _ => any,
     };
-    let slot_holder = match model.names[sem_n].slots.first() {
-        Some((h, _)) if rng.chance(60) => *h,
+    let slots = &model.names[sem_n].slots;
+    let slot_holder = if !slots.is_empty() && rng.chance(60) {
+        slots[rng.below(slots.len() as u64) as usize].0
+    } else {
+        any
+    };
+    // Semaphore waiters leave (or give back a late grant), mostly from the
+    // line or the slots.
+    let sem_leaver = match (
+        model.names[sem_n].queue.first(),
+        model.names[sem_n].slots.last(),
+    ) {
+        (Some((h, _)), _) if rng.chance(50) => *h,
+        (_, Some((h, _))) if rng.chance(30) => *h,
         _ => any,
     };
+    let limit = rng.pick(&[1, 1, 1, 2, 2, 3]);
     let ttl = rng.pick(TTLS);
     let value = Val(rng.below(VALUES.len() as u64) as u8);
     let n = lease_n;
@@ -286,7 +319,7 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
         rng.pick(&[1, 1, 2])
     };
     match rng.below(200) {
-        0..=49 => Op::Acquire {
+        0..=41 => Op::Acquire {
             n,
             who: any,
             ttl,
@@ -295,7 +328,7 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
             confirm,
             inbox: inbox_of(any),
         },
-        50..=71 => {
+        42..=59 => {
             let t = model.names[n].rec.token.unwrap_or(0);
             let claim = rng.chance(25);
             Op::Renew {
@@ -312,13 +345,13 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
                 confirm,
             }
         }
-        72..=89 => Op::Release {
+        60..=73 => Op::Release {
             n,
             who: holder,
             always: rng.chance(20),
         },
-        90..=95 => Op::Leave { n, who: any },
-        96..=98 => Op::Confirm {
+        74..=78 => Op::Leave { n, who: any },
+        79..=81 => Op::Confirm {
             n,
             who: holder,
             token: {
@@ -326,39 +359,62 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
                 rng.pick(&[t, t + 1, t.saturating_sub(1)])
             },
         },
-        99..=101 => Op::Status {
+        82..=84 => Op::Status {
             n: rng.pick(&[0, 1]),
         },
-        102..=103 => Op::Observe {
+        85..=86 => Op::Observe {
             n,
             ms: rng.pick(&[1, 500, 30_000]),
         },
-        104..=105 => Op::Proclaim {
+        87..=88 => Op::Proclaim {
             n,
             who: holder,
             value,
         },
-        106..=121 => Op::SemAcquire {
-            n: sem_n,
-            who: any,
-            ttl,
-            value,
-            limit: rng.pick(&[1, 2, 2, 3]),
-            confirm,
-        },
-        122..=129 => Op::SemRenew {
+        89..=116 => {
+            let margin = leasehold::backend::queue_margin(std::time::Duration::from_millis(ttl))
+                .as_millis() as Ms;
+            Op::SemAcquire {
+                n: sem_n,
+                who: any,
+                ttl,
+                value,
+                limit,
+                confirm,
+                wait: rng.chance(80),
+                margin: if rng.chance(80) {
+                    margin
+                } else {
+                    rng.pick(&[0, 1, 250])
+                },
+                inbox: inbox_of(any),
+            }
+        }
+        117..=127 => {
+            // A claim with the slot's token (right), or another (wrong).
+            let t = hash_token(model, sem_n, slot_holder);
+            let claim = rng.chance(35);
+            Op::SemRenew {
+                n: sem_n,
+                who: slot_holder,
+                ttl,
+                confirm,
+                expect: claim.then(|| rng.pick(&[t, t, t.saturating_sub(1), t + 1])),
+            }
+        }
+        128..=136 => Op::SemRelease {
             n: sem_n,
             who: slot_holder,
-            ttl,
-            confirm,
+            limit,
         },
-        130..=135 => Op::SemRelease {
+        137..=140 => Op::SemLeave {
             n: sem_n,
-            who: slot_holder,
+            who: sem_leaver,
+            limit,
         },
-        136..=137 => Op::SemStatus { n: sem_n },
-        138..=139 => Op::Replicas(rng.pick(&[0, 1, 2])),
-        140..=189 => {
+        141 => Op::SemStatus { n: sem_n },
+        142..=143 => Op::Replicas(rng.pick(&[0, 1, 2])),
+        144..=189 => {
             // Mostly around the interesting instants: the claim window and
             // margins (100 ms), TTLs, whole seconds (uptime), and exact
             // boundaries (0 and 1 ms).
@@ -375,6 +431,15 @@ fn gen_op(rng: &mut Rng, model: &Store) -> Op {
         198 => Op::DelMarker,
         _ => Op::ScriptFlush,
     }
+}
+
+/// The token of `who`'s slot of name `n` (0: none).
+fn hash_token(model: &Store, n: usize, who: Hid) -> u64 {
+    model.names[n]
+        .slotinfo
+        .iter()
+        .find(|(h, _)| *h == who)
+        .map_or(0, |(_, (t, _))| *t)
 }
 
 /// The model's server: its keys and what the scripts see of it.
@@ -594,8 +659,13 @@ impl Harness {
                 value,
                 limit,
                 confirm,
+                wait,
+                margin,
+                inbox,
             } => {
-                let (r, ev) = st.sem_acquire(&env, n, who, ttl, value, limit, confirm);
+                let (r, ev) = st.sem_acquire(
+                    &env, n, who, ttl, value, limit, confirm, wait, margin, inbox,
+                );
                 (r.reply(), ev)
             }
             Op::SemRenew {
@@ -603,10 +673,18 @@ impl Harness {
                 who,
                 ttl,
                 confirm,
-            } => (st.sem_renew(&env, n, who, ttl, confirm).reply(), vec![]),
-            Op::SemRelease { n, who } => {
-                let (ok, ev) = st.sem_release(&env, n, who);
+                expect,
+            } => (
+                st.sem_renew(&env, n, who, ttl, confirm, expect).reply(),
+                vec![],
+            ),
+            Op::SemRelease { n, who, limit } => {
+                let (ok, ev) = st.sem_release(&env, n, who, limit);
                 (Reply::Int(ok as i64), ev)
+            }
+            Op::SemLeave { n, who, limit } => {
+                let (c, ev) = st.sem_leave(&env, n, who, limit);
+                (Reply::Int(c), ev)
             }
             Op::SemStatus { n } => (st.sem_status(&env, n), vec![]),
             Op::Advance(us) => {
@@ -749,6 +827,9 @@ impl Harness {
                 value,
                 limit,
                 confirm,
+                wait,
+                margin,
+                inbox,
             } => self.eval(
                 "sem_acquire",
                 &[
@@ -756,6 +837,8 @@ impl Harness {
                     key(n, "slotinfo"),
                     key(n, "lease"),
                     MARKER.into(),
+                    key(n, "queue"),
+                    key(n, "qinfo"),
                 ],
                 &[
                     who.text(),
@@ -764,6 +847,9 @@ impl Harness {
                     s(&limit),
                     key(n, "events"),
                     confirm_arg(confirm),
+                    (if wait { "wait" } else { "try" }).into(),
+                    s(&margin),
+                    inbox.map(Inbox::channel).unwrap_or_default(),
                 ],
             ),
             Op::SemRenew {
@@ -771,20 +857,47 @@ impl Harness {
                 who,
                 ttl,
                 confirm,
-            } => self.eval(
-                "sem_renew",
+                expect,
+            } => {
+                // As node.rs `renew_call` (three arguments) and `claim`
+                // (the grant's token fourth) send them.
+                let mut args = vec![who.text(), s(&ttl), confirm_arg(confirm)];
+                if let Some(t) = expect {
+                    args.push(s(&t));
+                }
+                self.eval(
+                    "sem_renew",
+                    &[
+                        key(n, "slots"),
+                        key(n, "slotinfo"),
+                        key(n, "lease"),
+                        MARKER.into(),
+                    ],
+                    &args,
+                )
+            }
+            Op::SemRelease { n, who, limit } => self.eval(
+                "sem_release",
                 &[
                     key(n, "slots"),
                     key(n, "slotinfo"),
                     key(n, "lease"),
                     MARKER.into(),
+                    key(n, "queue"),
+                    key(n, "qinfo"),
                 ],
-                &[who.text(), s(&ttl), confirm_arg(confirm)],
+                &[who.text(), key(n, "events"), s(&limit)],
             ),
-            Op::SemRelease { n, who } => self.eval(
-                "sem_release",
-                &[key(n, "slots"), key(n, "slotinfo")],
-                &[who.text(), key(n, "events")],
+            Op::SemLeave { n, who, limit } => self.eval(
+                "sem_leave",
+                &[
+                    key(n, "slots"),
+                    key(n, "slotinfo"),
+                    key(n, "lease"),
+                    key(n, "queue"),
+                    key(n, "qinfo"),
+                ],
+                &[who.text(), key(n, "events"), s(&limit)],
             ),
             Op::SemStatus { n } => {
                 self.eval("sem_status", &[key(n, "slots"), key(n, "slotinfo")], &[])
@@ -1019,11 +1132,18 @@ pub fn run(seed: u64, steps: usize) -> HashMap<&'static str, usize> {
         }
         h.log.push(format!("    -> {model}  {model_events:?}"));
         *seen.entry(op_kind(&op, &model)).or_default() += 1;
+        let sem = matches!(
+            op,
+            Op::SemAcquire { .. } | Op::SemRelease { .. } | Op::SemLeave { .. }
+        );
         for e in &model_events {
-            let label = match e.split(' ').nth(1) {
-                Some("granted") => "published: granted",
-                Some("released") => "published: released",
-                Some("acquired") => "published: acquired",
+            let label = match (sem, e.split(' ').nth(1)) {
+                (false, Some("granted")) => "published: granted",
+                (false, Some("released")) => "published: released",
+                (false, Some("acquired")) => "published: acquired",
+                (true, Some("granted")) => "published (semaphore): granted",
+                (true, Some("released")) => "published (semaphore): released",
+                (true, Some("acquired")) => "published (semaphore): acquired",
                 _ => "published: other",
             };
             *seen.entry(label).or_default() += 1;
@@ -1068,10 +1188,23 @@ fn op_kind(op: &Op, reply: &Reply) -> &'static str {
         (Op::SemAcquire { .. }, 1) => "sem_acquire: acquired",
         (Op::SemAcquire { .. }, 0) => "sem_acquire: full",
         (Op::SemAcquire { .. }, 2) => "sem_acquire: quarantine",
+        (Op::SemAcquire { .. }, 3) => "sem_acquire: queued",
         (Op::SemAcquire { .. }, _) => "sem_acquire: error",
+        (Op::SemRenew { .. }, _) if *reply == Renewed::SlotLapsed.reply() => {
+            "sem_renew: claim, grant lapsed"
+        }
+        (
+            Op::SemRenew {
+                expect: Some(_), ..
+            },
+            1,
+        ) => "sem_renew: claim, renewed",
         (Op::SemRenew { .. }, 1) => "sem_renew: renewed",
         (Op::SemRenew { .. }, _) => "sem_renew: refused",
-        (Op::SemRelease { .. }, _) => "sem_release",
+        (Op::SemRelease { .. }, 1) => "sem_release: released",
+        (Op::SemRelease { .. }, _) => "sem_release: not ours",
+        (Op::SemLeave { .. }, 1) => "sem_leave: left",
+        (Op::SemLeave { .. }, _) => "sem_leave: not queued",
         (Op::SemStatus { .. }, _) => "sem_status",
         (Op::Advance(_), _) => "advance clock",
         (Op::Replicas(_), _) => "replicas change",
@@ -1105,6 +1238,7 @@ fn op_name(op: &Op) -> usize {
         | Op::SemAcquire { n, .. }
         | Op::SemRenew { n, .. }
         | Op::SemRelease { n, .. }
+        | Op::SemLeave { n, .. }
         | Op::SemStatus { n } => n,
         _ => 0,
     }

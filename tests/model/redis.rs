@@ -377,7 +377,7 @@ impl Acquired {
     }
 }
 
-/// `renew.lua`'s replies: `{1}` or `{0, why}`.
+/// `renew.lua`'s (and `sem_renew.lua`'s) replies: `{1}` or `{0, why}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Renewed {
     Yes,
@@ -386,10 +386,15 @@ pub enum Renewed {
     /// A claim refused: ours, but with another token (the grant lapsed and
     /// was handed on, then back to us).
     Lapsed,
+    /// sem_renew.lua's claim refused: the slot is ours, but with another
+    /// token.
+    SlotLapsed,
 }
 
 /// renew.lua's reason for a claim whose token no longer matches.
 pub const LAPSED: &str = "the grant lapsed and the lease was handed on";
+/// sem_renew.lua's reason for the same.
+pub const SLOT_LAPSED: &str = "the grant lapsed and the slot was handed on";
 
 impl Renewed {
     pub fn reply(&self) -> Reply {
@@ -397,6 +402,7 @@ impl Renewed {
             Renewed::Yes => Reply::Arr(vec![int(1)]),
             Renewed::No(h) => Reply::Arr(vec![int(0), bulk(h.map(Hid::text).unwrap_or_default())]),
             Renewed::Lapsed => Reply::Arr(vec![int(0), bulk(LAPSED)]),
+            Renewed::SlotLapsed => Reply::Arr(vec![int(0), bulk(SLOT_LAPSED)]),
         }
     }
 }
@@ -406,10 +412,18 @@ impl Renewed {
 pub enum SemAcquired {
     /// `{1, token}`
     Yes { token: u64 },
-    /// `{0, wait, used}`
-    Full { wait: Ms, used: u32 },
+    /// `{0, wait, used, first, last_token}`
+    Full {
+        wait: Ms,
+        used: u32,
+        first: bool,
+        last: u64,
+    },
     /// `{2, wait}`
     Quarantine { wait: Ms },
+    /// `{3, wait, head}`: a slot is free, but the waiters in line before us
+    /// take the free slots.
+    Queued { wait: Ms, head: Hid },
     /// `LEASEHOLD_KIND lease`
     KindLease,
 }
@@ -418,10 +432,22 @@ impl SemAcquired {
     pub fn reply(&self) -> Reply {
         match *self {
             SemAcquired::Yes { token } => Reply::Arr(vec![int(1), bulk(token.to_string())]),
-            SemAcquired::Full { wait, used } => {
-                Reply::Arr(vec![int(0), int(wait as i64), int(used as i64)])
-            }
+            SemAcquired::Full {
+                wait,
+                used,
+                first,
+                last,
+            } => Reply::Arr(vec![
+                int(0),
+                int(wait as i64),
+                int(used as i64),
+                int(first as i64),
+                bulk(last.to_string()),
+            ]),
             SemAcquired::Quarantine { wait } => Reply::Arr(vec![int(2), int(wait as i64)]),
+            SemAcquired::Queued { wait, head } => {
+                Reply::Arr(vec![int(3), int(wait as i64), bulk(head.text())])
+            }
             SemAcquired::KindLease => Reply::Err("LEASEHOLD_KIND lease".into()),
         }
     }
@@ -1155,7 +1181,9 @@ impl Store {
         )
     }
 
-    /// `sem_acquire.lua`.
+    /// `sem_acquire.lua`. `wait`: ARGV[7] == "wait"; `margin`: ARGV[8];
+    /// `confirm`: ARGV[6] (the replicas the caller's WAIT asks for);
+    /// `inbox`: ARGV[9].
     #[allow(clippy::too_many_arguments)]
     pub fn sem_acquire(
         &mut self,
@@ -1166,10 +1194,13 @@ impl Store {
         value: Val,
         limit: u32,
         confirm: u32,
+        wait: bool,
+        margin: Ms,
+        inbox: Option<Inbox>,
     ) -> (SemAcquired, Vec<Pub>) {
-        let now = env.now();
+        let (now, now_us) = (env.now(), env.now_us);
         self.expire_keys(now);
-        // local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w')
+        // local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w', 'qu')
         let r = self.names[n].rec.clone();
         // if r[1] == 'lease' and (r[2] or '') ~= '' and num(r[3]) > now then LEASEHOLD_KIND lease
         if r.kind == Some(Kind::Lease)
@@ -1178,6 +1209,8 @@ impl Store {
         {
             return (SemAcquired::KindLease, vec![]);
         }
+        // local qu = num(r[9])
+        let qu = r.qu.unwrap_or(0);
         let name = &mut self.names[n];
         // ZRANGEBYSCORE KEYS[1] -inf now: ZREM, HDEL each
         let expired: Vec<Hid> = name
@@ -1202,29 +1235,80 @@ impl Store {
                 name.slotinfo_at = Some(until);
             }
         };
+        // local function queue_up(wait_ms)
+        let queue_up = |name: &mut Name, wait_ms: Ms| {
+            // if not waiting then return true end
+            if !wait {
+                return;
+            }
+            // local until_ms = now + wait_ms + margin
+            let until = now + wait_ms + margin;
+            // ZADD KEYS[5] NX now_us me
+            if name.rank(me).is_none() {
+                zset_insert(&mut name.queue, me, now_us);
+            }
+            // HSET KEYS[6] me until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. ARGV[3]
+            hash_set(
+                &mut name.qinfo,
+                me,
+                QInfo {
+                    lapse: until,
+                    ttl,
+                    inbox,
+                    value,
+                },
+            );
+            // if until_ms > qu then HSET KEYS[3] qu; PEXPIREAT KEYS[5], KEYS[6] until_ms end
+            if until > qu {
+                name.rec.qu = Some(until);
+                name.queue_at = Some(until);
+                name.qinfo_at = Some(until);
+            }
+        };
+        // local function leave_line()
+        let leave_line = |name: &mut Name| {
+            // if qu > 0 then ZREM KEYS[5] me; HDEL KEYS[6] me;
+            // if EXISTS KEYS[5] == 0 then HDEL KEYS[3] 'qu' end end
+            if qu > 0 {
+                zset_remove(&mut name.queue, &mut name.queue_at, me);
+                hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+                if name.queue.is_empty() {
+                    name.rec.qu = None;
+                }
+            }
+        };
         // if redis.call('ZSCORE', KEYS[1], me) then
         if name.slots.iter().any(|(h, _)| *h == me) {
-            // ZADD XX now + ttl me; keep(now + ttl)
+            // ZADD XX now + ttl me; keep(now + ttl); leave_line()
             zset_insert(&mut name.slots, me, now + ttl);
             keep(name, now + ttl);
+            leave_line(name);
             // local info = HGET slotinfo me or '0'; return {1, match(info, '^(%d+)') or '0'}
             let tok = hash_get(&name.slotinfo, me).map(|(t, _)| t).unwrap_or(0);
             return (SemAcquired::Yes { token: tok }, vec![]);
         }
         // The live slots (score > now, holder-shaped): used, first.
-        // if used >= limit then {0, max(first - now, 0), used}
         let used = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
+        // if used >= limit then
         if used >= limit {
+            // local wait = math.max((first or now) - now, 0)
             let first = name
                 .slots
                 .iter()
                 .find(|(_, e)| *e > now)
-                .map(|(_, e)| *e)
-                .unwrap_or(0);
+                .map_or(now, |(_, e)| *e);
+            let wait_ms = first.saturating_sub(now);
+            // if not queue_up(wait) then return foreign(5) end
+            queue_up(name, wait_ms);
+            // if waiting and redis.call('ZRANK', KEYS[5], me) == 0 then is_first = 1 end
+            let is_first = wait && name.rank(me) == Some(0);
+            // return {0, wait, used, is_first, r[4] or '0'}
             return (
                 SemAcquired::Full {
-                    wait: first.saturating_sub(now),
+                    wait: wait_ms,
                     used,
+                    first: is_first,
+                    last: r.token.unwrap_or(0),
                 },
                 vec![],
             );
@@ -1232,8 +1316,60 @@ impl Store {
         // local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[8])
         let rec_max = r.maxttl.or(r.token.map(|_| 0));
         let ready = self.ready_at(env, r.run, rec_max, ttl, true, r.w);
+        // if now < ready then queue_up(ready - now); return {2, ready - now} end
         if now < ready {
+            queue_up(&mut self.names[n], ready - now);
             return (SemAcquired::Quarantine { wait: ready - now }, vec![]);
+        }
+        // First come, first served: the free slots go to the first live
+        // waiters in line; lapsed places leave the line on the way.
+        // if qu > 0 then
+        if qu > 0 {
+            let name = &mut self.names[n];
+            // local free, ahead, i, soonest, head = limit - used, 0, 0, nil, nil
+            let free = limit - used;
+            let (mut ahead, mut i) = (0, 0);
+            let mut soonest: Option<Ms> = None;
+            let mut head: Option<Hid> = None;
+            // while ahead < free do
+            while ahead < free {
+                // local h = redis.call('ZRANGE', KEYS[5], i, i)[1]
+                // if not h or h == me then return end
+                let Some(&(h, _)) = name.queue.get(i) else {
+                    break;
+                };
+                if h == me {
+                    break;
+                }
+                // local lapse = num(string.match(HGET KEYS[6] h or '', '^(%d+)'))
+                let lapse = hash_get(&name.qinfo, h).map_or(0, |q| q.lapse);
+                if lapse > now {
+                    // ahead, i = ahead + 1, i + 1; head = head or h;
+                    // soonest = math.min(soonest or lapse, lapse)
+                    ahead += 1;
+                    i += 1;
+                    head = head.or(Some(h));
+                    soonest = Some(soonest.map_or(lapse, |s| s.min(lapse)));
+                } else {
+                    // ZREM KEYS[5] h; HDEL KEYS[6] h
+                    zset_remove(&mut name.queue, &mut name.queue_at, h);
+                    hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
+                }
+            }
+            // if ahead >= free then queue_up(soonest - now); return {3, soonest - now, head} end
+            if ahead >= free {
+                let w = soonest.expect("a live waiter ahead") - now;
+                queue_up(name, w);
+                return (
+                    SemAcquired::Queued {
+                        wait: w,
+                        head: head.expect("a live waiter ahead"),
+                    },
+                    vec![],
+                );
+            }
+            // leave_line()
+            leave_line(name);
         }
         // local tok = max(num(r[4]) + 1, now_us); HSET kind sem token run w
         let tok = next_token(env, r.token.unwrap_or(0));
@@ -1261,8 +1397,16 @@ impl Store {
     }
 
     /// `sem_renew.lua`. `confirm`: ARGV[3] (the replicas the caller's WAIT
-    /// asks for).
-    pub fn sem_renew(&mut self, env: &Env, n: usize, me: Hid, ttl: Ms, confirm: u32) -> Renewed {
+    /// asks for); `expect`: ARGV[4] (a grant's claim, with its token).
+    pub fn sem_renew(
+        &mut self,
+        env: &Env,
+        n: usize,
+        me: Hid,
+        ttl: Ms,
+        confirm: u32,
+        expect: Option<u64>,
+    ) -> Renewed {
         let mutants = env.mutants;
         let now = env.now();
         self.expire_keys(now);
@@ -1276,6 +1420,14 @@ impl Store {
             let rec_run = name.rec.run;
             self.note_refused(env, n, ttl, rec_run);
             return Renewed::No(None);
+        }
+        // if expect and expect ~= '' then
+        //   local info = HGET KEYS[2] ARGV[1] or ''
+        //   if string.match(info, '^(%d+)') ~= expect then return {0, 'the grant lapsed ...'} end
+        if let Some(t) = expect
+            && hash_get(&name.slotinfo, me).map(|(tok, _)| tok) != Some(t)
+        {
+            return Renewed::SlotLapsed;
         }
         // ZADD XX now_ms + ttl me (the mutant: a plain ZADD, which re-creates)
         zset_insert(&mut name.slots, me, now + ttl);
@@ -1293,22 +1445,150 @@ impl Store {
         Renewed::Yes
     }
 
-    /// `sem_release.lua`.
-    pub fn sem_release(&mut self, env: &Env, n: usize, me: Hid) -> (bool, Vec<Pub>) {
-        self.expire_keys(env.now());
+    /// `sem_release.lua`. `limit`: ARGV[3].
+    pub fn sem_release(&mut self, env: &Env, n: usize, me: Hid, limit: u32) -> (bool, Vec<Pub>) {
+        let now = env.now();
+        self.expire_keys(now);
         let name = &mut self.names[n];
-        // if ZREM slots me == 0 then return 0
+        // if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
         if !zset_remove(&mut name.slots, &mut name.slots_at, me) {
             return (false, vec![]);
         }
+        // redis.call('HDEL', KEYS[2], ARGV[1])
         hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
-        (
-            true,
-            vec![on_name(Event::Released {
-                token: 0,
+        // local r = redis.pcall('HMGET', KEYS[3], 'qu', 'obs', 'token', 'run', 'maxttl', 'w')
+        let r = name.rec.clone();
+        // local tok = r[3] or '0'
+        let mut tok = r.token.unwrap_or(0);
+        let mut events = vec![];
+        // if r[1] then
+        if r.qu.is_some() {
+            // local head, info = live_head(KEYS[5], KEYS[6], now)
+            let head = name.live_head(now);
+            // local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+            let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
+            // if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
+            if let Some((h, info)) = head
+                && live < limit
+                && trusted(r.run, r.w, env)
+            {
+                // local _, ttl, inbox, value = entry(info); local claim = claim_ms(ttl)
+                let claim = claim_ms(info.ttl);
+                // tok = string.format('%.0f', math.max(num(r[3]) + 1, now_us))
+                tok = next_token(env, r.token.unwrap_or(0));
+                // HSET KEYS[3] 'kind' 'sem' 'token' tok 'run' run 'w' '0'
+                name.rec.kind = Some(Kind::Sem);
+                name.rec.token = Some(tok);
+                name.rec.run = Some(env.run);
+                name.rec.w = Some(false);
+                // if ttl > num(r[5]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
+                if info.ttl > r.maxttl.unwrap_or(0) {
+                    name.rec.maxttl = Some(info.ttl);
+                    self.note_ttl(env, info.ttl);
+                }
+                let name = &mut self.names[n];
+                // ZADD KEYS[1] now + claim head; HSET KEYS[2] head tok .. ' ' .. value
+                zset_insert(&mut name.slots, h, now + claim);
+                hash_set(&mut name.slotinfo, h, (tok, info.value));
+                // for i = 1, 2: if PTTL(KEYS[i]) < claim then PEXPIRE KEYS[i] claim
+                if pttl(true, name.slots_at, now) < claim as i64 {
+                    name.slots_at = Some(now + claim);
+                }
+                if pttl(true, name.slotinfo_at, now) < claim as i64 {
+                    name.slotinfo_at = Some(now + claim);
+                }
+                // ZREM KEYS[5] head; HDEL KEYS[6] head
+                zset_remove(&mut name.queue, &mut name.queue_at, h);
+                hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
+                // local next, next_info = live_head(...); if not next then HDEL KEYS[3] 'qu' end
+                let next = name.live_head(now);
+                if next.is_none() {
+                    name.rec.qu = None;
+                }
+                let msg = Event::Granted {
+                    token: tok,
+                    head: h,
+                    claim,
+                    next: next.map(|(h, _)| h),
+                };
+                // tell(inbox, ARGV[2], msg)
+                events.push(tell(info.inbox, msg));
+                // if next and next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
+                if let Some((_, ni)) = next
+                    && ni.inbox != info.inbox
+                {
+                    events.push(tell(ni.inbox, msg));
+                }
+                // if inbox ~= '-' and num(r[2]) > now then PUBLISH ARGV[2] msg end
+                if info.inbox.is_some() && r.obs.unwrap_or(0) > now {
+                    events.push(on_name(msg));
+                }
+                return (true, events);
+            }
+            // if head then tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head); return 1 end
+            if let Some((h, info)) = head {
+                events.push(tell(
+                    info.inbox,
+                    Event::Released {
+                        token: tok,
+                        head: Some(h),
+                    },
+                ));
+                return (true, events);
+            }
+            // redis.call('HDEL', KEYS[3], 'qu')
+            name.rec.qu = None;
+        }
+        // if num(r[2]) > now then PUBLISH ARGV[2] 'released ' .. tok end
+        if r.obs.unwrap_or(0) > now {
+            events.push(on_name(Event::Released {
+                token: tok,
                 head: None,
-            })],
-        )
+            }));
+        }
+        (true, events)
+    }
+
+    /// `sem_leave.lua`. `limit`: ARGV[3]. Returns n (1 if it was queued or
+    /// held a slot).
+    pub fn sem_leave(&mut self, env: &Env, n: usize, me: Hid, limit: u32) -> (i64, Vec<Pub>) {
+        let now = env.now();
+        self.expire_keys(now);
+        let name = &mut self.names[n];
+        let mut events = vec![];
+        // local n = redis.call('ZREM', KEYS[4], ARGV[1])
+        let mut count = zset_remove(&mut name.queue, &mut name.queue_at, me) as i64;
+        // if n == 1 and TYPE KEYS[5] == 'hash' then HDEL KEYS[5] ARGV[1] end
+        if count == 1 {
+            hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+        }
+        // if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then HDEL KEYS[2] ARGV[1]; n = 1 end
+        if zset_remove(&mut name.slots, &mut name.slots_at, me) {
+            hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
+            count = 1;
+        }
+        // if n == 0 then return 0 end
+        if count == 0 {
+            return (0, events);
+        }
+        // if ZCOUNT KEYS[1] '(' .. now '+inf' < (tonumber(ARGV[3]) or 1) then
+        let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
+        if live < limit {
+            // local ok, head, info = pcall(live_head, KEYS[4], KEYS[5], now)
+            if let Some((h, info)) = name.live_head(now) {
+                // local tok = HGET KEYS[3] 'token' or '0'
+                let tok = name.rec.token.unwrap_or(0);
+                // tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
+                events.push(tell(
+                    info.inbox,
+                    Event::Released {
+                        token: tok,
+                        head: Some(h),
+                    },
+                ));
+            }
+        }
+        (1, events)
     }
 
     /// `sem_status.lua`: holder, ms left, "token value" of unexpired slots.

@@ -20,7 +20,12 @@
 //!   that attempt's send instant; otherwise claimed with a renewal that
 //!   checks the grant's token), or the note that we are next after a grant
 //!   (come when it lapses). The `select!` picks any ready branch; tokio's
-//!   `Notify` keeps one permit.
+//!   `Notify` keeps one permit. A semaphore waiter does the same with
+//!   sem_acquire.lua ("wait", its inbox): all slots taken counts as "held"
+//!   (the Full reply's last token stands for the holder's token, its
+//!   `first` decides the timing), free slots with waiters ahead as
+//!   "queued"; a grant of a freed slot is claimed with sem_renew.lua and the
+//!   grant's token, and a waiter that gives up leaves with sem_leave.lua.
 //! - `renewal.rs`: deadline `sent + ttl − drift` (from the send instant),
 //!   renewal every `renew_every` (`ttl/3`), retries every `retry_every`
 //!   (ttl/20, at most 500 ms), lost at the deadline even with a renewal in
@@ -260,7 +265,8 @@ pub struct Sys {
     /// at its renewal instants (before or after the renewal goes out).
     pub release_anytime: bool,
     /// A sleeping waiter may give up (its `acquire()` future is dropped, or
-    /// `acquire_timeout` runs out): it leaves the queue (leave.lua).
+    /// `acquire_timeout` runs out): it leaves the queue (leave.lua,
+    /// sem_leave.lua).
     pub give_up: bool,
     /// When not empty: the only instants (ms after T0) at which a crash, a
     /// pause or a restart strikes (time stops there; it is event driven).
@@ -333,9 +339,17 @@ pub enum Req {
     Confirm {
         token: u64,
     },
+    /// sem_acquire.lua, always "wait" (waiter.rs queues semaphore
+    /// attempts too), with the client's inbox.
     SemAcquire,
     SemRenew,
+    /// sem_renew.lua with ARGV[4]: the claim of a grant with this token.
+    SemClaim {
+        token: u64,
+    },
     SemRelease,
+    /// sem_leave.lua.
+    SemLeave,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -411,7 +425,6 @@ pub enum Outcome {
     },
     Queued(Ms),
     Quarantined(Ms),
-    Full(Ms),
     NoMajority(Ms),
     /// LEASEHOLD_KIND: `acquire()` returns the error.
     Refused,
@@ -754,6 +767,22 @@ impl Sys {
         }
     }
 
+    /// `Backend::claim`: renew.lua (sem_renew.lua) with the grant's token.
+    fn claim_req(&self, token: u64) -> Req {
+        match self.mode {
+            Mode::Sem { .. } => Req::SemClaim { token },
+            _ => Req::Claim { token },
+        }
+    }
+
+    /// `Backend::leave`: leave.lua (sem_leave.lua).
+    fn leave_req(&self) -> Req {
+        match self.mode {
+            Mode::Sem { .. } => Req::SemLeave,
+            _ => Req::Leave,
+        }
+    }
+
     fn release_req(&self) -> Req {
         match self.mode {
             Mode::Lease => Req::Release { always: false },
@@ -835,7 +864,7 @@ impl Sys {
                 return;
             }
         }
-        let id = self.request(s, c, self.all_nodes(), Req::Claim { token });
+        let id = self.request(s, c, self.all_nodes(), self.claim_req(token));
         let now = s.now;
         s.clients[c].phase = Phase::Claim {
             id,
@@ -923,7 +952,7 @@ impl Sys {
                 cl.last_held = None;
                 self.sleep(s, c, sent, w + cfg.jitter);
             }
-            Outcome::Full(w) | Outcome::NoMajority(w) => {
+            Outcome::NoMajority(w) => {
                 cl.last_held = None;
                 cl.backoff = 50;
                 self.sleep(s, c, sent, w + cfg.jitter);
@@ -1016,8 +1045,27 @@ impl Sys {
             | Rep::SemAcquire(SemAcquired::Quarantine { wait }, _) => {
                 self.outcome(s, c, sent, fast, Outcome::Quarantined(wait))
             }
-            Rep::SemAcquire(SemAcquired::Full { wait, .. }, _) => {
-                self.outcome(s, c, sent, fast, Outcome::Full(wait))
+            // waiter.rs: all slots taken is "held by someone else": the
+            // name's last token plays the holder's token (a grant with a
+            // larger one came after this attempt), `first` the timing.
+            Rep::SemAcquire(
+                SemAcquired::Full {
+                    wait, first, last, ..
+                },
+                _,
+            ) => self.outcome(
+                s,
+                c,
+                sent,
+                fast,
+                Outcome::Held {
+                    wait,
+                    first,
+                    token: last,
+                },
+            ),
+            Rep::SemAcquire(SemAcquired::Queued { wait, .. }, _) => {
+                self.outcome(s, c, sent, fast, Outcome::Queued(wait))
             }
             _ => self.outcome(s, c, sent, fast, Outcome::Refused),
         }
@@ -1387,6 +1435,7 @@ impl Sys {
                 let Mode::Sem { limit } = self.mode else {
                     unreachable!()
                 };
+                // semaphore.rs: "wait", the queue margin, the inbox.
                 let (r, ev) = st.sem_acquire(
                     &env,
                     0,
@@ -1395,19 +1444,46 @@ impl Sys {
                     Val(0),
                     limit,
                     self.min_replicas as u32,
+                    true,
+                    cfg.margin(),
+                    Some(Inbox(c as u8)),
                 );
                 (Rep::SemAcquire(r, ok), ev)
             }
             Req::SemRenew => (
                 Rep::Renew(
-                    st.sem_renew(&env, 0, hid, cfg.ttl, self.min_replicas as u32),
+                    st.sem_renew(&env, 0, hid, cfg.ttl, self.min_replicas as u32, None),
+                    ok,
+                ),
+                vec![],
+            ),
+            Req::SemClaim { token } => (
+                Rep::Renew(
+                    st.sem_renew(
+                        &env,
+                        0,
+                        hid,
+                        cfg.ttl,
+                        self.min_replicas as u32,
+                        Some(*token),
+                    ),
                     ok,
                 ),
                 vec![],
             ),
             Req::SemRelease => {
-                let (done, ev) = st.sem_release(&env, 0, hid);
+                let Mode::Sem { limit } = self.mode else {
+                    unreachable!()
+                };
+                let (done, ev) = st.sem_release(&env, 0, hid, limit);
                 (Rep::Done(done), ev)
+            }
+            Req::SemLeave => {
+                let Mode::Sem { limit } = self.mode else {
+                    unreachable!()
+                };
+                let (n, ev) = st.sem_leave(&env, 0, hid, limit);
+                (Rep::Done(n == 1), ev)
             }
         };
         if sync {
@@ -1733,6 +1809,7 @@ impl Sys {
                         | Req::Confirm { .. }
                         | Req::SemAcquire
                         | Req::SemRenew
+                        | Req::SemClaim { .. }
                 )
             )
         };
@@ -1759,6 +1836,7 @@ impl Sys {
                         | Req::Claim { .. }
                         | Req::SemAcquire
                         | Req::SemRenew
+                        | Req::SemClaim { .. }
                 )
             )
     }
@@ -1887,7 +1965,7 @@ impl Model for Sys {
             match &cl.phase {
                 Phase::Idle if now <= T0 + self.start_window => out.push(Action::Start(c8)),
                 Phase::Sleep { .. } => {
-                    if self.give_up && self.mode == Mode::Lease {
+                    if self.give_up && self.mode != Mode::Quorum {
                         out.push(Action::GiveUp(c8));
                     }
                     if cl.mail.permit {
@@ -2022,7 +2100,7 @@ impl Model for Sys {
                 let c = c as usize;
                 // Leaves the queue in the background; gives back a grant
                 // that reached it too late.
-                self.request(&mut s, c, self.all_nodes(), Req::Leave);
+                self.request(&mut s, c, self.all_nodes(), self.leave_req());
                 self.end_tenure(&mut s, c);
             }
             Action::Write(c) => self.write(&mut s, c as usize),
