@@ -463,3 +463,46 @@ async fn a_lapsed_grant_cannot_be_claimed_with_its_old_token() {
         .expect("claim");
     assert_eq!(claim, RenewReply::Renewed);
 }
+
+/// A channel a waiter subscribed to stays subscribed while the same name is
+/// taken again and again (a new waiter then joins it without a round
+/// trip), and is given up once nobody has used it for the linger time
+/// (2 s): one pending clean-up per channel, however many waiters came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_is_unsubscribed_after_the_linger_time() {
+    let r = RedisServer::start();
+    r.warm();
+    let c = client(&r.url()).await;
+    let ttl = Duration::from_secs(10);
+    let channels = || {
+        r.cmd(&["PUBSUB", "NUMSUB", "leasehold:{idle}:events"])
+            .trim()
+            .to_string()
+    };
+    // One waiter subscribes: the lease is held by someone else for a moment.
+    let held = c.lease("idle").ttl(ttl).acquire().await.expect("held");
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.lease("idle").ttl(ttl).acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.release().await.expect("release");
+    waiter
+        .await
+        .expect("task")
+        .expect("acquired")
+        .release()
+        .await
+        .expect("release");
+    assert!(channels().ends_with(":1"), "{}", channels());
+    // Taken again and again for 3 s: the channel stays.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let l = c.lease("idle").ttl(ttl).acquire().await.expect("acquire");
+        l.release().await.expect("release");
+    }
+    assert!(channels().ends_with(":1"), "{}", channels());
+    // Idle: gone within the linger time and a little.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(channels().ends_with(":0"), "{}", channels());
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use leasehold::backend::{AcquireReply, Attempt, Kind};
+use leasehold::backend::{AcquireReply, Attempt, Held, Kind};
 use leasehold::{Client, HolderId, ReleaseOutcome};
 use support::{RedisServer, leasehold};
 
@@ -362,4 +362,230 @@ async fn a_waiter_that_leaves_gives_back_a_granted_slot() {
     let holders = c.semaphore_status("leave").await.expect("status");
     assert_eq!(holders.len(), 1);
     assert_eq!(&holders[0].holder, permit.holder());
+}
+
+/// One attempt through the protocol layer, never renewed: a holder or a
+/// waiter that vanishes unless the test acts for it.
+async fn ghost_attempt(
+    c: &Client,
+    kind: Kind,
+    name: &str,
+    ttl: Duration,
+    queue: bool,
+) -> (HolderId, AcquireReply) {
+    let ghost = HolderId::generate();
+    let reply = c
+        .backend()
+        .attempt(&Attempt {
+            kind,
+            queue,
+            ..Attempt::lease(name, &ghost, ttl)
+        })
+        .await
+        .expect("attempt");
+    (ghost, reply)
+}
+
+const SLOT1: Kind = Kind::Slot { limit: 1 };
+const SLOT2: Kind = Kind::Slot { limit: 2 };
+
+/// Review finding (mixed kinds): a holder releasing a slot that already
+/// expired, while the name is now a held lease, handed a "slot" to the
+/// lease's waiter — which took it as the lease: two lease holders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_release_of_an_expired_slot_hands_nothing_on() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let long = Duration::from_secs(10);
+    let (s1, _) = ghost_attempt(&c, SLOT2, "mix", long, false).await;
+    let (s, _) = ghost_attempt(&c, SLOT2, "mix", Duration::from_millis(300), false).await;
+    assert!(
+        c.backend()
+            .release(&Held::slot("mix", &s1, 2))
+            .await
+            .expect("release")
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let lease = c.lease("mix").ttl(long).acquire().await.expect("lease");
+    let (waiter, reply) = ghost_attempt(&c, Kind::Lease, "mix", long, true).await;
+    assert!(matches!(reply, AcquireReply::Held { .. }), "{reply:?}");
+    let released = c
+        .backend()
+        .release(&Held::slot("mix", &s, 2))
+        .await
+        .expect("release");
+    assert!(!released, "an expired slot was released as if held");
+    let st = c.status("mix").await.expect("status").holder.expect("held");
+    assert_eq!(&st.holder, lease.holder(), "the lease passed to {waiter:?}");
+}
+
+/// Review finding (mixed kinds): a late release of an expired lease, after
+/// the name became a semaphore, handed the lease's record to a semaphore
+/// waiter — which took it as a slot: two holders of one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_release_of_an_expired_lease_hands_nothing_to_a_semaphore_waiter() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let long = Duration::from_secs(10);
+    let (l, _) = ghost_attempt(&c, Kind::Lease, "mix2", Duration::from_millis(300), false).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slot = c
+        .semaphore("mix2", 1)
+        .ttl(long)
+        .acquire()
+        .await
+        .expect("slot");
+    let (_w, reply) = ghost_attempt(&c, SLOT1, "mix2", long, true).await;
+    assert!(matches!(reply, AcquireReply::Full { .. }), "{reply:?}");
+    let released = c
+        .backend()
+        .release(&Held::lease("mix2", &l))
+        .await
+        .expect("release");
+    assert!(!released);
+    let holders = c.semaphore_status("mix2").await.expect("status");
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(&holders[0].holder, slot.holder());
+    assert!(c.status("mix2").await.expect("status").holder.is_none());
+}
+
+/// Review finding (mixed kinds): a semaphore's release handed its slot to a
+/// lease waiter first in line, which took it as the lease beside a slot
+/// holder. The lease waiter is told to attempt instead (and is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_slot_is_not_handed_to_a_lease_waiter() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let long = Duration::from_secs(10);
+    let _x = ghost_attempt(&c, Kind::Lease, "mix3", Duration::from_millis(300), false).await;
+    let (_l, reply) = ghost_attempt(&c, Kind::Lease, "mix3", long, true).await;
+    assert!(matches!(reply, AcquireReply::Held { .. }), "{reply:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (s, reply) = ghost_attempt(&c, SLOT2, "mix3", long, false).await;
+    assert!(matches!(reply, AcquireReply::Acquired { .. }), "{reply:?}");
+    assert!(
+        c.backend()
+            .release(&Held::slot("mix3", &s, 2))
+            .await
+            .expect("release")
+    );
+    assert!(
+        c.status("mix3").await.expect("status").holder.is_none(),
+        "the lease waiter was handed a slot as the lease"
+    );
+    assert!(c.semaphore_status("mix3").await.expect("status").is_empty());
+}
+
+/// Review finding: a grant is made under the releaser's limit only; a
+/// waiter asking for at most 1 holder was handed a slot beside another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_is_handed_on_only_within_the_waiters_own_limit() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let long = Duration::from_secs(10);
+    let (a, _) = ghost_attempt(&c, SLOT2, "limits", long, false).await;
+    let (b, _) = ghost_attempt(&c, SLOT2, "limits", long, false).await;
+    let (_w, reply) = ghost_attempt(&c, SLOT1, "limits", long, true).await;
+    assert!(matches!(reply, AcquireReply::Full { .. }), "{reply:?}");
+    assert!(
+        c.backend()
+            .release(&Held::slot("limits", &a, 2))
+            .await
+            .expect("release")
+    );
+    let holders = c.semaphore_status("limits").await.expect("status");
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0].holder, b);
+}
+
+/// Review finding: the waiter after a grant leaving the line told nobody;
+/// if the granted waiter is dead, the one after them slept until its own
+/// timer (up to a TTL) instead of coming when the grant lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_next_leaves_the_one_after_comes_when_a_dead_grant_lapses() {
+    for kind in [Kind::Lease, SLOT1] {
+        let r = RedisServer::start();
+        let c = client(&r).await;
+        let ttl = Duration::from_secs(10);
+        let (holder, _) = ghost_attempt(&c, kind, "deck", ttl, false).await;
+        let (_dead, _) = ghost_attempt(&c, kind, "deck", ttl, true).await;
+        let (next, _) = ghost_attempt(&c, kind, "deck", ttl, true).await;
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                match kind {
+                    Kind::Lease => c.lease("deck").ttl(ttl).acquire().await.map(|l| l.token()),
+                    _ => c
+                        .semaphore("deck", 1)
+                        .ttl(ttl)
+                        .acquire()
+                        .await
+                        .map(|p| p.token()),
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held = match kind {
+            Kind::Lease => Held::lease("deck", &holder),
+            _ => Held::slot("deck", &holder, 1),
+        };
+        assert!(c.backend().release(&held).await.expect("release"));
+        let t = Instant::now();
+        c.backend().leave(kind, "deck", &next).await.expect("leave");
+        // The grant to the dead waiter lapses after 1 s (TTL/10).
+        tokio::time::timeout(Duration::from_secs(4), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("{kind:?}: the waiter slept on"))
+            .expect("task")
+            .expect("acquired");
+        assert!(t.elapsed() < Duration::from_secs(4));
+    }
+}
+
+/// Review finding: after a leave emptied the line, the next place re-created
+/// the queue keys without an expiry (the record still said they lived), so
+/// a waiter that then crashed left them behind for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_keys_expire_after_a_leave_emptied_the_line() {
+    for kind in [Kind::Lease, SLOT1] {
+        let r = RedisServer::start();
+        let c = client(&r).await;
+        let ttl = Duration::from_secs(10);
+        let _holder = ghost_attempt(&c, kind, "gone", ttl, false).await;
+        let (w, _) = ghost_attempt(&c, kind, "gone", ttl, true).await;
+        c.backend().leave(kind, "gone", &w).await.expect("leave");
+        let _w2 = ghost_attempt(&c, kind, "gone", Duration::from_secs(1), true).await;
+        for key in ["leasehold:{gone}:queue", "leasehold:{gone}:qinfo"] {
+            let pttl: i64 = r
+                .cmd(&["PTTL", key])
+                .trim()
+                .trim_start_matches(':')
+                .parse()
+                .expect("pttl");
+            assert!(pttl > 0, "{kind:?}: {key} has PTTL {pttl}");
+        }
+    }
+}
+
+/// Review finding: a queue-info key of another type (a prefix shared with
+/// another application) made `sem_release` fail with a raw WRONGTYPE error
+/// after it had already removed the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_copes_with_a_foreign_queue_key() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let ttl = Duration::from_secs(10);
+    let (a, _) = ghost_attempt(&c, SLOT1, "odd", ttl, false).await;
+    let _w = ghost_attempt(&c, SLOT1, "odd", ttl, true).await;
+    r.cmd(&["DEL", "leasehold:{odd}:qinfo"]);
+    r.cmd(&["SET", "leasehold:{odd}:qinfo", "not ours"]);
+    let released = c.backend().release(&Held::slot("odd", &a, 1)).await;
+    assert!(matches!(released, Ok(true)), "{released:?}");
+    let err = c
+        .semaphore("odd", 1)
+        .ttl(ttl)
+        .acquire_timeout(Duration::from_secs(2))
+        .await
+        .expect_err("the queue is unusable");
+    assert!(err.to_string().contains("{odd}:qinfo"), "{err}");
 }

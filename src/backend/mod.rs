@@ -186,6 +186,15 @@ impl<'a> Held<'a> {
             holder,
         }
     }
+
+    /// A slot of semaphore `name` (of `limit`) as held by `holder`.
+    pub fn slot(name: &'a str, holder: &'a HolderId, limit: u32) -> Held<'a> {
+        Held {
+            kind: Kind::Slot { limit },
+            name,
+            holder,
+        }
+    }
 }
 
 /// What is held: a lease (one holder) or a slot of a semaphore (N holders).

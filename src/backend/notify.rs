@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -166,6 +166,10 @@ struct Registry {
     waiters: Mailboxes,
     /// Channels Redis has confirmed on the current connection.
     confirmed: std::collections::HashSet<String>,
+    /// Channels nobody waits on, since when: one linger task each (not one
+    /// per waiter that came and went) unsubscribes them once idle for
+    /// `LINGER`.
+    idle: HashMap<String, std::time::Instant>,
     /// Channels Redis refused (an ACL without them) when re-subscribing after
     /// a reconnect, with its message: reported to their waiters, not waited on.
     refused: HashMap<String, String>,
@@ -428,26 +432,51 @@ impl Drop for Subscription {
             }
             None => false,
         };
+        if !last {
+            return;
+        }
+        let name = self.channel.name.clone();
+        // A linger task for this channel is pending already: it sees the
+        // new idle instant and waits on from there.
+        if reg.idle.insert(name.clone(), Instant::now()).is_some() {
+            return;
+        }
         drop(reg);
-        if last {
-            let notifier = self.notifier.clone();
-            let name = self.channel.name.clone();
-            let unsubscribe = move || {
-                let mut reg = notifier.lock();
-                if reg.channels.get(&name).is_some_and(|e| e.1 == 0) {
-                    reg.channels.remove(&name);
-                    drop(reg);
-                    let _ = notifier.cmds.send(Cmd::Unsubscribe(name));
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(async move {
-                        tokio::time::sleep(LINGER).await;
-                        unsubscribe();
-                    });
-                }
-                Err(_) => unsubscribe(),
+        let notifier = self.notifier.clone();
+        // Some(wait): idle for less than LINGER, check again then.
+        let unsubscribe = move || -> Option<Duration> {
+            let mut reg = notifier.lock();
+            let since = reg.idle.get(&name).copied()?;
+            if reg.channels.get(&name).is_some_and(|e| e.1 > 0) {
+                reg.idle.remove(&name);
+                return None;
+            }
+            let left = LINGER.saturating_sub(since.elapsed());
+            if !left.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
+                return Some(left);
+            }
+            reg.idle.remove(&name);
+            if reg.channels.remove(&name).is_some() {
+                drop(reg);
+                let _ = notifier.cmds.send(Cmd::Unsubscribe(name.clone()));
+            }
+            None
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let mut wait = LINGER;
+                    loop {
+                        tokio::time::sleep(wait).await;
+                        match unsubscribe() {
+                            Some(left) => wait = left,
+                            None => break,
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                let _ = unsubscribe();
             }
         }
     }

@@ -160,6 +160,8 @@ impl Record {
 pub struct QInfo {
     pub lapse: Ms,
     pub ttl: Ms,
+    /// What the waiter waits for: 0 a lease, N a slot of a semaphore of N.
+    pub slots: u32,
     pub inbox: Option<Inbox>,
     pub value: Val,
 }
@@ -167,9 +169,10 @@ pub struct QInfo {
 impl QInfo {
     pub fn text(&self) -> String {
         format!(
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             self.lapse,
             self.ttl,
+            self.slots,
             self.inbox.map_or("-".to_string(), Inbox::channel),
             self.value.text()
         )
@@ -762,13 +765,14 @@ impl Store {
             if name.rank(me).is_none() {
                 zset_insert(&mut name.queue, me, now_us);
             }
-            // HSET KEYS[3] me until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value
+            // HSET KEYS[3] me until_ms .. ' ' .. ttl .. ' 0 ' .. inbox .. ' ' .. value
             hash_set(
                 &mut name.qinfo,
                 me,
                 QInfo {
                     lapse: until,
                     ttl,
+                    slots: 0,
                     inbox,
                     value,
                 },
@@ -788,15 +792,21 @@ impl Store {
         {
             if h == me {
                 // HSET exp now + ttl, ttl, value, w confirmed_by_all(ARGV[7]);
-                // ZREM queue me; HDEL qinfo me; return {1, r[4] or '0'}
+                // if qu > 0 then ZREM queue me; HDEL qinfo me;
+                // if EXISTS queue == 0 then HDEL qu end end; return {1, r[4] or '0'}
                 let w = confirmed_by_all(env, confirm);
                 let name = &mut self.names[n];
                 name.rec.exp = Some(now + ttl);
                 name.rec.ttl = Some(ttl);
                 name.rec.value = Some(value);
                 name.rec.w = Some(w);
-                zset_remove(&mut name.queue, &mut name.queue_at, me);
-                hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+                if qu > 0 {
+                    zset_remove(&mut name.queue, &mut name.queue_at, me);
+                    hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
+                    if name.queue.is_empty() {
+                        name.rec.qu = None;
+                    }
+                }
                 return (Acquired::Yes { token: last }, vec![]);
             }
             // queue_up(exp - now); first = waiting and ZRANK me == 0
@@ -881,10 +891,10 @@ impl Store {
     pub fn release(&mut self, env: &Env, n: usize, me: Hid, always: bool) -> (bool, Vec<Pub>) {
         let now = env.now();
         self.expire_keys(now);
-        // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w')
+        // local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w', 'kind')
         let r = self.names[n].rec.clone();
-        // if failed(r) or r[1] ~= ARGV[1] then return 0 end
-        if r.holder != Some(Who::Id(me)) {
+        // if failed(r) or r[1] ~= ARGV[1] or r[8] == 'sem' then return 0 end
+        if r.holder != Some(Who::Id(me)) || r.kind == Some(Kind::Sem) {
             return (false, vec![]);
         }
         let mut tok = r.token.unwrap_or(0);
@@ -893,11 +903,13 @@ impl Store {
         if r.qu.is_some() {
             // local head, info, next, next_info = live_two(KEYS[2], KEYS[3], now)
             let (head, next) = self.names[n].live_two(now);
-            // if head and trusted(r[5], r[7], run) then
+            // local _, ttl, inbox, value, slots = entry(info)
+            // if head and slots == 0 and trusted(r[5], r[7], run) then
             if let Some((h, info)) = head
+                && info.slots == 0
                 && trusted(r.run, r.w, env)
             {
-                // local _, ttl, inbox, value = entry(info); local claim = claim_ms(ttl)
+                // local claim = claim_ms(ttl)
                 let claim = claim_ms(info.ttl);
                 tok = next_token(env, r.token.unwrap_or(0));
                 let name = &mut self.names[n];
@@ -947,6 +959,7 @@ impl Store {
             name.rec.holder = Some(Who::Nobody);
             name.rec.value = Some(Val(0));
             // if head then tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head); return 1 end
+            // (also a head waiting for a semaphore's slot)
             if let Some((h, info)) = head {
                 events.push(tell(
                     info.inbox,
@@ -1066,11 +1079,9 @@ impl Store {
             count = zset_remove(&mut name.queue, &mut name.queue_at, me) as i64;
             // if TYPE qinfo == 'hash' then HDEL qinfo me
             hash_del(&mut name.qinfo, &mut name.qinfo_at, me);
-            // local free = (r[1] or '') == '' or num(r[2]) <= now
-            let free = matches!(r.holder, None | Some(Who::Nobody)) || r.exp.unwrap_or(0) <= now;
-            // if was_head and free then ... tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
+            // if was_head and r[1] ~= ARGV[1] then ... tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
             if was_head
-                && free
+                && r.holder != Some(Who::Id(me))
                 && let Some((h, info)) = name.live_head(now)
             {
                 events.push(tell(
@@ -1080,6 +1091,10 @@ impl Store {
                         head: Some(h),
                     },
                 ));
+            }
+            // if n == 1 and EXISTS queue == 0 then HDEL qu end
+            if count == 1 && name.queue.is_empty() {
+                name.rec.qu = None;
             }
         }
         // if r[1] == ARGV[1] then (a grant that reached us too late)
@@ -1247,22 +1262,25 @@ impl Store {
             if name.rank(me).is_none() {
                 zset_insert(&mut name.queue, me, now_us);
             }
-            // HSET KEYS[6] me until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. ARGV[3]
+            // HSET KEYS[6] me until_ms .. ' ' .. ttl .. ' ' .. limit .. ' ' .. inbox .. ' ' .. ARGV[3]
             hash_set(
                 &mut name.qinfo,
                 me,
                 QInfo {
                     lapse: until,
                     ttl,
+                    slots: limit,
                     inbox,
                     value,
                 },
             );
-            // if until_ms > qu then HSET KEYS[3] qu; PEXPIREAT KEYS[5], KEYS[6] until_ms end
+            // if until_ms > qu then keep_until = until_ms + ttl;
+            // HSET KEYS[3] qu keep_until; PEXPIREAT KEYS[5], KEYS[6] keep_until end
             if until > qu {
-                name.rec.qu = Some(until);
-                name.queue_at = Some(until);
-                name.qinfo_at = Some(until);
+                let keep_until = until + ttl;
+                name.rec.qu = Some(keep_until);
+                name.queue_at = Some(keep_until);
+                name.qinfo_at = Some(keep_until);
             }
         };
         // local function leave_line()
@@ -1371,12 +1389,14 @@ impl Store {
             // leave_line()
             leave_line(name);
         }
-        // local tok = max(num(r[4]) + 1, now_us); HSET kind sem token run w
+        // local tok = max(num(r[4]) + 1, now_us); HSET kind sem token run w holder '' value ''
         let tok = next_token(env, r.token.unwrap_or(0));
         let name = &mut self.names[n];
         name.rec.kind = Some(Kind::Sem);
         name.rec.token = Some(tok);
         name.rec.run = Some(env.run);
+        name.rec.holder = Some(Who::Nobody);
+        name.rec.value = Some(Val(0));
         // local w = confirmed_by_all(ARGV[6]); if used > 0 and r[8] ~= '1' then w = '0' end
         name.rec.w = Some(confirmed_by_all(env, confirm) && (used == 0 || r.w == Some(true)));
         if ttl > r.maxttl.unwrap_or(0) {
@@ -1450,29 +1470,44 @@ impl Store {
         let now = env.now();
         self.expire_keys(now);
         let name = &mut self.names[n];
-        // if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-        if !zset_remove(&mut name.slots, &mut name.slots_at, me) {
+        // local exp = ZSCORE KEYS[1] ARGV[1]; if failed(exp) or not exp then return 0 end
+        let Some(exp) = name.slots.iter().find(|(h, _)| *h == me).map(|(_, e)| *e) else {
+            return (false, vec![]);
+        };
+        // ZREM KEYS[1] ARGV[1]; HDEL KEYS[2] ARGV[1]
+        zset_remove(&mut name.slots, &mut name.slots_at, me);
+        hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
+        // if tonumber(exp) <= now then return 0 end
+        if exp <= now {
             return (false, vec![]);
         }
-        // redis.call('HDEL', KEYS[2], ARGV[1])
-        hash_del(&mut name.slotinfo, &mut name.slotinfo_at, me);
-        // local r = redis.pcall('HMGET', KEYS[3], 'qu', 'obs', 'token', 'run', 'maxttl', 'w')
+        // local r = HMGET KEYS[3] 'qu' 'obs' 'token' 'run' 'maxttl' 'w' 'kind' 'holder' 'exp'
         let r = name.rec.clone();
         // local tok = r[3] or '0'
         let mut tok = r.token.unwrap_or(0);
         let mut events = vec![];
+        // if r[7] == 'lease' and (r[8] or '') ~= '' and num(r[9]) > now then return 1 end
+        if r.kind == Some(Kind::Lease)
+            && matches!(r.holder, Some(Who::Id(_)))
+            && r.exp.unwrap_or(0) > now
+        {
+            return (true, events);
+        }
         // if r[1] then
         if r.qu.is_some() {
-            // local head, info = live_head(KEYS[5], KEYS[6], now)
-            let head = name.live_head(now);
+            // local ok, head, info, next, next_info = pcall(live_two, KEYS[5], KEYS[6], now)
+            let (head, next) = name.live_two(now);
             // local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
             let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
-            // if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
+            // local _, ttl, inbox, value, slots = entry(info)
+            // if head and slots > 0 and live < math.min(tonumber(ARGV[3]) or 1, slots)
+            //   and trusted(r[4], r[6], run) then
             if let Some((h, info)) = head
-                && live < limit
+                && info.slots > 0
+                && live < limit.min(info.slots)
                 && trusted(r.run, r.w, env)
             {
-                // local _, ttl, inbox, value = entry(info); local claim = claim_ms(ttl)
+                // local claim = claim_ms(ttl)
                 let claim = claim_ms(info.ttl);
                 // tok = string.format('%.0f', math.max(num(r[3]) + 1, now_us))
                 tok = next_token(env, r.token.unwrap_or(0));
@@ -1500,8 +1535,7 @@ impl Store {
                 // ZREM KEYS[5] head; HDEL KEYS[6] head
                 zset_remove(&mut name.queue, &mut name.queue_at, h);
                 hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
-                // local next, next_info = live_head(...); if not next then HDEL KEYS[3] 'qu' end
-                let next = name.live_head(now);
+                // if not next then HDEL KEYS[3] 'qu' end
                 if next.is_none() {
                     name.rec.qu = None;
                 }
@@ -1556,6 +1590,8 @@ impl Store {
         self.expire_keys(now);
         let name = &mut self.names[n];
         let mut events = vec![];
+        // local was_head = ZRANGE KEYS[4] 0 0 [1] == ARGV[1]
+        let was_head = name.queue.first().map(|(h, _)| *h) == Some(me);
         // local n = redis.call('ZREM', KEYS[4], ARGV[1])
         let mut count = zset_remove(&mut name.queue, &mut name.queue_at, me) as i64;
         // if n == 1 and TYPE KEYS[5] == 'hash' then HDEL KEYS[5] ARGV[1] end
@@ -1571,9 +1607,13 @@ impl Store {
         if count == 0 {
             return (0, events);
         }
-        // if ZCOUNT KEYS[1] '(' .. now '+inf' < (tonumber(ARGV[3]) or 1) then
+        // if EXISTS KEYS[4] == 0 then HDEL KEYS[3] 'qu' end
+        if name.queue.is_empty() {
+            name.rec.qu = None;
+        }
+        // if was_head or ZCOUNT KEYS[1] '(' .. now '+inf' < (tonumber(ARGV[3]) or 1) then
         let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
-        if live < limit {
+        if was_head || live < limit {
             // local ok, head, info = pcall(live_head, KEYS[4], KEYS[5], now)
             if let Some((h, info)) = name.live_head(now) {
                 // local tok = HGET KEYS[3] 'token' or '0'

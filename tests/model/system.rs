@@ -12,7 +12,8 @@
 //! Clients follow the code, step for step:
 //! - `waiter.rs`: the fast path (one attempt, reply ignored unless acquired),
 //!   then subscribe (the name's channel and the client's inbox) and attempt
-//!   in a loop; after a failed attempt sleep until the reply's wait counted
+//!   in a loop (a client still subscribed from its last acquisition skips
+//!   the fast path: its first attempt is the loop's); after a failed attempt sleep until the reply's wait counted
 //!   from the attempt's send instant (plus 1 ms and jitter when not first),
 //!   woken early by a release naming us, a grant in our inbox (`take_grant`:
 //!   used as it is only when its token is larger than the one our latest
@@ -906,13 +907,17 @@ impl Sys {
         }
     }
 
-    /// `acquire()`: a fresh holder id, then the fast path.
+    /// `acquire()`: a fresh holder id, then the fast path — or, when the
+    /// client's last acquisition subscribed (the channels linger), a fresh
+    /// wake-up registered at once and the loop's first attempt, whose reply
+    /// is waited on (waiter.rs, `subscription_if_ready`).
     fn start(&self, s: &mut State, c: usize) {
         let cl = &mut s.clients[c];
+        let subscribed = cl.mail.open;
         cl.last_held = None;
         cl.backoff = 50;
         cl.mail = Mail::default();
-        self.attempt(s, c, true);
+        self.attempt(s, c, !subscribed);
     }
 
     fn start_release(&self, s: &mut State, c: usize) {

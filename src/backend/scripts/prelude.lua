@@ -161,7 +161,7 @@ local function is_holder_id(s)
 end
 
 -- The first waiter in line whose place has not lapsed, with its
--- "<lapse ms> <ttl ms> <inbox> <value>" entry; waiters that stopped coming
+-- "<lapse ms> <ttl ms> <slots> <inbox> <value>" entry; waiters that stopped coming
 -- (crashed) leave the line on the way. nil when nobody waits.
 local function live_head(queue, qinfo, now)
   local i = 0
@@ -211,10 +211,12 @@ local function claim_ms(ttl)
 end
 
 -- A queue entry's parts: lapse (ms), ttl (ms), the waiter's inbox channel
--- ('-': none, use the name's channel) and its value.
+-- ('-': none, use the name's channel), its value, and what it waits for:
+-- slots 0 a lease, N a slot of a semaphore of N (a release hands on only
+-- what the head waits for; a name used as both gets no grant across kinds).
 local function entry(info)
-  local lapse, ttl, inbox, value = string.match(info or '', '^(%d+) (%d+) (%S+) ?(.*)$')
-  return num(lapse), num(ttl), inbox or '-', value or ''
+  local lapse, ttl, slots, inbox, value = string.match(info or '', '^(%d+) (%d+) (%d+) (%S+) ?(.*)$')
+  return num(lapse), num(ttl), inbox or '-', value or '', num(slots)
 end
 
 -- Publishes a message for waiter `inbox` (its own channel, so that no other

@@ -10,6 +10,7 @@
 -- ARGV[1]  holder id
 -- ARGV[2]  event channel <prefix>{<name>}:events
 -- ARGV[3]  limit (N): a slot is handed on only while fewer than N are live
+--          (and fewer than the head's own limit, from its queue entry)
 --
 -- With waiters in line, the first live one gets the freed slot at once, as a
 -- lease is granted (release.lua): a new token, its TTL and value, an expiry
@@ -19,20 +20,28 @@
 -- the head's inbox and to next's (the waiter after it, who comes when the
 -- grant lapses); on the name's channel only when someone observes.
 -- Without waiters: "released <token>", only when someone observes.
--- Returns 1 released (or handed on), 0 not ours (expired and taken, or never held).
+-- Returns 1 released (or handed on), 0 not ours (expired, or never held: an
+-- expired slot is removed, and nothing is handed on for it).
 
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-local r = redis.pcall('HMGET', KEYS[3], 'qu', 'obs', 'token', 'run', 'maxttl', 'w')
-if failed(r) then return 1 end
+local exp = redis.pcall('ZSCORE', KEYS[1], ARGV[1])
+if failed(exp) or not exp then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.pcall('HDEL', KEYS[2], ARGV[1])
 local run, now, now_us = server()
+if tonumber(exp) <= now then return 0 end
+local r = redis.pcall('HMGET', KEYS[3], 'qu', 'obs', 'token', 'run', 'maxttl', 'w', 'kind', 'holder', 'exp')
+if failed(r) then return 1 end
 local tok = r[3] or '0'
+-- A lease held under the name (used as both kinds): nothing to hand on.
+if r[7] == 'lease' and (r[8] or '') ~= '' and num(r[9]) > now then return 1 end
 
 if r[1] then
-  local head, info, next, next_info = live_two(KEYS[5], KEYS[6], now)
+  local ok, head, info, next, next_info = pcall(live_two, KEYS[5], KEYS[6], now)
+  if not ok then head, next = nil, nil end
   local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-  if head and live < tonumber(ARGV[3]) and trusted(r[4], r[6], run) then
-    local _, ttl, inbox, value = entry(info)
+  local _, ttl, inbox, value, slots = entry(info)
+  if head and slots > 0 and live < math.min(tonumber(ARGV[3]) or 1, slots)
+    and trusted(r[4], r[6], run) then
     local claim = claim_ms(ttl)
     tok = string.format('%.0f', math.max(num(r[3]) + 1, now_us))
     -- w: the head's writes are not known to be confirmed by replicas.
@@ -59,13 +68,12 @@ if r[1] then
     return 1
   end
   if head then
-    -- This server may lack recent writes, or the slots are full of holders
-    -- the others do not count: the head must attempt (and be checked) itself.
-    local _, _, inbox = entry(info)
+    -- This server may lack recent writes, the head waits for a lease, or
+    -- the head's limit is lower: it must attempt (and be checked) itself.
     tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
     return 1
   end
-  redis.call('HDEL', KEYS[3], 'qu')
+  if ok then redis.call('HDEL', KEYS[3], 'qu') end
 end
 if num(r[2]) > now then redis.call('PUBLISH', ARGV[2], 'released ' .. tok) end
 return 1

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  name record <prefix>{<name>}:lease   (see prelude.lua)
 -- KEYS[2]  queue       <prefix>{<name>}:queue   zset: waiter id -> arrival (Redis us)
--- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> <inbox> <value>"
+-- KEYS[3]  queue info  <prefix>{<name>}:qinfo   hash: waiter id -> "<lapse ms> <ttl ms> 0 <inbox> <value>"
+--                                                (0: a lease waiter; see prelude.lua, entry)
 -- KEYS[4]  marker      <prefix>epoch            "<run_id> <base ms> <longest ttl ms>"
 -- KEYS[5]  slots       <prefix>{<name>}:slots   (read only when the name is a semaphore)
 -- ARGV[1]  holder id
@@ -59,7 +60,7 @@ local function queue_up(wait_ms)
   if not waiting then return true end
   local until_ms = now + wait_ms + margin
   if failed(redis.pcall('ZADD', KEYS[2], 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. value)) then return false end
+  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' 0 ' .. inbox .. ' ' .. value)) then return false end
   if until_ms > qu then
     -- A TTL beyond what this place needs: the places taken within the next
     -- TTL (a busy line re-queues on every hand-off) need not extend it again.
@@ -78,8 +79,10 @@ if holder ~= '' and exp > now then
     -- caller's deadline counted from this attempt's send instant holds.
     redis.call('HSET', KEYS[1], 'exp', now + ttl, 'ttl', ttl, 'value', value,
       'w', confirmed_by_all(ARGV[7]))
-    redis.call('ZREM', KEYS[2], me)
-    redis.call('HDEL', KEYS[3], me)
+    if qu > 0 and not failed(redis.pcall('ZREM', KEYS[2], me)) then
+      redis.pcall('HDEL', KEYS[3], me)
+      if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HDEL', KEYS[1], 'qu') end
+    end
     return {1, r[4] or '0'}
   end
   if not queue_up(exp - now) then return foreign(2, 'zset') end

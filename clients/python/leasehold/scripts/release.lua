@@ -21,15 +21,17 @@
 -- asks for it.
 -- Returns 1 released (or handed on), 0 not ours (gone, someone else's, foreign).
 
-local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w')
-if failed(r) or r[1] ~= ARGV[1] then return 0 end
+local r = redis.pcall('HMGET', KEYS[1], 'holder', 'token', 'qu', 'obs', 'run', 'maxttl', 'w', 'kind')
+-- kind 'sem': our lease expired and the name became a semaphore.
+if failed(r) or r[1] ~= ARGV[1] or r[8] == 'sem' then return 0 end
 local tok = r[2] or '0'
 
 if r[3] then
   local run, now, now_us = server()
-  local head, info, next, next_info = live_two(KEYS[2], KEYS[3], now)
-  if head and trusted(r[5], r[7], run) then
-    local _, ttl, inbox, value = entry(info)
+  local ok, head, info, next, next_info = pcall(live_two, KEYS[2], KEYS[3], now)
+  if not ok then head, next = nil, nil end
+  local _, ttl, inbox, value, slots = entry(info)
+  if head and slots == 0 and trusted(r[5], r[7], run) then
     local claim = claim_ms(ttl)
     tok = string.format('%.0f', math.max(num(r[2]) + 1, now_us))
     -- w: the head's writes are not known to be confirmed by replicas.
@@ -53,13 +55,13 @@ if r[3] then
   end
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')
   if head then
-    -- This server may lack recent writes (the record is older than it): the
-    -- head must go through the quarantine check itself.
-    local _, _, inbox = entry(info)
+    -- This server may lack recent writes (the record is older than it), or
+    -- the head waits for a semaphore's slot: it must attempt (and be
+    -- checked: quarantine, LEASEHOLD_KIND) itself.
     tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
     return 1
   end
-  redis.call('HDEL', KEYS[1], 'qu')
+  if ok then redis.call('HDEL', KEYS[1], 'qu') end
 else
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')
 end

@@ -40,6 +40,13 @@ local function foreign(i)
   return redis.error_reply('LEASEHOLD_FOREIGN ' .. KEYS[i] .. ' ' .. redis.call('TYPE', KEYS[i])['ok'])
 end
 
+-- Which of the queue's two keys is of a type we did not write.
+local function foreign_queue()
+  local ty = redis.call('TYPE', KEYS[5])['ok']
+  if ty ~= 'zset' and ty ~= 'none' then return foreign(5) end
+  return foreign(6)
+end
+
 local r = redis.pcall('HMGET', KEYS[3], 'kind', 'holder', 'exp', 'token', 'run', 'maxttl', 'obs', 'w', 'qu')
 if failed(r) then return foreign(3) end
 if r[1] == 'lease' and (r[2] or '') ~= '' and num(r[3]) > now then
@@ -67,7 +74,7 @@ local function queue_up(wait_ms)
   if not waiting then return true end
   local until_ms = now + wait_ms + margin
   if failed(redis.pcall('ZADD', KEYS[5], 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', KEYS[6], me, until_ms .. ' ' .. ttl .. ' ' .. inbox .. ' ' .. ARGV[3])) then return false end
+  if failed(redis.pcall('HSET', KEYS[6], me, until_ms .. ' ' .. ttl .. ' ' .. limit .. ' ' .. inbox .. ' ' .. ARGV[3])) then return false end
   if until_ms > qu then
     -- A TTL beyond what this place needs: the places taken within the next
     -- TTL (a busy line re-queues on every hand-off) need not extend it again.
@@ -80,9 +87,8 @@ local function queue_up(wait_ms)
 end
 
 local function leave_line()
-  if qu > 0 then
-    redis.call('ZREM', KEYS[5], me)
-    redis.call('HDEL', KEYS[6], me)
+  if qu > 0 and not failed(redis.pcall('ZREM', KEYS[5], me)) then
+    redis.pcall('HDEL', KEYS[6], me)
     if redis.call('EXISTS', KEYS[5]) == 0 then redis.call('HDEL', KEYS[3], 'qu') end
   end
 end
@@ -106,7 +112,7 @@ for i = 1, #live, 2 do
 end
 if used >= limit then
   local wait = math.max((first or now) - now, 0)
-  if not queue_up(wait) then return foreign(5) end
+  if not queue_up(wait) then return foreign_queue() end
   local is_first = 0
   if waiting and redis.call('ZRANK', KEYS[5], me) == 0 then is_first = 1 end
   return {0, wait, used, is_first, r[4] or '0'}
@@ -115,7 +121,7 @@ end
 local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[8])
 if not ready then return foreign(4) end
 if now < ready then
-  if not queue_up(ready - now) then return foreign(5) end
+  if not queue_up(ready - now) then return foreign_queue() end
   return {2, ready - now}
 end
 
@@ -142,9 +148,9 @@ if qu > 0 then
       end
     end
   end)
-  if not ok then return foreign(5) end
+  if not ok then return foreign_queue() end
   if ahead >= free then
-    if not queue_up(soonest - now) then return foreign(5) end
+    if not queue_up(soonest - now) then return foreign_queue() end
     return {3, soonest - now, head}
   end
   leave_line()
@@ -154,7 +160,9 @@ local tok = string.format('%.0f', math.max(num(r[4]) + 1, now_us))
 -- Trusted after a failover only while every live slot was confirmed so.
 local w = confirmed_by_all(ARGV[6])
 if used > 0 and r[8] ~= '1' then w = '0' end
-redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', w)
+-- A lease's holder (expired: the checks above) is no holder of a semaphore:
+-- its late release must not hand anything on.
+redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', w, 'holder', '', 'value', '')
 if ttl > num(r[6]) then
   redis.call('HSET', KEYS[3], 'maxttl', ttl)
   note_ttl(KEYS[4], run, ttl)

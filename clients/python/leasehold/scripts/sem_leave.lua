@@ -11,8 +11,9 @@
 -- ARGV[3]  limit (N)
 --
 -- When a slot is free afterwards (ours given back, or the leaver was in line
--- for one), the first live waiter must not sleep on: publishes
--- "released <token> <head>" to it then.
+-- for one), or the leaver was first in line (it was to come when a grant to
+-- a waiter that died lapses, and nobody else was told), the first live
+-- waiter must not sleep on: publishes "released <token> <head>" to it then.
 -- Returns 1 if it was queued or held a slot.
 
 -- Keys of another type were not written by leasehold: left alone.
@@ -22,6 +23,7 @@ for _, i in ipairs({1, 4}) do
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local was_head = redis.call('ZRANGE', KEYS[4], 0, 0)[1] == ARGV[1]
 local n = redis.call('ZREM', KEYS[4], ARGV[1])
 if n == 1 and redis.call('TYPE', KEYS[5])['ok'] == 'hash' then redis.call('HDEL', KEYS[5], ARGV[1]) end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -30,7 +32,8 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   n = 1
 end
 if n == 0 then return 0 end
-if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') < (tonumber(ARGV[3]) or 1) then
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.pcall('HDEL', KEYS[3], 'qu') end
+if was_head or redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') < (tonumber(ARGV[3]) or 1) then
   local ok, head, info = pcall(live_head, KEYS[4], KEYS[5], now)
   if ok and head then
     local _, _, inbox = entry(info)
