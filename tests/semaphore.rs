@@ -589,3 +589,52 @@ async fn a_release_copes_with_a_foreign_queue_key() {
         .expect_err("the queue is unusable");
     assert!(err.to_string().contains("{odd}:qinfo"), "{err}");
 }
+
+/// The record's `qu` field of `name` (the queue keys' expiry), if any.
+fn qu_field(r: &RedisServer, name: &str) -> String {
+    r.cmd(&["HGET", &format!("leasehold:{{{name}}}:lease"), "qu"])
+        .trim()
+        .to_string()
+}
+
+fn queue_exists(r: &RedisServer, name: &str) -> bool {
+    r.cmd(&["EXISTS", &format!("leasehold:{{{name}}}:queue")])
+        .trim()
+        == ":1"
+}
+
+/// Second review: a leave emptied the line through the lapsed places it
+/// removed on the way (not its own), and the record kept saying the queue
+/// keys lived — the next place re-created them without an expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_that_empties_the_line_through_lapsed_places_clears_qu() {
+    let r = RedisServer::start();
+    let c = client(&r).await;
+    let short = Duration::from_secs(1);
+    // Semaphore: H holds (renewed); A waits long, C's place lapses soon.
+    let _h = c
+        .semaphore("lapsed", 1)
+        .ttl(short)
+        .acquire()
+        .await
+        .expect("h");
+    let (a, _) = ghost_attempt(&c, SLOT1, "lapsed", Duration::from_secs(10), true).await;
+    let _c = ghost_attempt(&c, SLOT1, "lapsed", short, true).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    c.backend().leave(SLOT1, "lapsed", &a).await.expect("leave");
+    assert!(!queue_exists(&r, "lapsed"));
+    assert_eq!(qu_field(&r, "lapsed"), "$-1", "qu outlived the queue");
+    // Lease: L releases, the lease is granted to A (next: C); C lapses; A
+    // gives the grant back and the line is empty.
+    let l = c.lease("lapsed2").ttl(short).acquire().await.expect("l");
+    let (a, _) = ghost_attempt(&c, Kind::Lease, "lapsed2", Duration::from_secs(10), true).await;
+    let _c = ghost_attempt(&c, Kind::Lease, "lapsed2", short, true).await;
+    l.release().await.expect("release");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    c.backend()
+        .leave(Kind::Lease, "lapsed2", &a)
+        .await
+        .expect("leave");
+    assert!(!queue_exists(&r, "lapsed2"));
+    assert_eq!(qu_field(&r, "lapsed2"), "$-1", "qu outlived the queue");
+}

@@ -5,7 +5,7 @@
 //! |-----------------------------|--------|------------|-----------------------------------------|
 //! | `<prefix>{<name>}:lease`    | hash   | none       | the name record: kind, holder, value, exp, ttl, token, run, maxttl, qu, obs, w (`scripts/prelude.lua`) |
 //! | `<prefix>{<name>}:queue`    | zset   | longest wait | waiter id → arrival (µs), first come first served |
-//! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms inbox value" |
+//! | `<prefix>{<name>}:qinfo`    | hash   | longest wait | waiter id → "lapse_ms ttl_ms slots inbox value" |
 //! | `<prefix>{<name>}:events`   | channel| —          | "granted T HEAD CLAIM NEXT", "released T \[HEAD\]", "acquired T", "proclaimed T" |
 //! | `<prefix>{<name>}:slots`    | zset   | longest slot | semaphore: holder id → expiry (Redis ms) |
 //! | `<prefix>{<name>}:slotinfo` | hash   | longest slot | semaphore: holder id → "token value"    |

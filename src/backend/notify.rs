@@ -169,7 +169,9 @@ struct Registry {
     /// Channels nobody waits on, since when: one linger task each (not one
     /// per waiter that came and went) unsubscribes them once idle for
     /// `LINGER`.
-    idle: HashMap<String, std::time::Instant>,
+    idle: HashMap<String, (Instant, u64)>,
+    /// Linger tasks started so far (each marks `idle` with its number).
+    linger_tasks: u64,
     /// Channels Redis refused (an ACL without them) when re-subscribing after
     /// a reconnect, with its message: reported to their waiters, not waited on.
     refused: HashMap<String, String>,
@@ -438,46 +440,84 @@ impl Drop for Subscription {
         let name = self.channel.name.clone();
         // A linger task for this channel is pending already: it sees the
         // new idle instant and waits on from there.
-        if reg.idle.insert(name.clone(), Instant::now()).is_some() {
+        if let Some(idle) = reg.idle.get_mut(&name) {
+            idle.0 = Instant::now();
             return;
         }
+        reg.linger_tasks += 1;
+        let task = reg.linger_tasks;
+        reg.idle.insert(name.clone(), (Instant::now(), task));
         drop(reg);
-        let notifier = self.notifier.clone();
-        // Some(wait): idle for less than LINGER, check again then.
-        let unsubscribe = move || -> Option<Duration> {
-            let mut reg = notifier.lock();
-            let since = reg.idle.get(&name).copied()?;
-            if reg.channels.get(&name).is_some_and(|e| e.1 > 0) {
-                reg.idle.remove(&name);
-                return None;
-            }
-            let left = LINGER.saturating_sub(since.elapsed());
-            if !left.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
-                return Some(left);
-            }
-            reg.idle.remove(&name);
-            if reg.channels.remove(&name).is_some() {
-                drop(reg);
-                let _ = notifier.cmds.send(Cmd::Unsubscribe(name.clone()));
-            }
-            None
+        let pending = Pending {
+            notifier: self.notifier.clone(),
+            name,
+            task,
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    let mut wait = LINGER;
+                    let mut left = LINGER;
                     loop {
-                        tokio::time::sleep(wait).await;
-                        match unsubscribe() {
-                            Some(left) => wait = left,
+                        tokio::time::sleep(left).await;
+                        match pending.check() {
+                            Some(more) => left = more,
                             None => break,
                         }
                     }
                 });
             }
             Err(_) => {
-                let _ = unsubscribe();
+                let _ = pending.check();
             }
+        }
+    }
+}
+
+/// A channel's linger task: its mark in `Registry::idle` goes with it, however
+/// it ends (a task dropped with its runtime must not leave the channel marked
+/// as lingering: the next waiter to go would start no task of its own).
+struct Pending {
+    notifier: Notifier,
+    name: String,
+    task: u64,
+}
+
+impl Pending {
+    /// How much longer to wait before unsubscribing; `None` when done:
+    /// unsubscribed, or the channel is in use again (its mark is removed
+    /// with the lock held, so the next waiter to go starts a task of its own).
+    fn check(&self) -> Option<Duration> {
+        let mut reg = self.notifier.lock();
+        let since = match reg.idle.get(&self.name) {
+            Some((since, task)) if *task == self.task => *since,
+            _ => return None,
+        };
+        if reg.channels.get(&self.name).is_some_and(|e| e.1 > 0) {
+            reg.idle.remove(&self.name);
+            return None;
+        }
+        let left = LINGER.saturating_sub(since.elapsed());
+        if !left.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
+            return Some(left);
+        }
+        reg.idle.remove(&self.name);
+        if reg.channels.remove(&self.name).is_some() {
+            drop(reg);
+            let _ = self.notifier.cmds.send(Cmd::Unsubscribe(self.name.clone()));
+        }
+        None
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut reg = self.notifier.lock();
+        if reg
+            .idle
+            .get(&self.name)
+            .is_some_and(|(_, t)| *t == self.task)
+        {
+            reg.idle.remove(&self.name);
         }
     }
 }

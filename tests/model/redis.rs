@@ -155,7 +155,8 @@ impl Record {
     }
 }
 
-/// `"<lapse ms> <ttl ms> <inbox> <value>"` in `qinfo` (inbox `-`: none).
+/// `"<lapse ms> <ttl ms> <slots> <inbox> <value>"` in `qinfo` (inbox `-`:
+/// none; slots 0: a lease waiter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct QInfo {
     pub lapse: Ms,
@@ -1092,10 +1093,6 @@ impl Store {
                     },
                 ));
             }
-            // if n == 1 and EXISTS queue == 0 then HDEL qu end
-            if count == 1 && name.queue.is_empty() {
-                name.rec.qu = None;
-            }
         }
         // if r[1] == ARGV[1] then (a grant that reached us too late)
         if r.holder == Some(Who::Id(me)) {
@@ -1116,6 +1113,10 @@ impl Store {
                 }),
             });
             count = 1;
+        }
+        // if n == 1 and EXISTS queue == 0 then HDEL qu end
+        if count == 1 && name.queue.is_empty() {
+            name.rec.qu = None;
         }
         (count, events)
     }
@@ -1607,10 +1608,6 @@ impl Store {
         if count == 0 {
             return (0, events);
         }
-        // if EXISTS KEYS[4] == 0 then HDEL KEYS[3] 'qu' end
-        if name.queue.is_empty() {
-            name.rec.qu = None;
-        }
         // if was_head or ZCOUNT KEYS[1] '(' .. now '+inf' < (tonumber(ARGV[3]) or 1) then
         let live = name.slots.iter().filter(|(_, e)| *e > now).count() as u32;
         if was_head || live < limit {
@@ -1627,6 +1624,10 @@ impl Store {
                     },
                 ));
             }
+        }
+        // if EXISTS KEYS[4] == 0 then HDEL KEYS[3] 'qu' end
+        if name.queue.is_empty() {
+            name.rec.qu = None;
         }
         (1, events)
     }

@@ -56,6 +56,8 @@ use super::redis::*;
 
 /// The model's time origin (Redis ms): the start of a second.
 pub const T0: Ms = 10_000_000;
+/// notify.rs `LINGER`: how long a channel nobody waits on stays subscribed.
+const LINGER: Ms = 2000;
 
 // ---------------------------------------------------------------------------
 // The client side's arithmetic, from the crate itself.
@@ -549,6 +551,10 @@ pub struct Client {
     /// renewal.rs `reconnected`: the latest reconnect (0: none). A lease
     /// whose acquisition or renewal was sent before it is renewed at once.
     pub reconnected: Ms,
+    /// Until when the channels of the last acquisition's wait linger
+    /// (notify.rs LINGER, 2 s after the wait ended; 0: it did not wait): an
+    /// acquisition begun before then skips the fast path.
+    pub linger_until: Ms,
 }
 
 impl Client {
@@ -835,7 +841,13 @@ impl Sys {
         }
         let seq = s.tenures;
         s.tenures += 1;
+        let linger = if s.clients[c].mail.open && !self.is_quorum() {
+            s.now + self.clients[c].real(LINGER)
+        } else {
+            0
+        };
         let cl = &mut s.clients[c];
+        cl.linger_until = linger;
         cl.mail = Mail::default();
         cl.writes = 0;
         cl.phase = Phase::Hold(Hold {
@@ -912,8 +924,9 @@ impl Sys {
     /// wake-up registered at once and the loop's first attempt, whose reply
     /// is waited on (waiter.rs, `subscription_if_ready`).
     fn start(&self, s: &mut State, c: usize) {
+        let subscribed = s.now < s.clients[c].linger_until;
         let cl = &mut s.clients[c];
-        let subscribed = cl.mail.open;
+        cl.linger_until = 0;
         cl.last_held = None;
         cl.backoff = 50;
         cl.mail = Mail::default();
@@ -1898,6 +1911,7 @@ impl Model for Sys {
                     last_held: None,
                     backoff: 50,
                     mail: Mail::default(),
+                    linger_until: 0,
                     writes: 0,
                     reconnected: 0,
                 })

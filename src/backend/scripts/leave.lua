@@ -30,7 +30,6 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
       tell(inbox, ARGV[2], 'released ' .. (r[3] or '0') .. ' ' .. head)
     end
   end
-  if n == 1 and redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HDEL', KEYS[1], 'qu') end
 end
 if r[1] == ARGV[1] then
   -- Handed to us after we stopped waiting: let the next one have it now
@@ -45,4 +44,7 @@ if r[1] == ARGV[1] then
   end
   n = 1
 end
+-- The line may be empty now (we left, lapsed places went on the way): its
+-- keys are gone, and the next place must set their expiry again.
+if n == 1 and redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HDEL', KEYS[1], 'qu') end
 return n

@@ -32,7 +32,6 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   n = 1
 end
 if n == 0 then return 0 end
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.pcall('HDEL', KEYS[3], 'qu') end
 if was_head or redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') < (tonumber(ARGV[3]) or 1) then
   local ok, head, info = pcall(live_head, KEYS[4], KEYS[5], now)
   if ok and head then
@@ -42,4 +41,7 @@ if was_head or redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') < (tonumber(ARG
     tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head)
   end
 end
+-- The line may be empty now (we left, lapsed places went on the way): its
+-- keys are gone, and the next place must set their expiry again.
+if redis.call('EXISTS', KEYS[4]) == 0 then redis.pcall('HDEL', KEYS[3], 'qu') end
 return 1

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  slots       <prefix>{<name>}:slots
 -- KEYS[2]  slot info   <prefix>{<name>}:slotinfo
--- KEYS[3]  name record <prefix>{<name>}:lease    token, run, maxttl, w, qu, obs
+-- KEYS[3]  name record <prefix>{<name>}:lease    token, run, maxttl, w, qu, obs,
+--                                                 kind, holder, exp
 -- KEYS[4]  marker      <prefix>epoch (its longest TTL is raised by a grant)
 -- KEYS[5]  queue       <prefix>{<name>}:queue
 -- KEYS[6]  queue info  <prefix>{<name>}:qinfo
