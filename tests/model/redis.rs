@@ -594,6 +594,24 @@ impl Name {
     }
 }
 
+/// prelude.lua `announce`: a grant told to the head, to the next in line
+/// (when its inbox is another) and on the name's channel while observed.
+fn announce(msg: Event, head: &QInfo, next: Option<&(Hid, QInfo)>, obs: Ms, now: Ms) -> Vec<Pub> {
+    // tell(inbox, channel, msg)
+    let mut out = vec![tell(head.inbox, msg)];
+    // if next_info then ... if next_inbox ~= inbox then tell(next_inbox, channel, msg) end end
+    if let Some((_, ni)) = next
+        && ni.inbox != head.inbox
+    {
+        out.push(tell(ni.inbox, msg));
+    }
+    // if inbox ~= '-' and obs > now then PUBLISH channel msg end
+    if head.inbox.is_some() && obs > now {
+        out.push(on_name(msg));
+    }
+    out
+}
+
 /// prelude.lua `claim_ms`: clamp(ttl/10, 100 ms, 1 s).
 pub fn claim_ms(ttl: Ms) -> Ms {
     (ttl / 10).clamp(100, 1000)
@@ -941,18 +959,8 @@ impl Store {
                     claim,
                     next: next.map(|(h, _)| h),
                 };
-                // tell(inbox, ARGV[2], msg)
-                events.push(tell(info.inbox, msg));
-                // if next and next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
-                if let Some((_, ni)) = next
-                    && ni.inbox != info.inbox
-                {
-                    events.push(tell(ni.inbox, msg));
-                }
-                // if inbox ~= '-' and num(r[4]) > now then PUBLISH ARGV[2] msg end
-                if info.inbox.is_some() && r.obs.unwrap_or(0) > now {
-                    events.push(on_name(msg));
-                }
+                // announce(msg, inbox, next_info, ARGV[2], num(r[4]), now)
+                events.extend(announce(msg, &info, next.as_ref(), r.obs.unwrap_or(0), now));
                 return (true, events);
             }
             // HSET holder '' value ''
@@ -1546,18 +1554,8 @@ impl Store {
                     claim,
                     next: next.map(|(h, _)| h),
                 };
-                // tell(inbox, ARGV[2], msg)
-                events.push(tell(info.inbox, msg));
-                // if next and next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
-                if let Some((_, ni)) = next
-                    && ni.inbox != info.inbox
-                {
-                    events.push(tell(ni.inbox, msg));
-                }
-                // if inbox ~= '-' and num(r[2]) > now then PUBLISH ARGV[2] msg end
-                if info.inbox.is_some() && r.obs.unwrap_or(0) > now {
-                    events.push(on_name(msg));
-                }
+                // announce(msg, inbox, next_info, ARGV[2], num(r[2]), now)
+                events.extend(announce(msg, &info, next.as_ref(), r.obs.unwrap_or(0), now));
                 return (true, events);
             }
             // if head then tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head); return 1 end

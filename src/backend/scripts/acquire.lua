@@ -59,17 +59,8 @@ end
 local function queue_up(wait_ms)
   if not waiting then return true end
   local until_ms = now + wait_ms + margin
-  if failed(redis.pcall('ZADD', KEYS[2], 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', KEYS[3], me, until_ms .. ' ' .. ttl .. ' 0 ' .. inbox .. ' ' .. value)) then return false end
-  if until_ms > qu then
-    -- A TTL beyond what this place needs: the places taken within the next
-    -- TTL (a busy line re-queues on every hand-off) need not extend it again.
-    local keep_until = until_ms + ttl
-    redis.call('HSET', KEYS[1], 'qu', keep_until)
-    redis.call('PEXPIREAT', KEYS[2], keep_until)
-    redis.call('PEXPIREAT', KEYS[3], keep_until)
-  end
-  return true
+  return join_line(KEYS[2], KEYS[3], KEYS[1], me, now_us, until_ms, ttl,
+    until_ms .. ' ' .. ttl .. ' 0 ' .. inbox .. ' ' .. value, qu)
 end
 
 if holder ~= '' and exp > now then

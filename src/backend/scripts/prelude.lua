@@ -225,3 +225,32 @@ local function tell(inbox, channel, msg)
   if inbox ~= '-' and inbox ~= '' then channel = inbox end
   redis.call('PUBLISH', channel, msg)
 end
+
+-- Keeps (or takes) waiter `me`'s place in line with queue entry `text`
+-- (lapsing at `until_ms`). The queue keys live a TTL beyond what this place
+-- needs (`qu`, the record's field as the script read it): the places taken
+-- within the next TTL — a busy line re-queues on every hand-off — need not
+-- extend them again. False when a queue key is of a type we did not write.
+local function join_line(queue, qinfo, rec, me, now_us, until_ms, ttl, text, qu)
+  if failed(redis.pcall('ZADD', queue, 'NX', now_us, me)) then return false end
+  if failed(redis.pcall('HSET', qinfo, me, text)) then return false end
+  if until_ms > qu then
+    local keep_until = until_ms + ttl
+    redis.call('HSET', rec, 'qu', keep_until)
+    redis.call('PEXPIREAT', queue, keep_until)
+    redis.call('PEXPIREAT', qinfo, keep_until)
+  end
+  return true
+end
+
+-- Tells a grant (`msg`) to the head (`inbox`) and to the next in line
+-- (`next_info`'s inbox, when it is another), and on the name's channel when
+-- someone observes (`obs` > now).
+local function announce(msg, inbox, next_info, channel, obs, now)
+  tell(inbox, channel, msg)
+  if next_info then
+    local _, _, next_inbox = entry(next_info)
+    if next_inbox ~= inbox then tell(next_inbox, channel, msg) end
+  end
+  if inbox ~= '-' and obs > now then redis.call('PUBLISH', channel, msg) end
+end

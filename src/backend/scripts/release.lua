@@ -45,12 +45,7 @@ if r[3] then
     redis.call('HDEL', KEYS[3], head)
     if not next then redis.call('HDEL', KEYS[1], 'qu') end
     local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
-    tell(inbox, ARGV[2], msg)
-    if next then
-      local _, _, next_inbox = entry(next_info)
-      if next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
-    end
-    if inbox ~= '-' and num(r[4]) > now then redis.call('PUBLISH', ARGV[2], msg) end
+    announce(msg, inbox, next_info, ARGV[2], num(r[4]), now)
     return 1
   end
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')

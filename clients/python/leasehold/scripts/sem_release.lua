@@ -60,12 +60,7 @@ if r[1] then
     redis.call('HDEL', KEYS[6], head)
     if not next then redis.call('HDEL', KEYS[3], 'qu') end
     local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
-    tell(inbox, ARGV[2], msg)
-    if next then
-      local _, _, next_inbox = entry(next_info)
-      if next_inbox ~= inbox then tell(next_inbox, ARGV[2], msg) end
-    end
-    if inbox ~= '-' and num(r[2]) > now then redis.call('PUBLISH', ARGV[2], msg) end
+    announce(msg, inbox, next_info, ARGV[2], num(r[2]), now)
     return 1
   end
   if head then
