@@ -581,6 +581,12 @@ async fn a_release_copes_with_a_foreign_queue_key() {
     r.cmd(&["SET", "leasehold:{odd}:qinfo", "not ours"]);
     let released = c.backend().release(&Held::slot("odd", &a, 1)).await;
     assert!(matches!(released, Ok(true)), "{released:?}");
+    // Third review: with the queue gone and the queue info foreign, a
+    // waiting attempt created the queue, failed on the info, and left the
+    // queue without an expiry; and a lease's attempt named the wrong key.
+    r.cmd(&["DEL", "leasehold:{odd}:queue"]);
+    let (_b, reply) = ghost_attempt(&c, SLOT1, "odd", ttl, false).await;
+    assert!(matches!(reply, AcquireReply::Acquired { .. }), "{reply:?}");
     let err = c
         .semaphore("odd", 1)
         .ttl(ttl)
@@ -588,6 +594,19 @@ async fn a_release_copes_with_a_foreign_queue_key() {
         .await
         .expect_err("the queue is unusable");
     assert!(err.to_string().contains("{odd}:qinfo"), "{err}");
+    let pttl = r.cmd(&["PTTL", "leasehold:{odd}:queue"]);
+    assert_ne!(pttl.trim(), ":-1", "a queue key without an expiry");
+    let _held = c.lease("odd2").ttl(ttl).acquire().await.expect("held");
+    r.cmd(&["SET", "leasehold:{odd2}:qinfo", "not ours"]);
+    let err = c
+        .lease("odd2")
+        .ttl(ttl)
+        .acquire_timeout(Duration::from_secs(2))
+        .await
+        .expect_err("the queue is unusable");
+    assert!(err.to_string().contains("{odd2}:qinfo"), "{err}");
+    let pttl = r.cmd(&["PTTL", "leasehold:{odd2}:queue"]);
+    assert_ne!(pttl.trim(), ":-1", "a queue key without an expiry");
 }
 
 /// The record's `qu` field of `name` (the queue keys' expiry), if any.

@@ -517,7 +517,14 @@ impl Drop for Pending {
             .get(&self.name)
             .is_some_and(|(_, t)| *t == self.task)
         {
+            // Ended early (its runtime shut down, or a panic): nobody else
+            // would give the channel up.
             reg.idle.remove(&self.name);
+            if reg.channels.get(&self.name).is_some_and(|e| e.1 == 0) {
+                reg.channels.remove(&self.name);
+                drop(reg);
+                let _ = self.notifier.cmds.send(Cmd::Unsubscribe(self.name.clone()));
+            }
         }
     }
 }
@@ -689,11 +696,18 @@ async fn run(
                             }
                         }
                         Some(Cmd::Unsubscribe(name)) => {
-                            let still_wanted = lock(&registry).channels.contains_key(&name);
-                            if !still_wanted {
-                                lock(&registry).confirmed.remove(&name);
-                                if bounded(sink.unsubscribe(&name)).await.is_err() { break; }
-                            }
+                            // One lock: a waiter joining in between must not
+                            // find the channel still confirmed (and send no
+                            // SUBSCRIBE) just before it is unsubscribed.
+                            let unwanted = {
+                                let mut reg = lock(&registry);
+                                let unwanted = !reg.channels.contains_key(&name);
+                                if unwanted {
+                                    reg.confirmed.remove(&name);
+                                }
+                                unwanted
+                            };
+                            if unwanted && bounded(sink.unsubscribe(&name)).await.is_err() { break; }
                         }
                     }
                 }

@@ -233,7 +233,12 @@ end
 -- extend them again. False when a queue key is of a type we did not write.
 local function join_line(queue, qinfo, rec, me, now_us, until_ms, ttl, text, qu)
   if failed(redis.pcall('ZADD', queue, 'NX', now_us, me)) then return false end
-  if failed(redis.pcall('HSET', qinfo, me, text)) then return false end
+  if failed(redis.pcall('HSET', qinfo, me, text)) then
+    -- No place without its entry (nor a queue key left without an expiry).
+    redis.call('ZREM', queue, me)
+    if redis.call('EXISTS', queue) == 0 then redis.call('HDEL', rec, 'qu') end
+    return false
+  end
   if until_ms > qu then
     local keep_until = until_ms + ttl
     redis.call('HSET', rec, 'qu', keep_until)

@@ -55,6 +55,13 @@ if kind == 'sem' then
   if live > 0 then return redis.error_reply('LEASEHOLD_KIND sem') end
 end
 
+-- Which of the queue's two keys is of a type we did not write.
+local function foreign_queue()
+  local ty = redis.call('TYPE', KEYS[2])['ok']
+  if ty ~= 'zset' and ty ~= 'none' then return foreign(2, 'zset') end
+  return foreign(3, 'hash')
+end
+
 -- Keep (or take) our place in line until `wait_ms` from now plus the margin.
 local function queue_up(wait_ms)
   if not waiting then return true end
@@ -76,7 +83,7 @@ if holder ~= '' and exp > now then
     end
     return {1, r[4] or '0'}
   end
-  if not queue_up(exp - now) then return foreign(2, 'zset') end
+  if not queue_up(exp - now) then return foreign_queue() end
   local first = 0
   if waiting and redis.call('ZRANK', KEYS[2], me) == 0 then first = 1 end
   return {0, exp - now, holder, r[9] or '', r[4] or '0', first}
@@ -87,18 +94,18 @@ end
 local ready = ready_at(KEYS[4], run, now, uptime, r[5], r[6] and num(r[6]) or (r[4] and 0 or nil), ttl, true, r[10])
 if not ready then return foreign(4, 'string') end
 if now < ready then
-  if not queue_up(ready - now) then return foreign(2, 'zset') end
+  if not queue_up(ready - now) then return foreign_queue() end
   return {2, ready - now}
 end
 
 -- First come, first served: a free lease goes to the first live waiter.
 if qu > 0 then
   local ok, head = pcall(live_head, KEYS[2], KEYS[3], now)
-  if not ok then return foreign(2, 'zset') end
+  if not ok then return foreign_queue() end
   if head and head ~= me then
     local info = redis.call('HGET', KEYS[3], head)
     local lapses = num(string.match(info or '', '^(%d+)')) - now
-    if not queue_up(lapses) then return foreign(2, 'zset') end
+    if not queue_up(lapses) then return foreign_queue() end
     return {3, lapses, head}
   end
   if head then
