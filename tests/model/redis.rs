@@ -589,27 +589,49 @@ impl Name {
         (it.next(), it.next())
     }
 
+    /// prelude.lua `hand_on`: after a grant of `tok` to `head` (claim window
+    /// `claim`), the head leaves the line, and "granted" goes to it, to the
+    /// next in line (when its inbox is another) and on the name's channel
+    /// while observed.
+    fn hand_on(
+        &mut self,
+        (head, info): (Hid, QInfo),
+        next: Option<(Hid, QInfo)>,
+        tok: u64,
+        claim: Ms,
+        obs: Ms,
+        now: Ms,
+    ) -> Vec<Pub> {
+        // ZREM queue head; HDEL qinfo head; if not next then HDEL rec 'qu' end
+        zset_remove(&mut self.queue, &mut self.queue_at, head);
+        hash_del(&mut self.qinfo, &mut self.qinfo_at, head);
+        if next.is_none() {
+            self.rec.qu = None;
+        }
+        let msg = Event::Granted {
+            token: tok,
+            head,
+            claim,
+            next: next.map(|(h, _)| h),
+        };
+        // tell(inbox, channel, msg)
+        let mut out = vec![tell(info.inbox, msg)];
+        // if next_info then ... if next_inbox ~= inbox then tell(next_inbox, channel, msg) end end
+        if let Some((_, ni)) = next
+            && ni.inbox != info.inbox
+        {
+            out.push(tell(ni.inbox, msg));
+        }
+        // if inbox ~= '-' and obs > now then PUBLISH channel msg end
+        if info.inbox.is_some() && obs > now {
+            out.push(on_name(msg));
+        }
+        out
+    }
+
     fn rank(&self, id: Hid) -> Option<usize> {
         self.queue.iter().position(|(h, _)| *h == id)
     }
-}
-
-/// prelude.lua `announce`: a grant told to the head, to the next in line
-/// (when its inbox is another) and on the name's channel while observed.
-fn announce(msg: Event, head: &QInfo, next: Option<&(Hid, QInfo)>, obs: Ms, now: Ms) -> Vec<Pub> {
-    // tell(inbox, channel, msg)
-    let mut out = vec![tell(head.inbox, msg)];
-    // if next_info then ... if next_inbox ~= inbox then tell(next_inbox, channel, msg) end end
-    if let Some((_, ni)) = next
-        && ni.inbox != head.inbox
-    {
-        out.push(tell(ni.inbox, msg));
-    }
-    // if inbox ~= '-' and obs > now then PUBLISH channel msg end
-    if head.inbox.is_some() && obs > now {
-        out.push(on_name(msg));
-    }
-    out
 }
 
 /// prelude.lua `claim_ms`: clamp(ttl/10, 100 ms, 1 s).
@@ -715,6 +737,16 @@ impl Store {
             });
         }
         mbase + longest
+    }
+
+    /// prelude.lua `raise_maxttl`: a grant with TTL `ttl` of name `n`, whose
+    /// record said `rec_max`: the record's and the marker's longest TTL cover it.
+    fn raise_maxttl(&mut self, env: &Env, n: usize, ttl: Ms, rec_max: Option<Ms>) {
+        // if ttl > num(rec_max) then HSET rec maxttl ttl; note_ttl(epoch, run, ttl) end
+        if ttl > rec_max.unwrap_or(0) {
+            self.names[n].rec.maxttl = Some(ttl);
+            self.note_ttl(env, ttl);
+        }
     }
 
     /// prelude.lua `note_ttl`: raises the server's longest TTL.
@@ -892,11 +924,8 @@ impl Store {
             rec.run = Some(env.run);
             rec.w = Some(confirmed_by_all(env, confirm));
         }
-        // if ttl > num(r[6]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
-        if ttl > r.maxttl.unwrap_or(0) {
-            self.names[n].rec.maxttl = Some(ttl);
-            self.note_ttl(env, ttl);
-        }
+        // raise_maxttl(KEYS[1], KEYS[4], run, ttl, r[6])
+        self.raise_maxttl(env, n, ttl, r.maxttl);
         // if obs > now then PUBLISH acquired tok end
         let events = if obs > now {
             vec![on_name(Event::Acquired(tok))]
@@ -940,27 +969,11 @@ impl Store {
                 name.rec.token = Some(tok);
                 name.rec.run = Some(env.run);
                 name.rec.w = Some(false);
-                // if ttl > num(r[6]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
-                if info.ttl > r.maxttl.unwrap_or(0) {
-                    name.rec.maxttl = Some(info.ttl);
-                    self.note_ttl(env, info.ttl);
-                }
-                let name = &mut self.names[n];
-                // ZREM queue head; HDEL qinfo head
-                zset_remove(&mut name.queue, &mut name.queue_at, h);
-                hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
-                // if not next then HDEL qu end
-                if next.is_none() {
-                    name.rec.qu = None;
-                }
-                let msg = Event::Granted {
-                    token: tok,
-                    head: h,
-                    claim,
-                    next: next.map(|(h, _)| h),
-                };
-                // announce(msg, inbox, next_info, ARGV[2], num(r[4]), now)
-                events.extend(announce(msg, &info, next.as_ref(), r.obs.unwrap_or(0), now));
+                // raise_maxttl(KEYS[1], KEYS[4], run, ttl, r[6])
+                self.raise_maxttl(env, n, info.ttl, r.maxttl);
+                // hand_on(KEYS[1], KEYS[2], KEYS[3], head, inbox, next, next_info, tok, claim, ARGV[2], num(r[4]), now)
+                let obs = r.obs.unwrap_or(0);
+                events.extend(self.names[n].hand_on((h, info), next, tok, claim, obs, now));
                 return (true, events);
             }
             // HSET holder '' value ''
@@ -1408,10 +1421,8 @@ impl Store {
         name.rec.value = Some(Val(0));
         // local w = confirmed_by_all(ARGV[6]); if used > 0 and r[8] ~= '1' then w = '0' end
         name.rec.w = Some(confirmed_by_all(env, confirm) && (used == 0 || r.w == Some(true)));
-        if ttl > r.maxttl.unwrap_or(0) {
-            name.rec.maxttl = Some(ttl);
-            self.note_ttl(env, ttl);
-        }
+        // raise_maxttl(KEYS[3], KEYS[4], run, ttl, r[6])
+        self.raise_maxttl(env, n, ttl, r.maxttl);
         let name = &mut self.names[n];
         // ZADD slots now + ttl me; HSET slotinfo me tok .. ' ' .. value; keep(now + ttl)
         zset_insert(&mut name.slots, me, now + ttl);
@@ -1525,11 +1536,8 @@ impl Store {
                 name.rec.token = Some(tok);
                 name.rec.run = Some(env.run);
                 name.rec.w = Some(false);
-                // if ttl > num(r[5]) then HSET maxttl ttl; note_ttl(KEYS[4], run, ttl) end
-                if info.ttl > r.maxttl.unwrap_or(0) {
-                    name.rec.maxttl = Some(info.ttl);
-                    self.note_ttl(env, info.ttl);
-                }
+                // raise_maxttl(KEYS[3], KEYS[4], run, ttl, r[5])
+                self.raise_maxttl(env, n, info.ttl, r.maxttl);
                 let name = &mut self.names[n];
                 // ZADD KEYS[1] now + claim head; HSET KEYS[2] head tok .. ' ' .. value
                 zset_insert(&mut name.slots, h, now + claim);
@@ -1541,21 +1549,9 @@ impl Store {
                 if pttl(true, name.slotinfo_at, now) < claim as i64 {
                     name.slotinfo_at = Some(now + claim);
                 }
-                // ZREM KEYS[5] head; HDEL KEYS[6] head
-                zset_remove(&mut name.queue, &mut name.queue_at, h);
-                hash_del(&mut name.qinfo, &mut name.qinfo_at, h);
-                // if not next then HDEL KEYS[3] 'qu' end
-                if next.is_none() {
-                    name.rec.qu = None;
-                }
-                let msg = Event::Granted {
-                    token: tok,
-                    head: h,
-                    claim,
-                    next: next.map(|(h, _)| h),
-                };
-                // announce(msg, inbox, next_info, ARGV[2], num(r[2]), now)
-                events.extend(announce(msg, &info, next.as_ref(), r.obs.unwrap_or(0), now));
+                // hand_on(KEYS[3], KEYS[5], KEYS[6], head, inbox, next, next_info, tok, claim, ARGV[2], num(r[2]), now)
+                let obs = r.obs.unwrap_or(0);
+                events.extend(name.hand_on((h, info), next, tok, claim, obs, now));
                 return (true, events);
             }
             // if head then tell(inbox, ARGV[2], 'released ' .. tok .. ' ' .. head); return 1 end

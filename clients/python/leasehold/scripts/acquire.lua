@@ -121,9 +121,6 @@ end
 local tok = string.format('%.0f', math.max(last + 1, now_us))
 redis.call('HSET', KEYS[1], 'kind', 'lease', 'holder', me, 'value', value, 'exp', now + ttl,
   'ttl', ttl, 'token', tok, 'run', run, 'w', confirmed_by_all(ARGV[7]))
-if ttl > num(r[6]) then
-  redis.call('HSET', KEYS[1], 'maxttl', ttl)
-  note_ttl(KEYS[4], run, ttl)
-end
+raise_maxttl(KEYS[1], KEYS[4], run, ttl, r[6])
 if obs > now then redis.call('PUBLISH', ARGV[4], 'acquired ' .. tok) end
 return {1, tok}

@@ -135,6 +135,15 @@ local function note_ttl(epoch, run, ttl)
   if a == run and num(c) < ttl then redis.call('SET', epoch, a .. ' ' .. b .. ' ' .. ttl) end
 end
 
+-- A grant with TTL `ttl` of a name whose record says `rec_max`: the record's
+-- longest TTL, and this server marker's (`epoch`; nil: none), cover it.
+local function raise_maxttl(rec, epoch, run, ttl, rec_max)
+  if ttl > num(rec_max) then
+    redis.call('HSET', rec, 'maxttl', ttl)
+    if epoch then note_ttl(epoch, run, ttl) end
+  end
+end
+
 -- A holder with TTL `ttl` was refused a renewal on a server that did not
 -- grant it (`rec_run` is not this server: it restarted, was wiped, or took
 -- over from a master): that holder may run for up to its TTL. Make sure every
@@ -248,10 +257,16 @@ local function join_line(queue, qinfo, rec, me, now_us, until_ms, ttl, text, qu)
   return true
 end
 
--- Tells a grant (`msg`) to the head (`inbox`) and to the next in line
--- (`next_info`'s inbox, when it is another), and on the name's channel when
--- someone observes (`obs` > now).
-local function announce(msg, inbox, next_info, channel, obs, now)
+-- After a release wrote the grant of its token `tok` to `head` (claim window
+-- `claim` ms): the head leaves the line, and "granted <tok> <head> <claim>
+-- <next>" goes to the head (`inbox`), to the next in line (`next_info`'s
+-- inbox, when it is another: it comes when the grant lapses), and on the
+-- name's channel when someone observes (`obs` > now).
+local function hand_on(rec, queue, qinfo, head, inbox, next, next_info, tok, claim, channel, obs, now)
+  redis.call('ZREM', queue, head)
+  redis.call('HDEL', qinfo, head)
+  if not next then redis.call('HDEL', rec, 'qu') end
+  local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
   tell(inbox, channel, msg)
   if next_info then
     local _, _, next_inbox = entry(next_info)

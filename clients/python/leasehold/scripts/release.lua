@@ -37,15 +37,8 @@ if r[3] then
     -- w: the head's writes are not known to be confirmed by replicas.
     redis.call('HSET', KEYS[1], 'holder', head, 'value', value, 'exp', now + claim,
       'ttl', ttl, 'token', tok, 'run', run, 'w', '0')
-    if ttl > num(r[6]) then
-      redis.call('HSET', KEYS[1], 'maxttl', ttl)
-      if KEYS[4] then note_ttl(KEYS[4], run, ttl) end
-    end
-    redis.call('ZREM', KEYS[2], head)
-    redis.call('HDEL', KEYS[3], head)
-    if not next then redis.call('HDEL', KEYS[1], 'qu') end
-    local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
-    announce(msg, inbox, next_info, ARGV[2], num(r[4]), now)
+    raise_maxttl(KEYS[1], KEYS[4], run, ttl, r[6])
+    hand_on(KEYS[1], KEYS[2], KEYS[3], head, inbox, next, next_info, tok, claim, ARGV[2], num(r[4]), now)
     return 1
   end
   redis.call('HSET', KEYS[1], 'holder', '', 'value', '')

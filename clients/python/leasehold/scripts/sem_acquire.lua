@@ -154,10 +154,7 @@ if used > 0 and r[8] ~= '1' then w = '0' end
 -- A lease's holder (expired: the checks above) is no holder of a semaphore:
 -- its late release must not hand anything on.
 redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', w, 'holder', '', 'value', '')
-if ttl > num(r[6]) then
-  redis.call('HSET', KEYS[3], 'maxttl', ttl)
-  note_ttl(KEYS[4], run, ttl)
-end
+raise_maxttl(KEYS[3], KEYS[4], run, ttl, r[6])
 redis.call('ZADD', KEYS[1], now + ttl, me)
 redis.call('HSET', KEYS[2], me, tok .. ' ' .. ARGV[3])
 keep(now + ttl)

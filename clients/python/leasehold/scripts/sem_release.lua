@@ -47,20 +47,13 @@ if r[1] then
     tok = string.format('%.0f', math.max(num(r[3]) + 1, now_us))
     -- w: the head's writes are not known to be confirmed by replicas.
     redis.call('HSET', KEYS[3], 'kind', 'sem', 'token', tok, 'run', run, 'w', '0')
-    if ttl > num(r[5]) then
-      redis.call('HSET', KEYS[3], 'maxttl', ttl)
-      note_ttl(KEYS[4], run, ttl)
-    end
+    raise_maxttl(KEYS[3], KEYS[4], run, ttl, r[5])
     redis.call('ZADD', KEYS[1], now + claim, head)
     redis.call('HSET', KEYS[2], head, tok .. ' ' .. value)
     for i = 1, 2 do
       if redis.call('PTTL', KEYS[i]) < claim then redis.call('PEXPIRE', KEYS[i], claim) end
     end
-    redis.call('ZREM', KEYS[5], head)
-    redis.call('HDEL', KEYS[6], head)
-    if not next then redis.call('HDEL', KEYS[3], 'qu') end
-    local msg = 'granted ' .. tok .. ' ' .. head .. ' ' .. claim .. ' ' .. (next or '')
-    announce(msg, inbox, next_info, ARGV[2], num(r[2]), now)
+    hand_on(KEYS[3], KEYS[5], KEYS[6], head, inbox, next, next_info, tok, claim, ARGV[2], num(r[2]), now)
     return 1
   end
   if head then
