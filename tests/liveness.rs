@@ -485,7 +485,15 @@ async fn an_idle_channel_is_unsubscribed_after_the_linger_time() {
         let c = c.clone();
         tokio::spawn(async move { c.lease("idle").ttl(ttl).acquire().await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In line once its first attempt found the lease held.
+    let t0 = Instant::now();
+    while r.cmd(&["ZCARD", "leasehold:{idle}:queue"]).trim() != ":1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     held.release().await.expect("release");
     waiter
         .await
@@ -502,7 +510,10 @@ async fn an_idle_channel_is_unsubscribed_after_the_linger_time() {
         l.release().await.expect("release");
     }
     assert!(channels().ends_with(":1"), "{}", channels());
-    // Idle: gone within the linger time and a little.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert!(channels().ends_with(":0"), "{}", channels());
+    // Idle: gone after the linger time (2 s), well within 5 s.
+    let idle = Instant::now();
+    while !channels().ends_with(":0") {
+        assert!(idle.elapsed() < Duration::from_secs(5), "{}", channels());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -10,6 +10,24 @@ use leasehold::backend::{AcquireReply, Attempt, Held, Kind};
 use leasehold::{Client, HolderId, ReleaseOutcome};
 use support::{RedisServer, leasehold};
 
+/// Waits until `n` waiters are in the line of `name` (each attempt that found
+/// it taken keeps a place there), at most 10 s.
+async fn in_line(r: &RedisServer, name: &str, n: usize) {
+    let key = format!("leasehold:{{{name}}}:queue");
+    let t0 = Instant::now();
+    loop {
+        let card = r.cmd(&["ZCARD", &key]);
+        if card.trim() == format!(":{n}") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{name}: {card} in line, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn client(r: &RedisServer) -> Client {
     r.warm();
     Client::connect(&r.url()).await.expect("connect")
@@ -202,14 +220,7 @@ async fn a_released_slot_goes_to_the_waiter_in_line_not_to_a_latecomer() {
         let c = c.clone();
         tokio::spawn(async move { c.semaphore("line", 1).ttl(ttl).acquire().await })
     };
-    // The waiter is in line once its attempt found the slot taken.
-    let t0 = Instant::now();
-    while c.status("line").await.expect("status").holder.is_none()
-        && t0.elapsed() < Duration::from_secs(5)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_line(&r, "line", 1).await;
     assert_eq!(
         held.release().await.expect("release"),
         ReleaseOutcome::Released
@@ -259,7 +270,7 @@ async fn waiters_get_slots_first_come_first_served() {
             p.release().await.expect("release");
         }));
         // Each is in line before the next comes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        in_line(&r, "fifo", i + 1).await;
     }
     drop(a.release().await.expect("release"));
     drop(b.release().await.expect("release"));
@@ -294,7 +305,7 @@ async fn a_slot_granted_to_a_dead_waiter_passes_on_after_the_claim_window() {
         let c = c.clone();
         tokio::spawn(async move { c.semaphore("lapse", 1).ttl(ttl).acquire().await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_line(&r, "lapse", 2).await;
     let released = Instant::now();
     held.release().await.expect("release");
     let holders = c.semaphore_status("lapse").await.expect("status");
@@ -342,7 +353,7 @@ async fn a_waiter_that_leaves_gives_back_a_granted_slot() {
         let c = c.clone();
         tokio::spawn(async move { c.semaphore("leave", 1).ttl(ttl).acquire().await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_line(&r, "leave", 2).await;
     held.release().await.expect("release");
     let left = Instant::now();
     c.backend()
@@ -524,7 +535,7 @@ async fn when_next_leaves_the_one_after_comes_when_a_dead_grant_lapses() {
                 }
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        in_line(&r, "deck", 3).await;
         let held = match kind {
             Kind::Lease => Held::lease("deck", &holder),
             _ => Held::slot("deck", &holder, 1),
