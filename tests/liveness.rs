@@ -517,3 +517,53 @@ async fn an_idle_channel_is_unsubscribed_after_the_linger_time() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A waiter that waited inside another tokio runtime, which then shut down
+/// with the channel's linger task: the channel is still given up (the
+/// dropped task used to leave it marked as lingering, and nobody
+/// unsubscribed it while the client lived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_is_given_up_when_its_linger_task_dies_with_its_runtime() {
+    let r = RedisServer::start();
+    r.warm();
+    let c = client(&r.url()).await;
+    let ttl = Duration::from_secs(10);
+    let channels = || {
+        r.cmd(&["PUBSUB", "NUMSUB", "leasehold:{other}:events"])
+            .trim()
+            .to_string()
+    };
+    let held = c.lease("other").ttl(ttl).acquire().await.expect("held");
+    let waiter = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = c.lease("other").ttl(ttl).acquire().await.expect("acquired");
+                l.release().await.expect("release");
+            });
+            // The runtime (and the linger task it holds) goes here.
+        })
+    };
+    let t0 = Instant::now();
+    while r.cmd(&["ZCARD", "leasehold:{other}:queue"]).trim() != ":1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    held.release().await.expect("release");
+    tokio::task::spawn_blocking(move || waiter.join())
+        .await
+        .expect("join")
+        .expect("waiter thread");
+    let idle = Instant::now();
+    while !channels().ends_with(":0") {
+        assert!(idle.elapsed() < Duration::from_secs(5), "{}", channels());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
