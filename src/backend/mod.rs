@@ -544,21 +544,6 @@ impl Backend {
         }
     }
 
-    /// Joins the event channel of `name` (one shared connection per node).
-    pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
-        let (parts, needed) = match self {
-            Backend::Node(n) => {
-                let parts = n.subscribe(name, true).await?;
-                let needed = parts.len();
-                (parts, needed)
-            }
-            Backend::Quorum(q) => (q.subscribe(name).await?, q.majority()),
-        };
-        Ok(Subscription { parts, needed })
-    }
-}
-
-impl Backend {
     /// The subscription to `name`'s events and this client's inbox when it
     /// costs no round trip (both subscribed and confirmed already, as in a
     /// loop that takes the same name again and again); `None` otherwise, and
@@ -572,6 +557,19 @@ impl Backend {
         }
         let sub = self.subscribe(name).await?;
         Ok(sub.ensure_confirmed().await?.then_some(sub))
+    }
+
+    /// Joins the event channel of `name` (one shared connection per node).
+    pub(crate) async fn subscribe(&self, name: &str) -> Result<Subscription> {
+        let (parts, needed) = match self {
+            Backend::Node(n) => {
+                let parts = n.subscribe(name, true).await?;
+                let needed = parts.len();
+                (parts, needed)
+            }
+            Backend::Quorum(q) => (q.subscribe(name).await?, q.majority()),
+        };
+        Ok(Subscription { parts, needed })
     }
 }
 
