@@ -108,8 +108,10 @@ fn run_keeps_exactly_one_child_across_failover() {
     );
     assert!(
         !text.contains("stop"),
-        "the child was stopped: {text}\n{}",
-        first.stderr()
+        "the child was stopped: {text}\nfirst supervisor: {}\nsecond supervisor: {}\nnew master: {}",
+        first.stderr(),
+        second.stderr(),
+        g.master.cmd(&["INFO", "replication"])
     );
     assert!(support::pid_alive(started), "the child died");
     assert!(
